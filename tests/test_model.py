@@ -1,0 +1,120 @@
+"""Model: parameter counts, LMU matrices, LIF semantics, parallel == streaming."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.signal
+import torch
+
+from lmuformer import PRESETS, build_model
+from lmuformer.functional.lif import LIFParams, lif_sequence, lif_step
+from lmuformer.functional.lmu import (
+    impulse_response,
+    lmu_continuous,
+    lmu_discrete,
+    memory_fft,
+    memory_step,
+)
+from tests.conftest import activate
+
+
+@pytest.mark.parametrize(("name", "count"), [("scv2", 1_689_894), ("scv2-ann", 1_621_796)])
+def test_parameter_counts_match_reference(name: str, count: int) -> None:
+    model = build_model(name)
+    assert sum(p.numel() for p in model.parameters()) == count
+
+
+def test_continuous_matrices_closed_form() -> None:
+    a, b = lmu_continuous(4, 10.0)
+    for i in range(4):
+        assert b[i] == pytest.approx((2 * i + 1) / 10.0 * (-1) ** i)
+        for j in range(4):
+            sign = -1.0 if i < j else (-1.0) ** (i - j + 1)
+            assert a[i, j] == pytest.approx((2 * i + 1) / 10.0 * sign)
+
+
+@pytest.mark.parametrize(("order", "theta"), [(8, 8.0), (64, 128.0), (512, 128.0)])
+def test_zoh_matches_scipy(order: int, theta: float) -> None:
+    a, b = lmu_continuous(order, theta)
+    ad_ref, bd_ref, *_ = scipy.signal.cont2discrete(
+        (a, b[:, None], np.ones((1, order)), np.zeros((1,))), dt=1.0, method="zoh"
+    )
+    ad, bd = lmu_discrete(order, theta)
+    np.testing.assert_allclose(ad, ad_ref, atol=1e-10)
+    np.testing.assert_allclose(bd, bd_ref[:, 0], atol=1e-10)
+
+
+def test_scv2_memory_facts() -> None:
+    ad, bd = lmu_discrete(512, 128.0)
+    assert max(abs(np.linalg.eigvals(ad))) == pytest.approx(0.83, abs=0.01)
+    assert abs(bd).max() == pytest.approx(0.10, abs=0.01)
+
+
+def test_memory_fft_equals_recurrence() -> None:
+    ad, bd = lmu_discrete(32, 20.0)
+    h = torch.from_numpy(impulse_response(ad, bd, 50))
+    u = (torch.rand(3, 50, dtype=torch.float64) > 0.5).double()
+    m_fft = memory_fft(u, h)
+    m = torch.zeros(3, 32, dtype=torch.float64)
+    a_t, b_t = torch.from_numpy(ad), torch.from_numpy(bd)
+    for t in range(50):
+        m = memory_step(m, u[:, t], a_t, b_t)
+        torch.testing.assert_close(m_fft[:, t], m, atol=1e-12, rtol=0)
+
+
+def test_lif_sequence_equals_norse_steps() -> None:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(40, 5, 7, generator=g) * 2
+    for v_th in (1.0, 0.5):
+        p = LIFParams(v_th=v_th)
+        z_seq = lif_sequence(x, p)
+        v = torch.zeros(5, 7)
+        for t in range(40):
+            z, v = lif_step(x[t], v, p)
+            assert torch.equal(z, z_seq[t])
+        assert z_seq.sum() > 0
+
+
+def test_lif_semantics_by_hand() -> None:
+    # v: 0.5*1.2=0.6; 0.6+0.5*(1.2-0.6)=0.9; 0.9+0.15=1.05 > 1 -> spike, reset; 0.6 ...
+    z = lif_sequence(torch.full((4, 1), 1.2), LIFParams())
+    assert z[:, 0].tolist() == [0.0, 0.0, 1.0, 0.0]
+    # strict threshold: v == v_th does not spike
+    z = lif_sequence(torch.tensor([[2.0], [0.0]]), LIFParams(v_th=1.0))
+    assert z[:, 0].tolist() == [0.0, 0.0]
+
+
+def test_lif_surrogate_gradient_flows() -> None:
+    x = torch.randn(10, 4, requires_grad=True)
+    lif_sequence(x, LIFParams()).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_stream_equals_parallel(name: str) -> None:
+    model = activate(build_model(name)).double()
+    cfg = model.config
+    frames = min(cfg.frames, 40)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, frames, cfg.in_features, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        per_step = model.step_outputs(x)
+        logits = model(x)
+    streamed_steps = model.stream_outputs(x)
+    assert per_step.shape == (2, frames + model.latency, cfg.num_classes)
+    assert (per_step - streamed_steps).abs().max() <= 1e-4
+    assert (logits - model.stream(x)).abs().max() <= 1e-4
+    assert per_step.std() > 0  # the model is not silent
+
+
+def test_full_length_scv2_stream_equals_parallel() -> None:
+    model = activate(build_model("scv2")).double()
+    x = torch.rand(1, 128, 128, dtype=torch.float64)
+    with torch.no_grad():
+        assert (model(x) - model.stream(x)).abs().max() <= 1e-4
+
+
+def test_bad_input_shape() -> None:
+    with pytest.raises(ValueError, match="expected input"):
+        build_model("tiny")(torch.zeros(1, 8, 3))
