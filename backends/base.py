@@ -1,0 +1,79 @@
+"""The common simulation interface: a graph and a batch of samples in, predictions,
+per-step readout and per-population spike counts out."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import nir
+import numpy as np
+
+from lmuformer.errors import UserError
+
+
+@dataclass
+class SimulationResult:
+    """One simulation of ``samples`` sequences.
+
+    readout: (samples, classes) accumulated readout after the last step;
+    trace: (samples, steps, classes) accumulated readout after each step;
+    spikes: population name -> (samples,) spike counts over the whole run;
+    neurons: population name -> neurons; steps: steps per sample; wall_s: seconds.
+    """
+
+    backend: str
+    precision: str
+    readout: np.ndarray
+    trace: np.ndarray
+    spikes: dict[str, np.ndarray]
+    neurons: dict[str, int]
+    steps: int
+    wall_s: float
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.readout.argmax(axis=1)
+
+    @property
+    def samples(self) -> int:
+        return self.readout.shape[0]
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.samples * self.steps / self.wall_s if self.wall_s > 0 else float("inf")
+
+
+Runner = Callable[..., SimulationResult]
+
+# backend name -> "module:function"; imported on first use so that a missing optional
+# dependency (Lava) only matters to the backend that needs it.
+BACKENDS: dict[str, str] = {
+    "torch": "backends.torch_backend:run",
+    "emulator": "backends.emulator:run",
+    "lava": "backends.lava:run",
+}
+
+
+def simulate(
+    graph: nir.NIRGraph,
+    x: np.ndarray,
+    backend: str = "torch",
+    precision: str = "float",
+    progress: bool = True,
+    **options,
+) -> SimulationResult:
+    """Run ``graph`` on x (samples, frames, features) for frames + latency steps each."""
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if precision not in ("fixed", "float"):
+        raise UserError(f"precision must be 'fixed' or 'float', not {precision!r}")
+    module, func = BACKENDS[backend].split(":")
+    run: Runner = getattr(importlib.import_module(module), func)
+    start = time.perf_counter()
+    result = run(graph, np.asarray(x), precision=precision, progress=progress, **options)
+    result.wall_s = time.perf_counter() - start
+    return result

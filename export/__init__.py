@@ -1,0 +1,16 @@
+"""NIR export of the Spiking LMUFormer, and the re-import of such graphs into PyTorch.
+
+- :func:`export.graph.model_to_nir` builds the graph (BN folded, time-axis taps as Delays,
+  the LMU memory as an explicit recurrent integrator, an accumulating readout);
+- :mod:`export.quantize` holds the pure quantisation functions;
+- :func:`export.io.write_graph` / :func:`export.io.read_graph` store and load files;
+- :class:`export.interpret.GraphRunner` runs a graph step by step in PyTorch.
+
+The node-by-node mapping and the time alignment are documented in ``export/README.md``.
+"""
+
+from export.graph import ExportOptions, model_to_nir
+from export.interpret import GraphRunner
+from export.io import read_graph, write_graph
+
+__all__ = ["ExportOptions", "GraphRunner", "model_to_nir", "read_graph", "write_graph"]

@@ -1,0 +1,266 @@
+"""Build a NIR graph from a (spiking) LMUFormer.
+
+The graph is flat and uses only: Input, Output, Delay, Affine, Linear, LIF, I.
+Every synapse is one Affine/Linear node from a source population (spikes, a Delay of
+spikes, the input, or the LMU memory) into one target population; the membrane-shortcut
+residual stream is not a node but the set of synapses each of its consumers receives,
+with that consumer's BatchNorm folded in.  See ``export/README.md`` for the mapping.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import nir
+import numpy as np
+import torch
+
+from export.quantize import (
+    QuantizedTerm,
+    dequantize,
+    impulse_response_error,
+    quantize_term,
+    quantize_terms,
+    quantize_to_grid,
+)
+from lmuformer.errors import UserError
+from lmuformer.model.layers import LIF, CausalConv3, SeqBatchNorm
+from lmuformer.model.lmuformer import LMUFormer
+
+FORMAT = "lmuformer-nir"
+FORMAT_VERSION = 1
+TAU_STEPS = 2.0  # LIF membrane time constant in frames
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """dt: frame period (s); quantize: False for a float export; weight_bits: learned
+    synapses; lmu_bits: bits of each term of the LMU matrices; lmu_terms: terms per LMU
+    matrix (each term is one more synapse per connection)."""
+
+    dt: float = 0.01
+    quantize: bool = True
+    weight_bits: int = 8
+    lmu_bits: int = 8
+    lmu_terms: int = 2
+
+    def check(self) -> None:
+        if not self.dt > 0:
+            raise UserError(f"dt must be positive, got {self.dt}")
+        if self.quantize:
+            for name in ("weight_bits", "lmu_bits"):
+                bits = getattr(self, name)
+                if not 2 <= bits <= 24:
+                    raise UserError(f"{name.replace('_', '-')} must be between 2 and 24, got {bits}")
+            if not 1 <= self.lmu_terms <= 4:
+                raise UserError(f"lmu-terms must be between 1 and 4, got {self.lmu_terms}")
+
+
+@dataclass
+class Contribution:
+    """A linear map ``w`` (out, in) of ``source`` delayed by ``delay`` steps, plus ``bias``."""
+
+    source: str
+    delay: int
+    weight: np.ndarray
+    bias: np.ndarray | None = None
+
+
+@dataclass
+class _Builder:
+    opts: ExportOptions
+    sizes: dict[str, int] = field(default_factory=dict)
+    nodes: dict[str, nir.NIRNode] = field(default_factory=dict)
+    edges: list[tuple[str, str]] = field(default_factory=list)
+    errors: dict[str, float] = field(default_factory=dict)
+
+    def add(self, name: str, node: nir.NIRNode, size: int) -> str:
+        assert name not in self.nodes, name
+        self.nodes[name] = node
+        self.sizes[name] = size
+        return name
+
+    def delayed(self, source: str, steps: int) -> str:
+        if steps == 0:
+            return source
+        name = f"{source}.delay{steps}"
+        if name not in self.nodes:
+            n = self.sizes[source]
+            self.add(name, nir.Delay(np.full(n, steps * self.opts.dt)), n)
+            self.edges.append((source, name))
+        return name
+
+    def weight_terms(self, w: np.ndarray, kind: str) -> list[QuantizedTerm] | None:
+        if not self.opts.quantize:
+            return None
+        if kind == "lmu":
+            return quantize_terms(w, self.opts.lmu_bits, self.opts.lmu_terms)
+        return [quantize_term(w, self.opts.weight_bits)]
+
+    def synapse(self, name: str, c: Contribution, target: str, kind: str = "learned") -> None:
+        """One synapse node (several if the matrix is split into quantised terms)."""
+        source = self.delayed(c.source, c.delay)
+        terms = self.weight_terms(c.weight, kind)
+        values = [c.weight] if terms is None else [t.value for t in terms]
+        bias = c.bias
+        for k, w in enumerate(values):
+            meta: dict = {"role": kind}
+            if terms is not None:
+                t = terms[k]
+                meta.update(weight_mantissa=t.mantissa, weight_exponent=t.exponent, weight_bits=t.bits)
+            if bias is not None and k == 0:
+                if terms is not None:  # bias on the finest grid of the target's inputs
+                    bias = quantize_to_grid(bias, min(t.exponent for t in terms))
+                node = nir.Affine(weight=w.astype(np.float64), bias=bias.astype(np.float64), metadata=meta)
+            else:
+                node = nir.Linear(weight=w.astype(np.float64), metadata=meta)
+            node_name = name if len(values) == 1 else f"{name}.term{k}"
+            self.add(node_name, node, w.shape[0])
+            self.edges += [(source, node_name), (node_name, target)]
+        if terms is not None and kind != "lmu":
+            self.errors[name] = _rel_error(dequantize(terms), c.weight)
+
+    def lif(self, name: str, n: int, v_th: float) -> str:
+        dt = self.opts.dt
+        node = nir.LIF(
+            tau=np.full(n, TAU_STEPS * dt),
+            r=np.ones(n),
+            v_leak=np.zeros(n),
+            v_threshold=np.full(n, float(v_th)),
+            v_reset=np.zeros(n),
+        )
+        return self.add(name, node, n)
+
+    def consumer(self, name: str, bn: SeqBatchNorm, lif: LIF, inputs: list[Contribution]) -> str:
+        """LIF population ``name`` receiving ``lif(bn(sum of inputs))``; BN folded per synapse."""
+        g, b = _bn_affine(bn)
+        self.lif(name, g.shape[0], lif.params.v_th)
+        bias = b + g * sum((c.bias for c in inputs if c.bias is not None), np.zeros_like(b))
+        for k, c in enumerate(inputs):
+            folded = Contribution(c.source, c.delay, g[:, None] * c.weight, bias if k == 0 else None)
+            self.synapse(f"{name}.syn{k}", folded, name)
+        return name
+
+
+def _rel_error(q: np.ndarray, w: np.ndarray) -> float:
+    den = float(np.linalg.norm(w))
+    return float(np.linalg.norm(q - w)) / den if den else 0.0
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().double().numpy()
+
+
+def _bn_affine(bn: SeqBatchNorm) -> tuple[np.ndarray, np.ndarray]:
+    """Eval-mode BatchNorm as ``g * x + b``."""
+    g = _np(bn.weight) / np.sqrt(_np(bn.running_var) + bn.eps)
+    return g, _np(bn.bias) - _np(bn.running_mean) * g
+
+
+def _conv_taps(source: str, conv: CausalConv3, extra_delay: int = 0) -> list[Contribution]:
+    """``y[t] = W0 x[t-2] + W1 x[t-1] + W2 x[t]`` as three delayed contributions."""
+    w = _np(conv.weight)
+    return [Contribution(source, extra_delay + 2 - j, w[:, :, j]) for j in range(3)]
+
+
+def _linear(source: str, layer: torch.nn.Linear) -> Contribution:
+    return Contribution(source, 0, _np(layer.weight), _np(layer.bias))
+
+
+def _bn_after(c: Contribution, bn: SeqBatchNorm) -> Contribution:
+    g, b = _bn_affine(bn)
+    return Contribution(c.source, c.delay, g[:, None] * c.weight, g * (c.bias if c.bias is not None else 0) + b)
+
+
+def model_to_nir(model: LMUFormer, opts: ExportOptions | None = None) -> nir.NIRGraph:
+    """The NIR graph of a spiking LMUFormer (eval-mode BatchNorm folded).
+
+    Run for ``frames + latency`` steps (the input then zero frames); the readout holds
+    ``steps x logits`` at the end.  Raises UserError for the non-spiking variant.
+    """
+    opts = opts or ExportOptions()
+    opts.check()
+    cfg = model.config
+    if cfg.variant != "spiking":
+        raise UserError(
+            "only the spiking LMUFormer can be exported: the non-spiking one uses ReLU/GELU, "
+            "which NIR cannot express"
+        )
+    b = _Builder(opts)
+    b.add("input", nir.Input(input_type={"input": np.array([cfg.in_features])}), cfg.in_features)
+
+    pe = model.patch_embed
+    x = _conv_taps("input", pe.conv0)
+    for i, (bn, lif, conv) in enumerate(pe.stages):
+        x = _conv_taps(b.consumer(f"patch.stage{i}.lif", bn, lif, x), conv)
+    bn, lif, conv = pe.rpe
+    rpe = _conv_taps(b.consumer("patch.rpe.lif", bn, lif, x), conv)
+    residual = [Contribution(c.source, c.delay + 1, c.weight) for c in x] + rpe
+
+    lmu_reports = []
+    for k, (lmu, mlp) in enumerate(model.blocks):
+        p = f"block{k}"
+        pre = b.consumer(f"{p}.lmu.pre.lif", lmu.pre[0], lmu.pre[1], residual)
+        lin, bn, lif = lmu.to_u
+        u = b.consumer(f"{p}.lmu.u.lif", bn, lif, [_linear(pre, lin)])
+        mem, report = _memory(b, f"{p}.lmu.memory", lmu.memory, u, cfg.frames + model.latency)
+        lmu_reports.append(report)
+        n_mem = lmu.memory.A.shape[0]
+        bn, lif = lmu.memory_out
+        m = b.consumer(f"{p}.lmu.m.lif", bn, lif, [Contribution(mem, 0, np.eye(n_mem))])
+        lin, bn, lif = lmu.to_h
+        w_h, b_h = _np(lin.weight), _np(lin.bias)
+        h = b.consumer(
+            f"{p}.lmu.h.lif", bn, lif,
+            [Contribution(m, 0, w_h[:, :n_mem], b_h), Contribution(pre, 0, w_h[:, n_mem:])],
+        )
+        residual = residual + [_bn_after(_linear(h, lmu.proj[0]), lmu.proj[1])]
+        bn1, lif1, fc1, bn2, lif2, fc2 = mlp.layers
+        s1 = b.consumer(f"{p}.mlp.lif1", bn1, lif1, residual)
+        s2 = b.consumer(f"{p}.mlp.lif2", bn2, lif2, [_linear(s1, fc1)])
+        residual = residual + [_linear(s2, fc2)]
+
+    head = b.consumer("head.lif", model.head_in[0], model.head_in[1], residual)
+    n_cls = cfg.num_classes
+    b.add("readout", nir.I(r=np.full(n_cls, 1.0 / opts.dt)), n_cls)
+    b.synapse("readout.syn0", _linear(head, model.head), "readout")
+    b.add("output", nir.Output(output_type={"output": np.array([n_cls])}), n_cls)
+    b.edges.append(("readout", "output"))
+
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "dt": opts.dt,
+        "latency_frames": model.latency,
+        "frames": cfg.frames,
+        "readout": "readout holds sum over all steps of the head output; logits = readout / steps",
+        "quantized": opts.quantize,
+        "weight_bits": opts.weight_bits if opts.quantize else 0,
+        "lmu_bits": opts.lmu_bits if opts.quantize else 0,
+        "lmu_terms": opts.lmu_terms if opts.quantize else 0,
+        "model_config": json.dumps(cfg.to_dict()),
+        "quantization_error": json.dumps({"weights": b.errors, "lmu": lmu_reports}),
+    }
+    return nir.NIRGraph(nodes=b.nodes, edges=b.edges, metadata=metadata)
+
+
+def _memory(b: _Builder, name: str, memory, u: str, steps: int) -> tuple[str, dict]:
+    """``m[t] = A m[t-1] + B u[t]`` as an integrator I(r=1/dt) fed by ``B u`` and by
+    ``(A - I)`` of its own output delayed one step (so the identity part stays exact)."""
+    a, bvec = _np(memory.A), _np(memory.B)
+    n = a.shape[0]
+    b.add(name, nir.I(r=np.full(n, 1.0 / b.opts.dt)), n)
+    b.synapse(f"{name}.in", Contribution(u, 0, bvec[:, None]), name, kind="lmu")
+    b.synapse(f"{name}.rec", Contribution(name, 1, a - np.eye(n)), name, kind="lmu")
+    report: dict = {"memory": name, "order": n}
+    if b.opts.quantize:
+        a_q = np.eye(n) + dequantize(quantize_terms(a - np.eye(n), b.opts.lmu_bits, b.opts.lmu_terms))
+        b_q = dequantize(quantize_terms(bvec[:, None], b.opts.lmu_bits, b.opts.lmu_terms))[:, 0]
+        report.update(
+            impulse_response_error=impulse_response_error(a, bvec, a_q, b_q, steps),
+            steps=steps,
+            A_error=_rel_error(a_q, a),
+            B_error=_rel_error(b_q, bvec),
+        )
+    return name, report

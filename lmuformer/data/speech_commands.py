@@ -1,0 +1,189 @@
+"""Google Speech Commands V2 (35 words) from its standard folder, features computed on the fly.
+
+Layout of ``data_dir`` (the extracted ``speech_commands_v0.02`` archive): ``validation_list.txt``
+and ``testing_list.txt`` (one ``word/file.wav`` per line), one folder of 16 kHz 16-bit mono wavs
+per word, and ``_background_noise_/`` (like every folder starting with "_", not a class).
+Classes: the sorted word folder names; label = index. val / test = the files of the two lists,
+train = every other wav of the word folders.
+
+Items: x float32 (128 frames of 10 ms, 128 log-mel bins), normalised as the reference (see
+:mod:`lmuformer.data.audio`); y int64 class index.
+
+Train augmentation (``augment=True``), in the reference's order, each item drawn from
+(seed, epoch, index): SpecAugment on the un-normalised log-mel (one frequency mask of up to 48
+bins, one time mask of up to 48 frames, filled with 0 as torchaudio's masking), normalisation,
+additive noise ``x + U[0,1)^(frames x bins) * u / 10`` with one u ~ U[0,1) per item (the reference
+uses uniform, not Gaussian, noise), and a roll in time by -10..10 frames. Mixup needs pairs of
+samples: apply :func:`mixup` to the batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lmuformer.data.audio import (
+    SAMPLE_RATE,
+    TARGET_FRAMES,
+    log_mel,
+    normalize,
+    pad_or_cut,
+    read_wav,
+)
+from lmuformer.data.base import SequenceDataset, require_dir
+from lmuformer.errors import UserError
+
+VALIDATION_LIST = "validation_list.txt"
+TESTING_LIST = "testing_list.txt"
+FREQ_MASK = 48  # bins
+TIME_MASK = 48  # frames
+MAX_ROLL = 10  # frames
+NOISE_SCALE = 0.1
+MIXUP_RATE = 0.6  # probability that a sample is mixed
+MIXUP_BETA = 10.0  # lambda ~ Beta(10, 10), as the reference
+
+
+def _read_list(root: Path, name: str, classes: set[str]) -> list[str]:
+    """The relative paths (``word/file.wav``) of a split list, checked against the folder."""
+    path = root / name
+    if not path.is_file():
+        raise UserError(f"data folder {root} is not a Speech Commands V2 folder: {name} missing")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {path}: {e}") from None
+    entries = [ln.strip().replace("\\", "/") for ln in lines if ln.strip()]
+    for entry in entries:
+        if entry.split("/", 1)[0] not in classes:
+            raise UserError(f"{path} lists {entry!r}, which is not in a word folder of {root}")
+    missing = [e for e in entries if not (root / e).is_file()]
+    if missing:
+        raise UserError(f"{path} lists {len(missing)} missing file(s), e.g. {missing[0]}")
+    return entries
+
+
+def scan_folder(root: Path) -> tuple[list[str], dict[str, list[str]]]:
+    """Classes (sorted word folders) and the relative wav paths of each split of a SCv2 folder."""
+    for name in (VALIDATION_LIST, TESTING_LIST):
+        if not (root / name).is_file():
+            raise UserError(f"data folder {root} is not a Speech Commands V2 folder: {name} missing")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
+    if not classes:
+        raise UserError(f"data folder {root} is not a Speech Commands V2 folder: no word folders")
+    names = set(classes)
+    val = _read_list(root, VALIDATION_LIST, names)
+    test = _read_list(root, TESTING_LIST, names)
+    held_out = set(val) | set(test)
+    train = [
+        f"{word}/{p.name}"
+        for word in classes
+        for p in sorted((root / word).iterdir())
+        if p.suffix.lower() == ".wav" and f"{word}/{p.name}" not in held_out
+    ]
+    if not train:
+        raise UserError(f"data folder {root} has no training wavs (every wav is in a list file)")
+    return classes, {"train": train, "val": val, "test": test}
+
+
+def spec_augment(features: torch.Tensor, generator: torch.Generator, freq_mask: int = FREQ_MASK,
+                 time_mask: int = TIME_MASK, value: float = 0.0) -> torch.Tensor:
+    """One frequency and one time mask on ``features`` (frames, bins), as torchaudio's masking.
+
+    A mask of width floor(U x max) starts at floor(U x (size - width)); widths are 0..max-1.
+    Returns a new tensor.
+    """
+    out = features.clone()
+    for dim, max_width in ((1, freq_mask), (0, time_mask)):
+        if max_width <= 0:
+            continue
+        u = torch.rand(2, generator=generator, dtype=torch.float64)
+        width = float(u[0]) * max_width
+        start = int(float(u[1]) * (out.shape[dim] - width))
+        stop = start + int(width)
+        if dim == 1:
+            out[:, start:stop] = value
+        else:
+            out[start:stop, :] = value
+    return out
+
+
+def add_noise(features: torch.Tensor, generator: torch.Generator, scale: float = NOISE_SCALE) -> torch.Tensor:
+    """``features + U[0,1)^shape x u x scale`` with one u ~ U[0,1) (the reference's noise)."""
+    u = float(torch.rand((), generator=generator))
+    return features + torch.rand(features.shape, generator=generator) * (u * scale)
+
+
+def random_roll(features: torch.Tensor, generator: torch.Generator, max_shift: int = MAX_ROLL) -> torch.Tensor:
+    """``features`` (frames, bins) rolled in time by a uniform -max_shift..max_shift frames."""
+    shift = int(torch.randint(-max_shift, max_shift + 1, (), generator=generator))
+    return torch.roll(features, shift, dims=0)
+
+
+def mixup(x: torch.Tensor, y_onehot: torch.Tensor, alpha: float = MIXUP_RATE,
+          generator: torch.Generator | None = None, beta: float = MIXUP_BETA) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch mixup: each sample, with probability ``alpha``, is mixed with a random sample of the batch.
+
+    x: (batch, frames, features); y_onehot: (batch, classes) float (one-hot or soft labels).
+    ``alpha`` is the reference's mixup rate (0.6): the probability that a sample is mixed, not a
+    Beta parameter; a mixed sample becomes lam x + (1 - lam) x_other (labels alike) with
+    lam ~ Beta(beta, beta), beta = 10 as the reference. The reference mixes waveforms before the
+    filterbank; this mixes the features. Returns new (x, y) of the same shapes.
+    """
+    if x.shape[0] != y_onehot.shape[0]:
+        raise ValueError(f"mixup: {x.shape[0]} inputs but {y_onehot.shape[0]} labels")
+    n = x.shape[0]
+    if n == 0 or alpha <= 0:
+        return x.clone(), y_onehot.clone()
+    mixed = torch.rand(n, generator=generator) < alpha
+    other = torch.randint(0, n, (n,), generator=generator)
+    rng = np.random.default_rng(int(torch.randint(0, 2**62, (), generator=generator)))
+    lam = torch.from_numpy(rng.beta(beta, beta, size=n)).to(x.dtype)
+    lam = torch.where(mixed, lam, torch.ones_like(lam)).to(x.device)
+    other = other.to(x.device)
+    lx = lam.view(n, *([1] * (x.dim() - 1)))
+    ly = lam.view(n, *([1] * (y_onehot.dim() - 1))).to(y_onehot.dtype)
+    return lx * x + (1 - lx) * x[other], ly * y_onehot + (1 - ly) * y_onehot[other]
+
+
+class SpeechCommands(SequenceDataset):
+    """Speech Commands V2 split ``split``: x float32 (128, 128) normalised log-mel, y int64 scalar.
+
+    ``window`` is the filterbank window ("povey", Kaldi's default; the reference code used
+    "hanning", which shifts the log-mel by under 0.1 on average).
+    """
+
+    def __init__(self, data_dir: str | Path | None, split: str, augment: bool = False, seed: int = 0,
+                 window: str = "povey") -> None:
+        super().__init__(split, augment, seed)
+        self.root = require_dir("scv2", data_dir)
+        self.classes, splits = scan_folder(self.root)
+        self.files = splits[self.split]
+        index = {c: i for i, c in enumerate(self.classes)}
+        self.labels = torch.tensor([index[f.split("/", 1)[0]] for f in self.files], dtype=torch.int64)
+        self.window = window
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def log_mel(self, index: int) -> torch.Tensor:
+        """Un-normalised log-mel of item ``index``, float32 (128, 128), zero-padded/cut to 128 frames."""
+        path = self.root / self.files[index]
+        wave, rate = read_wav(path)
+        if rate != SAMPLE_RATE:
+            raise UserError(f"wav file {path} is sampled at {rate} Hz, expected {SAMPLE_RATE} Hz")
+        return pad_or_cut(log_mel(wave - wave.mean(), SAMPLE_RATE, window=self.window), TARGET_FRAMES)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.log_mel(index)
+        if self.augment:
+            g = self.generator(index)
+            x = random_roll(add_noise(normalize(spec_augment(x, g)), g), g)
+        else:
+            x = normalize(x)
+        return x, self.labels[index].clone()
+
+    @property
+    def targets(self) -> torch.Tensor:
+        return self.labels.clone()
