@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from lmuformer.checkpoint import load_checkpoint, save_checkpoint, unwrap, update_metrics
 from lmuformer.errors import UserError
-from lmuformer.model import LMUFormer, ModelConfig, build_model
+from lmuformer.model import ModelConfig, build_model
 from lmuformer.model.config import preset as get_preset
 
 # ----------------------------------------------------------------------------- options
@@ -50,7 +50,8 @@ class TrainOptions:
     """Every training option (``lmuf train`` flags and ``--config`` keys).
 
     ``batch_size`` is the global batch (split over DDP ranks); ``lr_step`` in epochs
-    (0: constant LR); ``mixup`` is the Beta(alpha, alpha) parameter (0: off); ``threads``
+    (0: constant LR); ``mixup`` is the mixup rate (probability that a sample is mixed, the
+    reference's 0.6 for scv2; 0: off); ``threads``
     per process (None: the cores available to this process divided by the local ranks);
     ``device`` None picks CUDA when available, else the CPU; ``model`` holds ModelConfig
     overrides (e.g. ``{"dim": 32}``).
@@ -234,6 +235,17 @@ def _barrier(d: _Dist) -> None:
         dist.barrier()
 
 
+def _sync_batchnorm_stats(model: nn.Module, d: _Dist) -> None:
+    """Give every rank rank 0's BatchNorm running statistics (each rank updated its own copy
+    in the last forward), so that all ranks evaluate the same model."""
+    if d.world == 1:
+        return
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            for b in m.buffers():
+                dist.broadcast(b, 0)
+
+
 def _available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -334,11 +346,13 @@ def _set_rng_state(state: dict[str, Any], gen: torch.Generator) -> None:
     gen.set_state(state["generator"])
 
 
-def _seed_everything(seed: int) -> torch.Generator:
+def _seed_everything(seed: int, rank: int) -> torch.Generator:
+    """Seed torch/python/numpy (same on every rank: identical initial weights); return the
+    generator for mixup, distinct per rank."""
     torch.manual_seed(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    return torch.Generator().manual_seed(seed + 1)
+    return torch.Generator().manual_seed(seed + 1 + 7919 * rank)
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
@@ -439,7 +453,7 @@ def _train(o: TrainOptions, preset_name: str, cfg: ModelConfig, ckpt: Any, info:
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
 
-    gen = _seed_everything(o.seed)
+    gen = _seed_everything(o.seed, d.rank)
     model: nn.Module = build_model(cfg).to(device)
     per_rank = math.ceil(o.batch_size / d.world)
     sampler = DistributedSampler(train_set, num_replicas=d.world, rank=d.rank, shuffle=True, seed=o.seed)
@@ -461,7 +475,8 @@ def _train(o: TrainOptions, preset_name: str, cfg: ModelConfig, ckpt: Any, info:
         if start >= o.epochs:
             raise UserError(f"{resume} already holds {start} epochs; ask for more than {start} --epochs")
     if d.world > 1:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        ids = [device] if device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     net = unwrap(model)
     params = sum(p.numel() for p in net.parameters())
     if d.main:
@@ -478,6 +493,8 @@ def _train(o: TrainOptions, preset_name: str, cfg: ModelConfig, ckpt: Any, info:
     for epoch in range(start, o.epochs):
         t0 = time.perf_counter()
         sampler.set_epoch(epoch)
+        if hasattr(train_set, "set_epoch"):  # augmentation draws depend on (seed, epoch, index)
+            train_set.set_epoch(epoch)
         model.train()
         lr_now = optimizer.param_groups[0]["lr"]
         sums = [0.0, 0.0, 0.0]  # loss x n, correct, n
@@ -492,6 +509,7 @@ def _train(o: TrainOptions, preset_name: str, cfg: ModelConfig, ckpt: Any, info:
             bar.set_postfix(loss=f"{sums[0] / sums[2]:.4f}", acc=f"{sums[1] / sums[2]:.3f}", refresh=False)
         scheduler.step()
         loss_sum, correct, n = _all_sum(sums, d)
+        _sync_batchnorm_stats(net, d)
         val_acc, val_loss = _evaluate_dist(net, val_set, per_rank, device, d)
         bar.set_postfix(loss=f"{loss_sum / n:.4f}", acc=f"{correct / n:.3f}", val_acc=f"{val_acc:.3f}")
         bar.close()
@@ -553,5 +571,4 @@ def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Ten
     return float(loss.detach()), int((logits.detach().argmax(1) == labels).sum())
 
 
-__all__ = ["RECIPES", "LMUFormer", "TrainOptions", "evaluate", "load_config", "recipe", "resolve_options",
-           "train"]
+__all__ = ["RECIPES", "TrainOptions", "evaluate", "load_config", "recipe", "resolve_options", "train"]

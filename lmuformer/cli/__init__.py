@@ -19,9 +19,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from lmuformer.cli import info
+    from lmuformer.cli import info, train
 
-    for module in (info,):
+    for module in (info, train):
         cli.add_command(module.command)
 
 

@@ -115,14 +115,17 @@ def add_noise(features: torch.Tensor, generator: torch.Generator, scale: float =
     return features + torch.rand(features.shape, generator=generator) * (u * scale)
 
 
-def random_roll(features: torch.Tensor, generator: torch.Generator, max_shift: int = MAX_ROLL) -> torch.Tensor:
+def random_roll(features: torch.Tensor, generator: torch.Generator,
+                max_shift: int = MAX_ROLL) -> torch.Tensor:
     """``features`` (frames, bins) rolled in time by a uniform -max_shift..max_shift frames."""
     shift = int(torch.randint(-max_shift, max_shift + 1, (), generator=generator))
     return torch.roll(features, shift, dims=0)
 
 
-def mixup(x: torch.Tensor, y_onehot: torch.Tensor, alpha: float = MIXUP_RATE,
-          generator: torch.Generator | None = None, beta: float = MIXUP_BETA) -> tuple[torch.Tensor, torch.Tensor]:
+def mixup(
+    x: torch.Tensor, y_onehot: torch.Tensor, alpha: float = MIXUP_RATE,
+    generator: torch.Generator | None = None, beta: float = MIXUP_BETA,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Batch mixup: each sample, with probability ``alpha``, is mixed with a random sample of the batch.
 
     x: (batch, frames, features); y_onehot: (batch, classes) float (one-hot or soft labels).

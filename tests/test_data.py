@@ -1,0 +1,315 @@
+"""Data: digits split, MNIST IDX parsing, Speech Commands layout, Kaldi filterbank, augmentation."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lmuformer.data import DATASETS, dataset_info, load_dataset, mixup
+from lmuformer.data.audio import (
+    EPS,
+    log_mel,
+    mel_center_hz,
+    normalize,
+    num_frames,
+    read_wav,
+    sine,
+    wav_features,
+)
+from lmuformer.data.mnist import IMAGE_MAGIC, LABEL_MAGIC, psmnist_permutation
+from lmuformer.data.speech_commands import add_noise, random_roll, spec_augment
+from lmuformer.errors import UserError
+
+# ---------------------------------------------------------------- registry
+
+
+def test_registry_and_info() -> None:
+    assert DATASETS == ("digits", "mnist", "psmnist", "scv2")
+    assert dataset_info("scv2") == {"frames": 128, "features": 128, "classes": 35, "preset": "scv2",
+                                    "frame_period_s": 0.01, "needs_data_dir": True}
+    assert dataset_info("mnist")["preset"] == "psmnist"
+    assert dataset_info("digits")["frames"] == 8
+    with pytest.raises(UserError, match="choose from digits, mnist, psmnist, scv2"):
+        dataset_info("cifar")
+    with pytest.raises(UserError, match="unknown dataset"):
+        load_dataset("cifar", "train")
+    with pytest.raises(UserError, match="unknown split"):
+        load_dataset("digits", "dev")
+
+
+@pytest.mark.parametrize("name", ["mnist", "psmnist", "scv2"])
+def test_data_dir_required(name: str, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="needs a data folder"):
+        load_dataset(name, "train")
+    with pytest.raises(UserError, match="does not exist"):
+        load_dataset(name, "train", str(tmp_path / "nope"))
+
+
+# ---------------------------------------------------------------- digits
+
+
+def test_digits_shapes_split_and_determinism() -> None:
+    sizes = {s: len(load_dataset("digits", s)) for s in ("train", "val", "test")}
+    assert sizes == {"train": 1293, "val": 144, "test": 360}
+    ds = load_dataset("digits", "train")
+    x, y = ds[0]
+    assert x.shape == (8, 8) and x.dtype == torch.float32
+    assert y.dtype == torch.int64 and y.dim() == 0
+    assert 0.0 <= float(ds.x.min()) and float(ds.x.max()) <= 1.0
+    again = load_dataset("digits", "train", seed=5)
+    assert torch.equal(ds.x, again.x) and torch.equal(ds.y, again.y)
+    test = load_dataset("digits", "test")
+    assert set(test.targets.tolist()) == set(range(10))
+    # splits are disjoint: no test image also in train
+    train_rows = {tuple(r) for r in ds.x.reshape(len(ds), -1).tolist()}
+    test_rows = [tuple(r) for r in test.x.reshape(len(test), -1).tolist()]
+    assert sum(r in train_rows for r in test_rows) < 5  # a few duplicate images exist in the data
+
+
+def test_digits_augment_is_seeded_and_train_only() -> None:
+    a = load_dataset("digits", "train", augment=True, seed=1)
+    b = load_dataset("digits", "train", augment=True, seed=1)
+    plain = load_dataset("digits", "train")
+    xs = [a[i][0] for i in range(20)]
+    assert all(torch.equal(x, b[i][0]) for i, x in enumerate(xs))
+    assert all(x.shape == (8, 8) for x in xs)
+    assert any(not torch.equal(x, plain[i][0]) for i, x in enumerate(xs))
+    a.set_epoch(1)
+    assert any(not torch.equal(x, a[i][0]) for i, x in enumerate(xs))
+    val = load_dataset("digits", "val", augment=True)
+    assert torch.equal(val[3][0], load_dataset("digits", "val")[3][0])
+
+
+# ---------------------------------------------------------------- MNIST
+
+
+def _idx(magic: int, array: np.ndarray) -> bytes:
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def _write_mnist(root: Path, n_train: int = 24, n_test: int = 6, gz: bool = False) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(1)
+    arrays = []
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        for stem, magic, arr in ((f"{prefix}-images-idx3-ubyte", IMAGE_MAGIC, images),
+                                 (f"{prefix}-labels-idx1-ubyte", LABEL_MAGIC, labels)):
+            data = _idx(magic, arr)
+            if gz:
+                (root / f"{stem}.gz").write_bytes(gzip.compress(data))
+            else:
+                (root / stem).write_bytes(data)
+        arrays += [images, labels]
+    return tuple(arrays)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_from_idx(tmp_path: Path, gz: bool) -> None:
+    tr_x, tr_y, te_x, te_y = _write_mnist(tmp_path, gz=gz)
+    train = load_dataset("mnist", "train", str(tmp_path))
+    val = load_dataset("mnist", "val", str(tmp_path))
+    test = load_dataset("mnist", "test", str(tmp_path))
+    assert (len(train), len(val), len(test)) == (22, 2, 6)  # val = last n // 12 (5000 of 60000)
+    x, y = train[3]
+    assert x.shape == (784, 1) and x.dtype == torch.float32 and y.dtype == torch.int64
+    np.testing.assert_allclose(x[:, 0].numpy(), tr_x[3].reshape(-1) / 255.0, rtol=1e-6)
+    assert int(y) == tr_y[3]
+    assert int(val[1][1]) == tr_y[23]
+    assert int(test[5][1]) == te_y[5]
+    ps = load_dataset("psmnist", "test", str(tmp_path))
+    perm = psmnist_permutation()
+    assert np.array_equal(perm, np.random.default_rng(0).permutation(784))
+    np.testing.assert_allclose(ps[2][0][:, 0].numpy(), te_x[2].reshape(-1)[perm] / 255.0, rtol=1e-6)
+
+
+def test_mnist_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not an MNIST folder: train-images-idx3-ubyte"):
+        load_dataset("mnist", "train", str(tmp_path))
+    _write_mnist(tmp_path)
+    truncated = tmp_path / "train-images-idx3-ubyte"
+    truncated.write_bytes(truncated.read_bytes()[:-100])
+    with pytest.raises(UserError, match="truncated or corrupt"):
+        load_dataset("mnist", "train", str(tmp_path))
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x03garbage")
+    with pytest.raises(UserError, match="magic number"):
+        load_dataset("mnist", "test", str(tmp_path))
+    (tmp_path / "t10k-labels-idx1-ubyte").unlink()
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(UserError, match="cannot read MNIST file"):
+        load_dataset("mnist", "test", str(tmp_path))
+
+
+# ---------------------------------------------------------------- audio
+
+
+def test_filterbank_sine_peak_and_frames() -> None:
+    centers = mel_center_hz()
+    for freq in (500.0, 1000.0, 3000.0, 6000.0):
+        fb = log_mel(sine(freq))
+        assert fb.shape == (98, 128) and fb.dtype == torch.float32
+        peak = int(fb.mean(0).argmax())
+        nearest = int(np.argmin(np.abs(np.log(centers) - math.log(freq))))
+        assert abs(peak - nearest) <= 1, (freq, peak, nearest)
+    assert num_frames(16000) == 98 and num_frames(399) == 0 and num_frames(400) == 1
+    assert log_mel(sine(440.0, seconds=0.5)).shape == (48, 128)
+    assert log_mel(torch.zeros(300)).shape == (0, 128)
+    silent = log_mel(torch.zeros(16000))
+    assert torch.allclose(silent, torch.full_like(silent, math.log(EPS)))
+
+
+def test_wav_features_shape_and_normalisation() -> None:
+    x = wav_features(sine(1000.0))
+    assert x.shape == (128, 128)
+    # frames 98..127 are padding: zeros before normalisation
+    assert torch.allclose(x[98:], normalize(torch.zeros(30, 128)))
+    assert wav_features(sine(1000.0, seconds=1.5)).shape == (128, 128)
+
+
+def _write_wav(path: Path, samples: np.ndarray, rate: int = 16000, width: int = 2, channels: int = 1) -> None:
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(channels)
+        f.setsampwidth(width)
+        f.setframerate(rate)
+        f.writeframes(samples.tobytes())
+
+
+def test_read_wav(tmp_path: Path) -> None:
+    samples = (np.sin(np.arange(800) / 5.0) * 20000).astype("<i2")
+    _write_wav(tmp_path / "ok.wav", samples)
+    w, rate = read_wav(tmp_path / "ok.wav")
+    assert rate == 16000 and w.shape == (800,) and w.dtype == torch.float32
+    np.testing.assert_allclose(w.numpy(), samples / 32768.0, rtol=1e-6)
+    _write_wav(tmp_path / "stereo.wav", np.zeros(1600, "<i2"), channels=2)
+    with pytest.raises(UserError, match="stereo.wav is not 16-bit PCM mono"):
+        read_wav(tmp_path / "stereo.wav")
+    _write_wav(tmp_path / "byte.wav", np.zeros(800, np.uint8), width=1)
+    with pytest.raises(UserError, match="not 16-bit PCM mono"):
+        read_wav(tmp_path / "byte.wav")
+    (tmp_path / "junk.wav").write_bytes(b"this is not a wav")
+    with pytest.raises(UserError, match="cannot read wav file .*junk.wav"):
+        read_wav(tmp_path / "junk.wav")
+    with pytest.raises(UserError, match="cannot read wav file"):
+        read_wav(tmp_path / "absent.wav")
+
+
+# ---------------------------------------------------------------- Speech Commands
+
+WORDS = ("yes", "no", "go")  # sorted: go, no, yes
+
+
+def _make_scv2(root: Path) -> Path:
+    """A tiny SCv2 folder: 3 words x 4 one-second wavs (1 val, 1 test, 2 train) + background noise."""
+    rng = np.random.default_rng(0)
+    val, test = [], []
+    for w, word in enumerate(WORDS):
+        (root / word).mkdir(parents=True)
+        for k in range(4):
+            t = np.arange(16000) / 16000.0
+            tone = 0.3 * np.sin(2 * np.pi * (300 + 400 * w + 50 * k) * t) + 0.01 * rng.standard_normal(16000)
+            _write_wav(root / word / f"spk{k}_nohash_0.wav", (tone * 32767).astype("<i2"))
+        val.append(f"{word}/spk0_nohash_0.wav")
+        test.append(f"{word}/spk1_nohash_0.wav")
+    (root / "_background_noise_").mkdir()
+    _write_wav(root / "_background_noise_" / "white.wav", (rng.standard_normal(32000) * 3000).astype("<i2"))
+    (root / "validation_list.txt").write_text("\n".join(val) + "\n")
+    (root / "testing_list.txt").write_text("\n".join(test) + "\n")
+    (root / "README.md").write_text("tiny")
+    return root
+
+
+def test_speech_commands_splits_and_items(tmp_path: Path) -> None:
+    root = str(_make_scv2(tmp_path / "sc"))
+    train, val, test = (load_dataset("scv2", s, root) for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (6, 3, 3)
+    assert train.classes == ["go", "no", "yes"]
+    assert sorted(train.files) == sorted(f"{w}/spk{k}_nohash_0.wav" for w in WORDS for k in (2, 3))
+    assert val.targets.tolist() == [2, 1, 0]  # yes, no, go in list order
+    for f, y in zip(train.files, train.targets.tolist(), strict=True):
+        assert train.classes[y] == f.split("/")[0]
+    x, y = test[0]
+    assert x.shape == (128, 128) and x.dtype == torch.float32
+    assert y.dtype == torch.int64 and y.dim() == 0 and int(y) == 2
+
+
+def test_speech_commands_bad_layouts(tmp_path: Path) -> None:
+    root = _make_scv2(tmp_path / "sc")
+    (root / "validation_list.txt").unlink()
+    with pytest.raises(UserError, match=r"not a Speech Commands V2 folder: validation_list.txt missing"):
+        load_dataset("scv2", "train", str(root))
+    (root / "validation_list.txt").write_text("yes/spk0_nohash_0.wav\nyes/ghost.wav\n")
+    with pytest.raises(UserError, match="missing file"):
+        load_dataset("scv2", "val", str(root))
+    (root / "validation_list.txt").write_text("_background_noise_/white.wav\n")
+    with pytest.raises(UserError, match="not in a word folder"):
+        load_dataset("scv2", "val", str(root))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "validation_list.txt").write_text("")
+    (empty / "testing_list.txt").write_text("")
+    with pytest.raises(UserError, match="no word folders"):
+        load_dataset("scv2", "train", str(empty))
+
+
+def test_speech_commands_unreadable_wav(tmp_path: Path) -> None:
+    root = _make_scv2(tmp_path / "sc")
+    (root / "go" / "spk2_nohash_0.wav").write_bytes(b"RIFF\x00\x00broken")
+    train = load_dataset("scv2", "train", str(root))
+    index = train.files.index("go/spk2_nohash_0.wav")
+    with pytest.raises(UserError, match="cannot read wav file .*spk2_nohash_0.wav"):
+        train[index]
+    _write_wav(root / "go" / "spk3_nohash_0.wav", np.zeros(8000, "<i2"), rate=8000)
+    with pytest.raises(UserError, match="8000 Hz, expected 16000 Hz"):
+        train[train.files.index("go/spk3_nohash_0.wav")]
+
+
+def test_speech_commands_augment_seeded(tmp_path: Path) -> None:
+    root = str(_make_scv2(tmp_path / "sc"))
+    plain = load_dataset("scv2", "train", root)
+    a = load_dataset("scv2", "train", root, augment=True, seed=3)
+    b = load_dataset("scv2", "train", root, augment=True, seed=3)
+    xa, xb = a[1][0], b[1][0]
+    assert xa.shape == (128, 128) and torch.equal(xa, xb)
+    assert not torch.equal(xa, plain[1][0])
+    a.set_epoch(1)
+    assert not torch.equal(a[1][0], xb)
+    c = load_dataset("scv2", "train", root, augment=True, seed=4)
+    assert not torch.equal(c[1][0], xb)
+    test_aug = load_dataset("scv2", "test", root, augment=True)
+    assert torch.equal(test_aug[0][0], load_dataset("scv2", "test", root)[0][0])
+
+
+def test_augmentation_functions() -> None:
+    x = torch.randn(128, 128)
+    g = torch.Generator().manual_seed(0)
+    masked = spec_augment(x, g)
+    zero_cols = (masked == 0).all(dim=0).sum()
+    zero_rows = (masked == 0).all(dim=1).sum()
+    assert masked.shape == x.shape and zero_cols < 48 and zero_rows < 48
+    assert torch.equal(masked, spec_augment(x, torch.Generator().manual_seed(0)))
+    noisy = add_noise(x, torch.Generator().manual_seed(1))
+    assert noisy.shape == x.shape and bool(((noisy - x) >= 0).all()) and float((noisy - x).max()) < 0.1
+    rolled = random_roll(x, torch.Generator().manual_seed(2))
+    shift = next(s for s in range(-10, 11) if torch.equal(torch.roll(x, s, 0), rolled))
+    assert -10 <= shift <= 10
+
+
+def test_mixup() -> None:
+    x = torch.randn(16, 128, 128)
+    y = torch.nn.functional.one_hot(torch.arange(16) % 5, 5).float()
+    mx, my = mixup(x, y, 0.6, torch.Generator().manual_seed(0))
+    mx2, my2 = mixup(x, y, 0.6, torch.Generator().manual_seed(0))
+    assert mx.shape == x.shape and my.shape == y.shape
+    assert torch.equal(mx, mx2) and torch.equal(my, my2)
+    assert torch.allclose(my.sum(1), torch.ones(16))
+    changed = (my != y).any(1)
+    assert 0 < int(changed.sum()) < 16  # about 60 % mixed (partners may be themselves)
+    same = mixup(x, y, 0.0, torch.Generator().manual_seed(0))
+    assert torch.equal(same[0], x) and torch.equal(same[1], y)
