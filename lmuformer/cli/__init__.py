@@ -19,9 +19,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from lmuformer.cli import info, train
+    from lmuformer.cli import export, info, stream, train
 
-    for module in (info, train):
+    for module in (export, info, stream, train):
         cli.add_command(module.command)
 
 

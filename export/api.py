@@ -1,0 +1,78 @@
+"""The export job as one Python call (the CLI is a thin layer over it)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from export.graph import ExportOptions, model_to_nir
+from export.interpret import GraphRunner
+from export.io import write_graph
+from export.summary import summarize
+from lmuformer.errors import UserError
+
+
+def load_model(checkpoint: str | None = None, preset_name: str | None = None) -> torch.nn.Module:
+    """A model in eval mode from a checkpoint file or a preset name."""
+    if checkpoint is not None:
+        from lmuformer.checkpoint import load_checkpoint
+
+        return load_checkpoint(checkpoint).model.eval()
+    from lmuformer.model import build_model
+
+    try:
+        return build_model(preset_name).eval()
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def test_arrays(dataset: str, data_dir: str | None, samples: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``samples`` (all if None) of a dataset's test split as arrays x, y."""
+    from lmuformer.data import load_dataset
+
+    ds = load_dataset(dataset, "test", data_dir)
+    n = len(ds) if samples is None else min(samples, len(ds))
+    if n <= 0:
+        raise UserError(f"no test samples to evaluate in {dataset!r}")
+    xs, ys = zip(*(ds[i] for i in range(n)), strict=True)
+    return torch.stack(xs).numpy(), np.array([int(y) for y in ys])
+
+
+def export_model(
+    checkpoint: str | None = None,
+    preset_name: str | None = None,
+    output: str = "model.nir",
+    quantize: bool = True,
+    weight_bits: int = 8,
+    lmu_bits: int = 8,
+    lmu_terms: int = 2,
+    dt: float = 0.01,
+    eval_dataset: str | None = None,
+    data_dir: str | None = None,
+    samples: int | None = None,
+    progress: bool = False,
+) -> dict:
+    """Export to ``output`` and return the summary (with accuracies if ``eval_dataset``)."""
+    model = load_model(checkpoint, preset_name)
+    opts = ExportOptions(dt=dt, quantize=quantize, weight_bits=weight_bits, lmu_bits=lmu_bits,
+                         lmu_terms=lmu_terms)
+    graph = model_to_nir(model, opts)
+    write_graph(graph, output)
+    summary = summarize(graph)
+    if eval_dataset is not None:
+        x, y = test_arrays(eval_dataset, data_dir, samples)
+        with torch.no_grad():
+            float_pred = torch.cat(
+                [model(torch.as_tensor(x[i : i + 256])).argmax(1) for i in range(0, len(x), 256)]
+            ).numpy()
+        runner = GraphRunner(graph)
+        graph_pred = np.concatenate(
+            [runner.logits(torch.as_tensor(x[i : i + 256])).argmax(1).numpy() for i in range(0, len(x), 256)]
+        )
+        summary.update(
+            eval_dataset=eval_dataset,
+            eval_samples=len(y),
+            accuracy_float=float(np.mean(float_pred == y)),
+            accuracy_quantized=float(np.mean(graph_pred == y)),
+        )
+    return summary

@@ -1,0 +1,80 @@
+"""A short summary of a graph: nodes by type, neurons, synapses, latency, quantisation error."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import nir
+import numpy as np
+
+
+def synapse_count(node: nir.NIRNode) -> int:
+    """Nonzero weights of a synapse node (0 for other nodes)."""
+    if isinstance(node, (nir.Affine, nir.Linear)):
+        return int(np.count_nonzero(node.weight))
+    return 0
+
+
+def summarize(graph: nir.NIRGraph) -> dict:
+    """Counts and metadata of a graph, as one JSON-ready dict."""
+    md = graph.metadata
+    nodes = Counter(type(n).__name__ for n in graph.nodes.values())
+    neurons = sum(
+        int(np.size(n.v_threshold)) for n in graph.nodes.values() if isinstance(n, (nir.LIF, nir.IF))
+    )
+    graded = sum(int(np.size(n.r)) for n in graph.nodes.values() if isinstance(n, nir.I))
+    lmu_synapses = sum(
+        synapse_count(n) for n in graph.nodes.values() if n.metadata.get("role") == "lmu"
+    )
+    out = {
+        "nodes": dict(sorted(nodes.items())),
+        "neurons": neurons,
+        "graded_units": graded,
+        "synapses": sum(synapse_count(n) for n in graph.nodes.values()),
+        "lmu_synapses": lmu_synapses,
+        "latency_frames": int(md.get("latency_frames", 0)),
+        "dt": float(md["dt"]),
+        "quantized": bool(md.get("quantized", False)),
+    }
+    if out["quantized"]:
+        out.update(
+            weight_bits=int(md["weight_bits"]), lmu_bits=int(md["lmu_bits"]), lmu_terms=int(md["lmu_terms"])
+        )
+        out["quantization_error"] = json.loads(md["quantization_error"])
+    return out
+
+
+def format_summary(s: dict) -> str:
+    """Human-readable lines of :func:`summarize`'s dict."""
+    lines = [
+        "nodes: " + ", ".join(f"{k} {v}" for k, v in s["nodes"].items()),
+        f"neurons: {s['neurons']} spiking, {s['graded_units']} graded (LMU memory, readout)",
+        f"synapses: {s['synapses']} (LMU matrices: {s['lmu_synapses']})",
+        f"latency: {s['latency_frames']} frames; dt = {s['dt']} s",
+    ]
+    if s["quantized"]:
+        lines.append(
+            f"quantised: {s['weight_bits']}-bit weights; LMU A-I and B as {s['lmu_terms']} x "
+            f"{s['lmu_bits']}-bit terms"
+        )
+        err = s["quantization_error"]
+        for m in err["lmu"]:
+            lines.append(
+                f"  {m['memory']}: impulse response error {m['impulse_response_error']:.2e} over "
+                f"{m['steps']} steps (A {m['A_error']:.2e}, B {m['B_error']:.2e}, relative)"
+            )
+        w = err["weights"]
+        if w:
+            worst = max(w, key=w.get)
+            lines.append(
+                f"  learned weights: relative error mean {np.mean(list(w.values())):.2e}, "
+                f"worst {w[worst]:.2e} ({worst}); per matrix in --json"
+            )
+    if "accuracy_float" in s:
+        lines.append(
+            f"accuracy on {s['eval_dataset']} test ({s['eval_samples']} samples): float "
+            f"{s['accuracy_float']:.4f}, quantised graph {s['accuracy_quantized']:.4f} "
+            f"(drop {100 * (s['accuracy_float'] - s['accuracy_quantized']):.2f} pp)"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,148 @@
+"""NIR export: file round trip, float re-import == model, quantised semantics, errors."""
+
+from __future__ import annotations
+
+import h5py
+import nir
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from export import ExportOptions, GraphRunner, model_to_nir, read_graph, write_graph
+from export.quantize import dequantize, impulse_response_error, quantize_term, quantize_terms
+from lmuformer import PRESETS, build_model
+from lmuformer.cli import cli
+from lmuformer.errors import UserError
+from lmuformer.functional.lmu import lmu_discrete
+from tests.conftest import activate
+
+SPIKING = sorted(n for n, c in PRESETS.items() if c.variant == "spiking")
+
+
+def _input(model, batch: int = 2, frames: int | None = None, seed: int = 0) -> torch.Tensor:
+    cfg = model.config
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, frames or cfg.frames, cfg.in_features, generator=g, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("name", SPIKING)
+def test_float_export_round_trips_and_matches_stream(name: str, tmp_path) -> None:
+    model = activate(build_model(name)).double()
+    path = tmp_path / "m.nir"
+    write_graph(model_to_nir(model, ExportOptions(quantize=False)), path)
+    graph = nir.read(path, type_check=True)
+    frames = min(model.config.frames, 60)  # psmnist's 784 frames are long for a unit test
+    x = _input(model, frames=frames)
+    logits = GraphRunner(graph).logits(x)
+    assert (logits - model.stream(x)).abs().max() <= 1e-4
+    assert logits.std() > 0
+
+
+def test_graph_structure() -> None:
+    graph = model_to_nir(activate(build_model("tiny")), ExportOptions(quantize=False))
+    md = graph.metadata
+    assert md["dt"] == 0.01 and md["latency_frames"] == 5
+    lif = graph.nodes["head.lif"]
+    np.testing.assert_array_equal(lif.tau, np.full(16, 0.02))  # 2 frames at 10 ms
+    assert graph.nodes["block0.lmu.pre.lif"].v_threshold[0] == 0.5
+    # the LMU recurrence is explicit: memory -> Delay(dt) -> Linear(A - I) -> memory
+    assert ("block0.lmu.memory", "block0.lmu.memory.delay1") in graph.edges
+    assert ("block0.lmu.memory.delay1", "block0.lmu.memory.rec") in graph.edges
+    assert ("block0.lmu.memory.rec", "block0.lmu.memory") in graph.edges
+    a_d, _ = lmu_discrete(32, 8.0)
+    np.testing.assert_allclose(graph.nodes["block0.lmu.memory.rec"].weight, a_d - np.eye(32))
+    # time-axis taps: delays of 0, 1 and 2 frames on the input
+    assert graph.nodes["input.delay2"].delay[0] == pytest.approx(0.02)
+
+
+def test_quantised_weights_are_exact_in_file(tmp_path) -> None:
+    model = activate(build_model("tiny"))
+    path = tmp_path / "q.nir"
+    write_graph(model_to_nir(model, ExportOptions(weight_bits=6, lmu_bits=8, lmu_terms=2)), path)
+    graph = read_graph(path)
+    seen = 0
+    for node in graph.nodes.values():
+        if isinstance(node, (nir.Affine, nir.Linear)):
+            m, e, bits = (node.metadata[k] for k in ("weight_mantissa", "weight_exponent", "weight_bits"))
+            assert np.abs(m).max() <= 2 ** (bits - 1) - 1
+            np.testing.assert_array_equal(node.weight, np.asarray(m, dtype=np.float64) * 2.0 ** int(e))
+            seen += 1
+    assert seen > 20
+
+
+def test_quantised_graph_equals_model_with_same_weights() -> None:
+    """A model whose folded weights already lie on the grid exports to the same graph
+    semantics: the quantised run equals the float run of the quantised values."""
+    model = activate(build_model("tiny")).double()
+    x = _input(model)
+    q = model_to_nir(model, ExportOptions())
+    f = model_to_nir(model, ExportOptions(quantize=False))
+    for name, node in q.nodes.items():  # put the quantised values into the float graph
+        if isinstance(node, (nir.Affine, nir.Linear)) and name in f.nodes:
+            f.nodes[name] = node
+    for name in [n for n in q.nodes if ".term" in n]:
+        f.nodes[name] = q.nodes[name]
+    f.edges = q.edges
+    for name in list(f.nodes):
+        if name not in q.nodes:
+            del f.nodes[name]
+    assert torch.equal(GraphRunner(q).logits(x), GraphRunner(f).logits(x))
+
+
+def test_quantisation_functions() -> None:
+    w = np.array([[0.5, -0.25], [0.126, 0.0]])
+    t = quantize_term(w, 8)
+    assert np.abs(t.mantissa).max() <= 127
+    assert np.abs(t.value - w).max() <= 2.0**t.exponent / 2
+    two = quantize_terms(w, 4, terms=2)
+    assert np.abs(dequantize(two) - w).max() < np.abs(quantize_term(w, 4).value - w).max()
+
+
+def test_lmu_representation_keeps_dynamics() -> None:
+    """Integrator form with two 8-bit terms vs a naive shared 8-bit scale on A (scv2 size)."""
+    a, b = lmu_discrete(512, 128.0)
+    naive = impulse_response_error(a, b, quantize_term(a, 8).value, quantize_term(b, 8).value, 133)
+    a_q = np.eye(512) + dequantize(quantize_terms(a - np.eye(512), 8, 2))
+    ours = impulse_response_error(a, b, a_q, dequantize(quantize_terms(b, 8, 2)), 133)
+    assert ours < 0.01 < naive
+
+
+def test_ann_is_refused() -> None:
+    with pytest.raises(UserError, match="non-spiking"):
+        model_to_nir(build_model("tiny-ann"))
+
+
+def test_bad_files(tmp_path) -> None:
+    with pytest.raises(UserError, match="not found"):
+        read_graph(tmp_path / "missing.nir")
+    text = tmp_path / "text.nir"
+    text.write_text("hello")
+    with pytest.raises(UserError, match="not a readable NIR file"):
+        read_graph(text)
+    conv = tmp_path / "conv.nir"
+    g = nir.NIRGraph(
+        nodes={"input": nir.Input({"input": np.array([1, 4, 4])}),
+               "conv": nir.Conv2d((4, 4), np.ones((1, 1, 3, 3)), 1, 1, 1, 1, np.zeros(1)),
+               "output": nir.Output({"output": np.array([1, 4, 4])})},
+        edges=[("input", "conv"), ("conv", "output")], metadata={"dt": 0.01},
+    )
+    nir.write(conv, g)
+    with pytest.raises(UserError, match="unsupported NIR nodes: conv \\(Conv2d\\)"):
+        read_graph(conv)
+    with h5py.File(tmp_path / "empty.nir", "w"):
+        pass
+    with pytest.raises(UserError):
+        read_graph(tmp_path / "empty.nir")
+
+
+def test_cli_export(tmp_path) -> None:
+    out = tmp_path / "tiny.nir"
+    res = CliRunner().invoke(cli, ["export", "--to", "nir", "--preset", "tiny", "-o", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    import json
+
+    summary = json.loads(res.output)
+    assert summary["latency_frames"] == 5 and summary["nodes"]["LIF"] == 11
+    assert summary["quantization_error"]["lmu"][0]["impulse_response_error"] < 0.01
+    nir.read(out)
