@@ -170,7 +170,8 @@ def _linear(source: str, layer: torch.nn.Linear) -> Contribution:
 
 def _bn_after(c: Contribution, bn: SeqBatchNorm) -> Contribution:
     g, b = _bn_affine(bn)
-    return Contribution(c.source, c.delay, g[:, None] * c.weight, g * (c.bias if c.bias is not None else 0) + b)
+    bias = g * (c.bias if c.bias is not None else 0.0) + b
+    return Contribution(c.source, c.delay, g[:, None] * c.weight, bias)
 
 
 def model_to_nir(model: LMUFormer, opts: ExportOptions | None = None) -> nir.NIRGraph:

@@ -84,7 +84,9 @@ class GraphRunner:
         inputs = [n for n, node in graph.nodes.items() if isinstance(node, nir.Input)]
         outputs = [n for n, node in graph.nodes.items() if isinstance(node, nir.Output)]
         if len(inputs) != 1 or len(outputs) != 1:
-            raise UserError(f"need exactly one Input and one Output node, found {len(inputs)} and {len(outputs)}")
+            raise UserError(
+                f"need exactly one Input and one Output node, found {len(inputs)} and {len(outputs)}"
+            )
         self.input, self.output = inputs[0], outputs[0]
         self.params = {n: self._params(node) for n, node in graph.nodes.items()}
         self.latency = int(graph.metadata.get("latency_frames", 0))
