@@ -130,7 +130,8 @@ class GraphRunner:
         buffers: dict[str, deque] = {}
         spikes: dict[str, torch.Tensor] = {}
         neurons: dict[str, int] = {}
-        for n, node in nodes.items():
+        for n in self.order:  # populations in evaluation order, input first
+            node = nodes[n]
             if isinstance(node, nir.Delay):
                 zero = torch.zeros(batch, *np.shape(node.delay), dtype=self.dtype)
                 buffers[n] = deque([zero] * self.params[n]["k"], maxlen=self.params[n]["k"])

@@ -1,0 +1,40 @@
+"""``lmuf simulate``: run an exported NIR graph on Lava, the emulator or the torch re-import."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("simulate")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--backend", type=click.Choice(["lava", "emulator", "torch"]), default="emulator",
+              show_default=True)
+@click.option("--precision", type=click.Choice(["fixed", "float"]), default="fixed", show_default=True)
+@click.option("--dataset", help="Test split to run (first --samples samples).")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder of the dataset.")
+@click.option("--samples", type=click.IntRange(min=1), help="Number of test samples (default: all).")
+@click.option("--random", "random_seed", type=int, help="Random input with this seed instead of data.")
+@click.option("--no-compare", is_flag=True, help="Skip the agreement check against the torch re-import.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results here.")
+def command(model, backend, precision, dataset, data_dir, samples, random_seed, no_compare,
+            json_path) -> None:
+    """Simulate MODEL (a NIR file) on a dataset's test samples."""
+    from backends.evaluate import simulate_file, write_json
+
+    if backend == "torch" and precision == "fixed":
+        precision = "float"  # the torch re-import is floating point
+    res = simulate_file(model, backend=backend, precision=precision, dataset=dataset, data_dir=data_dir,
+                        samples=samples, random_seed=random_seed, compare=not no_compare)
+    acc = "n/a (random input)" if res["accuracy"] is None else f"{res['accuracy']:.4f}"
+    click.echo(f"{res['backend']} ({res['precision']}): {res['samples']} samples x {res['steps']} steps, "
+               f"accuracy {acc}, {res['steps_per_second']:.1f} steps/s")
+    if "agreement" in res:
+        click.echo(f"agreement with the float re-import: {res['agreement']:.4f}")
+    width = max(len(layer["name"]) for layer in res["layers"])
+    for layer in res["layers"]:
+        rate = layer["spikes"] / (layer["neurons"] * res["samples"] * res["steps"])
+        click.echo(f"  {layer['name']:<{width}}  {layer['neurons']:>6} neurons  "
+                   f"{layer['spikes']:>10} spikes  rate {rate:.3f}")
+    if json_path:
+        write_json(res, json_path)
+        click.echo(f"wrote {json_path}")
