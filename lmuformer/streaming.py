@@ -1,0 +1,383 @@
+"""Streaming evaluation: accuracy against the number of frames seen, and early decisions.
+
+Everything here works on the **per-step head outputs** of a causal execution, an array
+``outputs`` of shape (samples, steps, classes) with ``steps = T + latency``: step t is what
+the head emits while frame t is fed (t < T), the last ``latency`` steps are the flush
+(zero frames).  Both the torch model's streaming mode (:meth:`LMUFormer.stream_outputs`)
+and every simulator (:func:`backends.simulate`, whose ``trace`` is the *accumulated*
+readout, so the per-step output is its first difference) produce this layout.
+
+Definitions (the paper's rule, measured with real streaming):
+
+- **running prediction** after step t: argmax of the running mean of the head outputs of
+  steps 0..t (:func:`running_mean_predictions`);
+- **accuracy after n frames** (n = 1..T): accuracy of the running prediction after step
+  n - 1, i.e. what a causal device has produced when frame n - 1 arrives, with no flush
+  (:func:`accuracy_by_frames`; entry n - 1 is n frames);
+- **final accuracy**: after all T frames plus the ``latency`` flush steps, i.e. the
+  running prediction after the last step; it equals the model's (parallel) prediction;
+- **frames for 99 %**: the smallest n whose accuracy is >= 0.99 x the final accuracy, and
+  the **reduction** 1 - n / T (:func:`frames_for_fraction`); for data with padding (Speech
+  Commands: ~98 real frames of 128) it is also reported against the mean real length,
+  ``1 - n / mean(real frames)``;
+- **early decision** with threshold m: stop at the first n (1..T) where the margin of the
+  running prediction, top1 - top2 of ``softmax(running mean of head outputs)``, is >= m,
+  and answer the running prediction there (the decided class is therefore always the
+  running-mean argmax); a sample that never reaches the margin uses all T frames and
+  the final (flushed) prediction (:func:`early_decisions`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lmuformer.errors import UserError
+
+DEFAULT_MARGINS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+
+
+# ----------------------------------------------------------------------------- pure functions
+
+
+def _check_outputs(outputs: np.ndarray) -> np.ndarray:
+    outputs = np.asarray(outputs, dtype=np.float64)
+    if outputs.ndim != 3 or outputs.shape[1] < 1:
+        raise ValueError(f"expected per-step outputs (samples, steps, classes), got {outputs.shape}")
+    return outputs
+
+
+def running_means(outputs: np.ndarray) -> np.ndarray:
+    """Running mean over steps: entry t is the mean of steps 0..t; same shape as outputs."""
+    outputs = _check_outputs(outputs)
+    steps = np.arange(1, outputs.shape[1] + 1, dtype=np.float64)
+    return np.cumsum(outputs, axis=1) / steps[None, :, None]
+
+
+def running_mean_predictions(outputs: np.ndarray) -> np.ndarray:
+    """(samples, steps) int: argmax of the running mean of the head outputs of steps 0..t."""
+    return running_means(outputs).argmax(axis=2)
+
+
+def per_step_outputs(trace: np.ndarray) -> np.ndarray:
+    """Per-step outputs from an accumulated readout trace (its first difference)."""
+    trace = np.asarray(trace, dtype=np.float64)
+    if trace.ndim != 3:
+        raise ValueError(f"expected a trace (samples, steps, classes), got {trace.shape}")
+    return np.diff(trace, axis=1, prepend=np.zeros_like(trace[:, :1]))
+
+
+def accuracy_by_frames(outputs: np.ndarray, labels: np.ndarray, frames: int) -> np.ndarray:
+    """(frames,) accuracies: entry n - 1 is the accuracy of the running prediction after
+    step n - 1 (n frames fed, no flush).  ``outputs`` holds at least ``frames`` steps."""
+    preds = running_mean_predictions(outputs)
+    labels = np.asarray(labels).reshape(-1)
+    if len(labels) != preds.shape[0]:
+        raise ValueError(f"{len(labels)} labels for {preds.shape[0]} samples")
+    if not 1 <= frames <= preds.shape[1]:
+        raise ValueError(f"frames must be in 1..{preds.shape[1]}, got {frames}")
+    return (preds[:, :frames] == labels[:, None]).mean(axis=0)
+
+
+def final_accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy of the running prediction after the last step (all frames plus the flush)."""
+    preds = running_mean_predictions(outputs)[:, -1]
+    return float((preds == np.asarray(labels).reshape(-1)).mean())
+
+
+def frames_for_fraction(curve: np.ndarray, final: float, fraction: float = 0.99) -> int | None:
+    """Smallest n (1-based) with ``curve[n - 1] >= fraction * final``; None if no n does.
+
+    A tiny tolerance (1e-12) absorbs float rounding in the product."""
+    curve = np.asarray(curve, dtype=np.float64)
+    hit = np.nonzero(curve >= fraction * final - 1e-12)[0]
+    return int(hit[0]) + 1 if len(hit) else None
+
+
+def reduction(n: int | None, total: float) -> float | None:
+    """Sequence-length reduction ``1 - n / total`` (None when n is None)."""
+    return None if n is None else 1.0 - n / float(total)
+
+
+def margins(outputs: np.ndarray) -> np.ndarray:
+    """(samples, steps): top1 - top2 of softmax(running mean of head outputs); 1 for one class."""
+    m = running_means(outputs)
+    if m.shape[2] < 2:
+        return np.ones(m.shape[:2])
+    p = np.exp(m - m.max(axis=2, keepdims=True))
+    p /= p.sum(axis=2, keepdims=True)
+    top = np.sort(p, axis=2)
+    return top[..., -1] - top[..., -2]
+
+
+def early_decisions(outputs: np.ndarray, margin: float, frames: int | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Early-decision rule: (predictions (samples,), frames_used (samples,)).
+
+    Stops at the first n in 1..frames (frames defaults to all steps) where
+    :func:`margins` >= ``margin`` and answers the running prediction there; a sample that
+    never gets there answers the prediction after the last step (flush included) and
+    counts ``frames`` frames."""
+    outputs = _check_outputs(outputs)
+    frames = outputs.shape[1] if frames is None else frames
+    preds = running_mean_predictions(outputs)
+    marg = margins(outputs)[:, :frames]
+    reached = marg >= margin
+    any_hit = reached.any(axis=1)
+    first = np.where(any_hit, reached.argmax(axis=1), frames - 1)
+    rows = np.arange(len(preds))
+    decided = np.where(any_hit, preds[rows, first], preds[:, -1])
+    return decided, first + 1
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+@dataclass
+class StreamResult:
+    """Streaming evaluation of one model on ``samples`` sequences of ``frames`` frames."""
+
+    source: str
+    backend: str
+    precision: str
+    dataset: str
+    samples: int
+    frames: int
+    latency: int
+    accuracy_by_frames: list[float]
+    final_accuracy: float
+    frames_for_99pct: int | None
+    reduction: float | None
+    real_frames_mean: float
+    reduction_real: float | None
+    early: list[dict[str, float]] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def summarize(outputs: np.ndarray, labels: np.ndarray, frames: int, latency: int,
+              real_frames: np.ndarray | None = None, margins_: tuple[float, ...] = DEFAULT_MARGINS,
+              **info: Any) -> StreamResult:
+    """All streaming numbers from per-step outputs (samples, frames + latency, classes).
+
+    ``real_frames``: optional per-sample count of real (unpadded) frames; defaults to
+    ``frames`` for every sample.  ``info``: source, backend, precision, dataset, wall_s."""
+    outputs = _check_outputs(outputs)
+    labels = np.asarray(labels).reshape(-1)
+    if outputs.shape[1] != frames + latency:
+        raise ValueError(f"expected {frames + latency} steps (frames + latency), got {outputs.shape[1]}")
+    curve = accuracy_by_frames(outputs, labels, frames)
+    final = final_accuracy(outputs, labels)
+    n99 = frames_for_fraction(curve, final, 0.99)
+    real = np.full(len(labels), frames) if real_frames is None else np.asarray(real_frames)
+    real_mean = float(real.mean()) if len(real) else float(frames)
+    early = []
+    for m in margins_:
+        preds, used = early_decisions(outputs, m, frames)
+        early.append({"margin": float(m), "accuracy": float((preds == labels).mean()),
+                      "mean_frames": float(used.mean()),
+                      "decided_early": float((used < frames).mean())})
+    return StreamResult(
+        source=str(info.get("source", "")), backend=str(info.get("backend", "")),
+        precision=str(info.get("precision", "")), dataset=str(info.get("dataset", "")),
+        samples=len(labels), frames=frames, latency=latency,
+        accuracy_by_frames=[float(a) for a in curve], final_accuracy=final,
+        frames_for_99pct=n99, reduction=reduction(n99, frames),
+        real_frames_mean=real_mean, reduction_real=reduction(n99, real_mean),
+        early=early, wall_s=float(info.get("wall_s", 0.0)),
+    )
+
+
+# ----------------------------------------------------------------------------- data and sources
+
+
+def real_lengths(dataset: str, x: np.ndarray) -> np.ndarray:
+    """Per-sample real frame counts: for ``scv2`` the frames before the trailing padding
+    (rows equal to the normalised zero log-mel, which ``pad_or_cut`` appends); T otherwise."""
+    x = np.asarray(x)
+    n, frames = x.shape[0], x.shape[1]
+    if dataset != "scv2":
+        return np.full(n, frames, dtype=np.int64)
+    import torch
+
+    from lmuformer.data.audio import normalize
+
+    pad = float(normalize(torch.zeros(())))
+    is_pad = np.all(np.abs(x - pad) < 1e-6, axis=2)  # (n, frames)
+    # length = frames minus the length of the trailing run of padding rows
+    trailing = np.cumprod(is_pad[:, ::-1], axis=1).sum(axis=1)
+    return (frames - trailing).astype(np.int64)
+
+
+def load_samples(dataset: str, data_dir: str | None = None, samples: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``samples`` items (all if None) of ``dataset``'s test split: x (n, T, F), y (n,)."""
+    from lmuformer.data import load_dataset
+
+    ds = load_dataset(dataset, "test", data_dir)
+    n = len(ds) if samples is None else min(int(samples), len(ds))
+    if n < 1:
+        raise UserError(f"no samples to evaluate ({dataset} test split has {len(ds)}, asked for {samples})")
+    items = [ds[i] for i in range(n)]
+    xs, ys = [it[0] for it in items], [it[1] for it in items]
+    x = np.stack([np.asarray(v, dtype=np.float32) for v in xs])
+    y = np.asarray([int(v) for v in ys], dtype=np.int64)
+    return x, y
+
+
+def model_outputs(model, x: np.ndarray, batch_size: int = 256, device: str = "cpu") -> np.ndarray:
+    """Per-step head outputs of an LMUFormer in streaming mode: (samples, T + latency, classes)."""
+    import torch
+
+    model = model.to(device).eval()
+    dtype = next(model.parameters()).dtype
+    outs = []
+    for i in range(0, len(x), batch_size):
+        xb = torch.as_tensor(np.asarray(x[i : i + batch_size]), dtype=dtype, device=device)
+        try:
+            outs.append(model.stream_outputs(xb).double().cpu().numpy())
+        except ValueError as e:
+            raise UserError(f"the data does not fit the model: {e}") from None
+    return np.concatenate(outs)
+
+
+def graph_outputs(graph, x: np.ndarray, backend: str = "torch", precision: str = "float",
+                  progress: bool = False) -> tuple[np.ndarray, int]:
+    """Per-step outputs of a NIR graph run by ``backend``, and the graph's latency."""
+    from backends import simulate
+
+    latency = int(graph.metadata.get("latency_frames", 0))
+    result = simulate(graph, x, backend=backend, precision=precision, progress=progress)
+    outputs = per_step_outputs(result.trace)
+    if outputs.shape[1] != x.shape[1] + latency:
+        raise UserError(f"backend {backend!r} ran {outputs.shape[1]} steps, expected "
+                        f"{x.shape[1]} frames + {latency} latency")
+    return outputs, latency
+
+
+def stream_eval(source: str | Path, dataset: str, backend: str | None = None, samples: int | None = None,
+                data_dir: str | None = None, precision: str | None = None,
+                margins_: tuple[float, ...] = DEFAULT_MARGINS, progress: bool = False,
+                batch_size: int = 256) -> StreamResult:
+    """Streaming evaluation of a checkpoint (.pt, run in the torch model's streaming mode)
+    or a NIR file (.nir, run by ``backend``: torch, emulator or lava) on the first
+    ``samples`` test items of ``dataset``.
+
+    ``precision`` defaults to "float" for the torch backend and "fixed" otherwise."""
+    import time
+
+    source = Path(source)
+    if not source.is_file():
+        raise UserError(f"file not found: {source}")
+    suffix = source.suffix.lower()
+    if suffix not in (".pt", ".nir"):
+        raise UserError(f"{source}: expected a checkpoint (.pt) or a NIR file (.nir)")
+    x, y = load_samples(dataset, data_dir, samples)
+    start = time.perf_counter()
+    if suffix == ".pt":
+        if backend not in (None, "torch"):
+            raise UserError(f"a checkpoint runs in the torch model's streaming mode; to use "
+                            f"--backend {backend}, export it to NIR first")
+        if precision not in (None, "float"):
+            raise UserError("a checkpoint runs in floating point; use a quantised NIR export for 'fixed'")
+        try:
+            from lmuformer.checkpoint import load_checkpoint
+        except ImportError as e:
+            raise UserError(f"checkpoint loading is unavailable ({e})") from None
+        model = load_checkpoint(source).model
+        outputs = model_outputs(model, x, batch_size=batch_size)
+        latency, backend, precision = int(model.latency), "torch-stream", "float"
+    else:
+        from export import read_graph
+
+        backend = backend or "torch"
+        precision = precision or ("float" if backend == "torch" else "fixed")
+        graph = read_graph(source)
+        _check_graph_input(graph, x)
+        outputs, latency = graph_outputs(graph, x, backend, precision, progress)
+    wall = time.perf_counter() - start
+    if not np.all(np.isfinite(outputs)):
+        raise UserError(f"{source}: the {backend} run produced non-finite outputs")
+    return summarize(outputs, y, x.shape[1], latency, real_lengths(dataset, x), margins_,
+                     source=str(source), backend=backend, precision=precision, dataset=dataset, wall_s=wall)
+
+
+def _check_graph_input(graph, x: np.ndarray) -> None:
+    import nir
+
+    for node in graph.nodes.values():
+        if isinstance(node, nir.Input):
+            want = int(np.prod(np.asarray(node.input_type["input"])))
+            if want != x.shape[2]:
+                raise UserError(f"the graph takes {want} features per frame, the data has {x.shape[2]}")
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def _atomic(path: str | Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(result: StreamResult, path: str | Path) -> None:
+    """The result as JSON (written to a temporary file, then renamed)."""
+    import json
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(result.to_dict(), f, indent=2)
+            f.write("\n")
+
+    _atomic(path, write)
+
+
+def plot_curve(result: StreamResult, path: str | Path) -> None:
+    """Accuracy vs frames seen, the final (flushed) accuracy and the 99 % point marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = np.arange(1, result.frames + 1)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    ax.plot(n, 100 * np.asarray(result.accuracy_by_frames), lw=1.5, label="running-mean prediction")
+    ax.axhline(100 * result.final_accuracy, color="gray", ls="--", lw=1,
+               label=f"final (+{result.latency} flush steps): {100 * result.final_accuracy:.2f} %")
+    ax.axhline(99 * result.final_accuracy, color="gray", ls=":", lw=1, label="99 % of final")
+    if result.frames_for_99pct is not None:
+        k = result.frames_for_99pct
+        acc = 100 * result.accuracy_by_frames[k - 1]
+        ax.plot([k], [acc], "o", color="C3",
+                label=f"99 % at {k}/{result.frames} frames ({100 * result.reduction:.1f} % shorter)")
+        ax.axvline(k, color="C3", lw=0.8, alpha=0.5)
+    if not math.isclose(result.real_frames_mean, result.frames):
+        ax.axvline(result.real_frames_mean, color="C2", lw=0.8, ls="-.",
+                   label=f"mean real length {result.real_frames_mean:.1f}")
+    ax.set_xlabel("frames seen")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"{result.dataset}: streaming accuracy ({result.backend}, {result.samples} samples)")
+    ax.set_xlim(1, max(result.frames, 2))
+    values = [100 * a for a in result.accuracy_by_frames] + [100 * result.final_accuracy]
+    ax.set_ylim(max(0.0, min(values) - 5), min(101.0, max(values) + 3))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    _atomic(path, lambda tmp: fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png"))
+    plt.close(fig)

@@ -1,0 +1,180 @@
+"""Streaming evaluation: the running-mean rule, the 99 % point, early decisions, torch stream
+== NIR export run by a backend, and ``lmuf stream`` end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from export import ExportOptions, model_to_nir, write_graph
+from lmuformer import streaming
+from lmuformer.cli import cli
+from lmuformer.errors import UserError
+from lmuformer.model import build_model
+from tests.conftest import activate
+
+# One sample, 4 steps, 3 classes; per-step argmax is 0, 1, 2, 0 but the running mean's is 0, 1, 2, 2:
+# sums [1,0,0] -> [1,3,0] -> [1,3,4] -> [3,3,4].
+SEQ = np.array([[[1, 0, 0], [0, 3, 0], [0, 0, 4], [2, 0, 0]]], dtype=float)
+
+
+def test_running_mean_rule_on_hand_made_sequence() -> None:
+    assert streaming.running_mean_predictions(SEQ).tolist() == [[0, 1, 2, 2]]
+    np.testing.assert_allclose(streaming.running_means(SEQ)[0, 2], [1 / 3, 1, 4 / 3])
+    # two samples, labels 2 and 0; the second sample's running mean is always class 0
+    two = np.concatenate([SEQ, np.tile([[[5.0, 1, 1]]], (1, 4, 1))])
+    # 3 frames fed of 4 steps (latency 1): entries are after 1, 2, 3 frames
+    curve = streaming.accuracy_by_frames(two, np.array([2, 0]), frames=3)
+    assert curve.tolist() == [0.5, 0.5, 1.0]
+    assert streaming.final_accuracy(two, np.array([2, 0])) == 1.0
+    assert streaming.final_accuracy(two, np.array([0, 0])) == 0.5
+
+
+def test_per_step_outputs_invert_the_accumulated_trace() -> None:
+    trace = np.cumsum(SEQ, axis=1)
+    np.testing.assert_array_equal(streaming.per_step_outputs(trace), SEQ)
+
+
+def test_frames_for_99pct_and_reduction_on_hand_made_curve() -> None:
+    curve = np.array([0.1, 0.5, 0.8, 0.95, 0.97, 0.96, 0.98, 0.98])
+    n = streaming.frames_for_fraction(curve, final=0.98)  # needs >= 0.9702: 0.97 falls short
+    assert n == 7
+    assert streaming.reduction(n, 8) == pytest.approx(0.125)
+    assert streaming.reduction(n, 7.0) == pytest.approx(0.0)
+    # exactly 99 % counts (despite 0.99 * 1.0 rounding); never reached -> None
+    assert streaming.frames_for_fraction(np.array([0.5, 0.99, 1.0]), final=1.0) == 2
+    assert streaming.frames_for_fraction(np.array([0.5, 0.6]), final=1.0) is None
+    assert streaming.reduction(None, 8) is None
+    # the paper's numbers: 87 of 128 frames is a 32.03 % shorter sequence
+    assert streaming.reduction(87, 128) == pytest.approx(0.3203, abs=5e-5)
+
+
+def test_early_decisions_on_hand_made_sequence() -> None:
+    # 4 frames + 1 flush step, 2 classes; softmax margin of a logit gap d is tanh(d / 2)
+    a = [[10, 0], [10, 0], [10, 0], [10, 0], [10, 0]]  # margin tanh(5) = 0.9999 from step 0
+    b = [[0, 0], [0, 0], [6, 0], [6, 0], [0, 100]]  # gaps 0, 0, 2, 3: margins 0, 0, .762, .905
+    out = np.array([a, b], dtype=float)
+    np.testing.assert_allclose(streaming.margins(out)[1, :4], np.tanh([0, 0, 1, 1.5]))
+    preds, used = streaming.early_decisions(out, margin=0.8, frames=4)
+    assert preds.tolist() == [0, 0] and used.tolist() == [1, 4]
+    preds, used = streaming.early_decisions(out, margin=0.7, frames=4)
+    assert preds.tolist() == [0, 0] and used.tolist() == [1, 3]
+    # never reached within the frames: the final (flushed) prediction, all 4 frames
+    preds, used = streaming.early_decisions(out, margin=0.95, frames=4)
+    assert preds.tolist() == [0, 1] and used.tolist() == [1, 4]
+    r = streaming.summarize(out, np.array([0, 1]), frames=4, latency=1, margins_=(0.8, 0.95))
+    assert r.early[0] == {"margin": 0.8, "accuracy": 0.5, "mean_frames": 2.5, "decided_early": 0.5}
+    assert r.early[1]["accuracy"] == 1.0
+    assert r.accuracy_by_frames == [0.5, 0.5, 0.5, 0.5] and r.final_accuracy == 1.0
+    assert r.frames_for_99pct is None and r.reduction is None
+
+
+def test_real_lengths_of_padded_speech() -> None:
+    from lmuformer.data.audio import normalize
+
+    x = np.random.default_rng(0).normal(size=(2, 10, 4)).astype(np.float32)
+    x[0, 7:] = float(normalize(torch.zeros(())))
+    assert streaming.real_lengths("scv2", x).tolist() == [7, 10]
+    assert streaming.real_lengths("digits", x).tolist() == [10, 10]
+
+
+def _tiny():
+    return activate(build_model("tiny")).double()
+
+
+def _digits(n: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    return streaming.load_samples("digits", samples=n)
+
+
+def test_torch_stream_curve_equals_nir_float_export_on_torch_backend() -> None:
+    model = _tiny()
+    x, y = _digits(24)
+    stream = streaming.model_outputs(model, x)
+    graph = model_to_nir(model, ExportOptions(quantize=False))
+    sim, latency = streaming.graph_outputs(graph, x, backend="torch", precision="float")
+    assert latency == model.latency and stream.shape == sim.shape == (24, 8 + latency, 10)
+    np.testing.assert_allclose(sim, stream, atol=1e-9)
+    assert (streaming.running_mean_predictions(sim) == streaming.running_mean_predictions(stream)).all()
+    a = streaming.summarize(stream, y, 8, latency)
+    b = streaming.summarize(sim, y, 8, latency)
+    assert a.accuracy_by_frames == b.accuracy_by_frames and a.final_accuracy == b.final_accuracy
+    assert a.frames_for_99pct == b.frames_for_99pct and a.early == b.early
+    # the final (flushed) running prediction is the model's parallel prediction
+    logits = model(torch.as_tensor(x, dtype=torch.float64))
+    assert (streaming.running_mean_predictions(stream)[:, -1] == logits.argmax(1).numpy()).all()
+    # the per-step outputs actually vary, so the test is not vacuous
+    assert np.std(stream) > 0
+
+
+def _has_emulator() -> bool:
+    try:
+        return importlib.util.find_spec("backends.emulator") is not None and hasattr(
+            importlib.import_module("backends.emulator"), "run")
+    except Exception:
+        return False
+
+
+@pytest.mark.skipif(not _has_emulator(), reason="emulator backend not available yet")
+def test_emulator_curve_agrees_with_torch_on_quantised_graph() -> None:
+    model = _tiny()
+    x, y = _digits(24)
+    graph = model_to_nir(model, ExportOptions(quantize=True))
+    ref, latency = streaming.graph_outputs(graph, x, backend="torch", precision="float")
+    emu, _ = streaming.graph_outputs(graph, x, backend="emulator", precision="fixed")
+    agree = streaming.running_mean_predictions(emu) == streaming.running_mean_predictions(ref)
+    assert agree.mean() >= 0.95
+    a = streaming.summarize(ref, y, 8, latency).accuracy_by_frames
+    b = streaming.summarize(emu, y, 8, latency).accuracy_by_frames
+    assert np.max(np.abs(np.subtract(a, b))) <= 0.1
+
+
+def test_cli_end_to_end_on_tiny_export(tmp_path) -> None:
+    path = tmp_path / "tiny.nir"
+    write_graph(model_to_nir(_tiny(), ExportOptions(quantize=False)), path)
+    out, png = tmp_path / "s.json", tmp_path / "curve.png"
+    res = CliRunner().invoke(cli, ["stream", str(path), "--dataset", "digits", "--samples", "16",
+                                   "--margin", "0.2", "--json", str(out), "--plot", str(png), "--quiet"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert "final accuracy" in res.output
+    d = json.loads(out.read_text())
+    assert len(d["accuracy_by_frames"]) == 8 and d["samples"] == 16 and d["backend"] == "torch"
+    assert 0 <= d["final_accuracy"] <= 1 and d["precision"] == "float"
+    n = d["frames_for_99pct"]
+    assert n is None or (1 <= n <= 8 and d["reduction"] == pytest.approx(1 - n / 8))
+    assert d["real_frames_mean"] == 8 and [e["margin"] for e in d["early"]] == [0.2]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_checkpoint_source_uses_torch_stream(tmp_path) -> None:
+    from lmuformer.checkpoint import save_checkpoint
+
+    model = activate(build_model("tiny"))
+    path = save_checkpoint(tmp_path / "m.pt", model, {})
+    r = streaming.stream_eval(path, "digits", samples=10)
+    assert r.backend == "torch-stream" and len(r.accuracy_by_frames) == 8 and r.latency == model.latency
+    x, y = _digits(10)
+    logits = model(torch.as_tensor(x))
+    assert r.final_accuracy == pytest.approx(float((logits.argmax(1).numpy() == y).mean()))
+    with pytest.raises(UserError, match="export it to NIR"):
+        streaming.stream_eval(path, "digits", backend="emulator", samples=2)
+
+
+def test_errors_are_user_errors(tmp_path) -> None:
+    with pytest.raises(UserError, match="not found"):
+        streaming.stream_eval(tmp_path / "missing.nir", "digits")
+    bad = tmp_path / "x.txt"
+    bad.write_text("x")
+    with pytest.raises(UserError, match="expected a checkpoint"):
+        streaming.stream_eval(bad, "digits")
+    path = tmp_path / "tiny.nir"
+    write_graph(model_to_nir(_tiny(), ExportOptions(quantize=False)), path)
+    with pytest.raises(UserError, match="unknown dataset"):
+        streaming.stream_eval(path, "nope")
+    res = CliRunner().invoke(cli, ["stream", str(path), "--dataset", "digits", "--plot", "c.gif"])
+    assert isinstance(res.exception, UserError)
