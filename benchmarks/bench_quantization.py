@@ -1,0 +1,113 @@
+"""Bit-width sweep: LMU impulse-response error and accuracy of the quantised export.
+
+    python benchmarks/bench_quantization.py --checkpoint runs/digits/best.pt
+
+For the LMU matrices of the ``digits`` and ``scv2`` presets: the relative impulse-response
+error over the sample length for (a) the naive representation (A_d and B_d each with one
+shared exponent) and (b) ours (integrator form: A_d - I and B_d as 1 or 2 terms), per
+bit width.  With a checkpoint: the test accuracy of the quantised graph (torch re-import)
+per (weight bits, LMU bits, LMU terms), against the float model, and the synapses each
+representation costs.  Prints a table and writes benchmarks/results/quantization.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from export.api import test_arrays  # noqa: E402
+from export.graph import ExportOptions, model_to_nir  # noqa: E402
+from export.interpret import GraphRunner  # noqa: E402
+from export.quantize import dequantize, impulse_response_error, quantize_term, quantize_terms  # noqa: E402
+from export.summary import summarize  # noqa: E402
+from lmuformer.functional.lmu import lmu_discrete  # noqa: E402
+from lmuformer.model.config import preset  # noqa: E402
+
+BITS = [4, 6, 8, 10, 12]
+
+
+def impulse_sweep() -> list[dict]:
+    rows = []
+    for name in ("digits", "scv2"):
+        cfg = preset(name)
+        a, b = lmu_discrete(cfg.memory_size, cfg.theta)
+        eye = np.eye(a.shape[0])
+        steps = cfg.frames + 5
+        for bits in BITS:
+            row = {"preset": name, "order": cfg.memory_size, "steps": steps, "bits": bits}
+            row["naive"] = impulse_response_error(
+                a, b, quantize_term(a, bits).value, quantize_term(b, bits).value, steps
+            )
+            for terms in (1, 2):
+                a_q = eye + dequantize(quantize_terms(a - eye, bits, terms))
+                b_q = dequantize(quantize_terms(b, bits, terms))
+                row[f"integrator_{terms}term"] = impulse_response_error(a, b, a_q, b_q, steps)
+            rows.append(row)
+    return rows
+
+
+def accuracy_sweep(checkpoint: str, samples: int | None) -> dict:
+    from lmuformer.checkpoint import load_checkpoint
+
+    model = load_checkpoint(checkpoint).model.eval()
+    x, y = test_arrays("digits", None, samples)
+    xt = torch.as_tensor(x)
+    with torch.no_grad():
+        acc_float = float((model(xt).argmax(1).numpy() == y).mean())
+    rows = []
+    for weight_bits, lmu_bits, lmu_terms in [(8, b, t) for b in BITS for t in (1, 2)] + [
+        (wb, 8, 2) for wb in (4, 6, 10)
+    ]:
+        opts = ExportOptions(weight_bits=weight_bits, lmu_bits=lmu_bits, lmu_terms=lmu_terms)
+        graph = model_to_nir(model, opts)
+        acc = float((GraphRunner(graph).logits(xt).argmax(1).numpy() == y).mean())
+        s = summarize(graph)
+        rows.append({
+            "weight_bits": weight_bits, "lmu_bits": lmu_bits, "lmu_terms": lmu_terms,
+            "accuracy": acc, "drop_pp": 100 * (acc_float - acc),
+            "synapses": s["synapses"], "lmu_synapses": s["lmu_synapses"],
+            "impulse_response_error": s["quantization_error"]["lmu"][0]["impulse_response_error"],
+        })
+    return {"checkpoint": checkpoint, "samples": len(y), "accuracy_float": acc_float, "rows": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", help="a trained digits checkpoint (accuracy sweep)")
+    ap.add_argument("--samples", type=int, help="test samples (default: all 360)")
+    ap.add_argument("--out", default="benchmarks/results/quantization.json")
+    args = ap.parse_args()
+    result: dict = {"impulse_response": impulse_sweep()}
+    print("LMU impulse-response relative error (naive shared scale vs integrator form)")
+    print(f"{'preset':>7} {'bits':>4} {'naive':>10} {'int.1term':>10} {'int.2terms':>10}")
+    for r in result["impulse_response"]:
+        print(f"{r['preset']:>7} {r['bits']:>4} {r['naive']:>10.2e} {r['integrator_1term']:>10.2e} "
+              f"{r['integrator_2term']:>10.2e}")
+    if args.checkpoint:
+        acc = accuracy_sweep(args.checkpoint, args.samples)
+        result["accuracy"] = acc
+        print(f"\ndigits test accuracy: float model {acc['accuracy_float']:.4f} ({acc['samples']} samples)")
+        print(f"{'w.bits':>6} {'lmu.bits':>8} {'terms':>5} {'accuracy':>8} {'drop pp':>7} "
+              f"{'synapses':>9} {'lmu syn.':>8} {'IR error':>9}")
+        for r in acc["rows"]:
+            print(f"{r['weight_bits']:>6} {r['lmu_bits']:>8} {r['lmu_terms']:>5} {r['accuracy']:>8.4f} "
+                  f"{r['drop_pp']:>7.2f} {r['synapses']:>9} {r['lmu_synapses']:>8} "
+                  f"{r['impulse_response_error']:>9.2e}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, out)
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
