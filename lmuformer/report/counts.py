@@ -1,0 +1,294 @@
+"""Per-layer counts (neurons, synapses, spikes, SOPs, MACs, neuron updates) and energy.
+
+A *layer* is a population of the graph: every LIF/IF population (binary spikes), every
+graded population (I/LI: the LMU memory, the readout) and the Input node (real-valued).
+Its *synapses* are the nonzero weights of every synapse node (Affine/Linear/Scale) that
+leaves it, directly or through Delay nodes (each delayed tap is its own synapse node, and
+each term of a quantised multi-term matrix is too).  The fan-out of neuron j is the number of
+nonzero weights in column j of all those matrices.
+
+Per sample and per layer (then the mean and the standard deviation over samples):
+
+- spiking layers: ``sops = sum_j spikes_j x fanout_j`` (per-neuron spike counts when the
+  backend reports them in ``result.extra["neuron_spikes"]``, otherwise
+  ``spikes x mean fan-out``, exact in the mean when the fan-out is uniform);
+- graded layers send a value every step: ``macs = synapses x steps``;
+- the input layer: dense ``macs = synapses x frames`` (the real-valued frames of the sample;
+  the ``latency`` flush steps carry zeros);
+- ``neuron_updates = neurons x steps`` for spiking and graded layers (none for the input);
+  ``active`` updates are the spikes of a spiking layer (a neuron-step that fired), and every
+  update of a graded layer that sends messages; the rest are inactive.
+
+Energy per profile: ``sops x E_sop + macs x E_mac + inactive x E_update + active x
+E_update_active``, unpriced figures counting 0.  Biases are neuron parameters, not
+operations, and are not counted.  The counts come from the run's spike counts, never from
+the weights alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import nir
+import numpy as np
+
+from backends.base import SimulationResult
+from lmuformer.errors import UserError
+from lmuformer.report.profiles import BUILTIN, Profile
+
+SPIKING = (nir.LIF, nir.IF, nir.CubaLIF)
+GRADED = (nir.I, nir.LI, nir.CubaLI)
+SYNAPSES = (nir.Affine, nir.Linear, nir.Scale)
+KINDS = ("sop", "mac", "neuron_update")
+
+ASSUMPTIONS = (
+    "Counts are per inference (one sample), mean over samples; std is the spread over samples.",
+    "SOP: one binary spike through one nonzero synapse (each delayed tap and each quantised term counts).",
+    "MAC: one graded or real-valued message through one nonzero synapse; graded layers send every step; "
+    "the input layer sends its real-valued frames (not the zero flush steps).",
+    "Neuron update: one neuron advanced one step; active = it spiked (spiking) or it sent (graded).",
+    "Not included: memory access, routing/interconnect, static (leakage) power, biases, I/O.",
+)
+
+
+@dataclass
+class Layer:
+    """Counts of one layer; per-sample arrays have shape (samples,)."""
+
+    name: str
+    kind: str  # "input", "spiking" or "graded"
+    neurons: int
+    synapses: int
+    fan_out: np.ndarray  # (neurons,) nonzero weights per source neuron
+    steps: int
+    spikes: np.ndarray
+    sops: np.ndarray
+    macs: np.ndarray
+    neuron_updates: np.ndarray
+    active_updates: np.ndarray
+    outgoing: list[str] = field(default_factory=list)
+
+    @property
+    def mean_fan_out(self) -> float:
+        return self.synapses / self.neurons if self.neurons else 0.0
+
+    def energy_by_kind(self, profile: Profile) -> dict[str, np.ndarray]:
+        """Joules per sample for each kind of operation."""
+
+        def f(op: str) -> float:
+            v = profile.figure(op)
+            return 0.0 if v is None else v
+
+        inactive = self.neuron_updates - self.active_updates
+        return {
+            "sop": self.sops * f("sop"),
+            "mac": self.macs * f("mac"),
+            "neuron_update": inactive * f("neuron_update") + self.active_updates * f("neuron_update_active"),
+        }
+
+    def energy(self, profile: Profile) -> np.ndarray:
+        return sum(self.energy_by_kind(profile).values())
+
+
+def _size(node: nir.NIRNode) -> int:
+    if isinstance(node, nir.Input):
+        shape = node.input_type.get("input", next(iter(node.input_type.values())))
+        return int(np.prod(np.asarray(shape)))
+    for attr in ("v_threshold", "r", "tau", "tau_mem"):
+        if hasattr(node, attr):
+            return int(np.asarray(getattr(node, attr)).size)
+    raise UserError(f"cannot tell the size of a {type(node).__name__} node")
+
+
+def _column_nnz(node: nir.NIRNode) -> np.ndarray:
+    if isinstance(node, nir.Scale):
+        return (np.asarray(node.scale) != 0).astype(np.int64).ravel()
+    w = np.asarray(node.weight)
+    if w.ndim != 2:
+        raise UserError(f"synapse weights must be 2-D (out, in), got shape {w.shape}")
+    return (w != 0).sum(axis=0).astype(np.int64)
+
+
+def outgoing_synapses(graph: nir.NIRGraph, source: str) -> list[str]:
+    """Synapse nodes fed by ``source`` directly or through (chains of) Delay nodes."""
+    succ: dict[str, list[str]] = {}
+    for a, b in graph.edges:
+        succ.setdefault(a, []).append(b)
+    found: list[str] = []
+    stack, seen = [source], {source}
+    while stack:
+        n = stack.pop()
+        for m in succ.get(n, []):
+            node = graph.nodes[m]
+            if isinstance(node, nir.Delay) and m not in seen:
+                seen.add(m)
+                stack.append(m)
+            elif isinstance(node, SYNAPSES) and m not in found:
+                found.append(m)
+    return found
+
+
+def fan_out(graph: nir.NIRGraph, source: str, neurons: int) -> tuple[np.ndarray, list[str]]:
+    """Nonzero outgoing weights per neuron of ``source``, and the synapse nodes counted."""
+    syn = outgoing_synapses(graph, source)
+    total = np.zeros(neurons, dtype=np.int64)
+    for s in syn:
+        nnz = _column_nnz(graph.nodes[s])
+        if nnz.shape != (neurons,):
+            raise UserError(f"synapse {s!r} takes {nnz.size} inputs but {source!r} has {neurons} neurons")
+        total += nnz
+    return total, syn
+
+
+def _order(graph: nir.NIRGraph) -> list[str]:
+    try:
+        from export.interpret import topological_order
+
+        return topological_order(graph)
+    except UserError:
+        return list(graph.nodes)
+
+
+def layer_counts(graph: nir.NIRGraph, result: SimulationResult) -> list[Layer]:
+    """The layers of ``graph`` in evaluation order, with the counts of ``result``."""
+    samples, steps = result.samples, int(result.steps)
+    latency = int(graph.metadata.get("latency_frames", 0) or 0)
+    frames = max(steps - latency, 0)
+    per_neuron = result.extra.get("neuron_spikes", {}) if isinstance(result.extra, dict) else {}
+    zeros = np.zeros(samples)
+    layers: list[Layer] = []
+    for name in _order(graph):
+        node = graph.nodes[name]
+        if isinstance(node, nir.Input):
+            kind = "input"
+        elif isinstance(node, SPIKING):
+            kind = "spiking"
+        elif isinstance(node, GRADED):
+            kind = "graded"
+        else:
+            continue
+        n = _size(node)
+        fo, syn = fan_out(graph, name, n)
+        synapses = int(fo.sum())
+        if kind == "input":
+            macs = np.full(samples, float(synapses * frames))
+            layers.append(Layer(name, kind, n, synapses, fo, frames, zeros.copy(), zeros.copy(), macs,
+                                zeros.copy(), zeros.copy(), syn))
+            continue
+        updates = np.full(samples, float(n * steps))
+        if kind == "graded":
+            sends = synapses > 0
+            macs = np.full(samples, float(synapses * steps))
+            layers.append(Layer(name, kind, n, synapses, fo, steps, zeros.copy(), zeros.copy(), macs,
+                                updates, updates.copy() if sends else zeros.copy(), syn))
+            continue
+        if name not in result.spikes:
+            raise UserError(f"the {result.backend} backend reported no spike counts for population {name!r}")
+        spikes = np.asarray(result.spikes[name], dtype=np.float64).reshape(-1)
+        if spikes.shape != (samples,):
+            raise UserError(f"spike counts of {name!r} have shape {spikes.shape}, expected ({samples},)")
+        if name in per_neuron:
+            counts = np.asarray(per_neuron[name], dtype=np.float64).reshape(samples, n)
+            sops = counts @ fo.astype(np.float64)
+        else:
+            sops = spikes * (synapses / n if n else 0.0)
+        layers.append(Layer(name, kind, n, synapses, fo, steps, spikes, sops, zeros.copy(),
+                            updates, spikes.copy(), syn))
+    return layers
+
+
+def _stat(a: np.ndarray) -> tuple[float, float]:
+    a = np.asarray(a, dtype=np.float64)
+    return float(a.mean()), float(a.std()) if a.size > 1 else 0.0
+
+
+def _row(name: str, kind: str, neurons: int, synapses: int, steps: int, spikes, sops, macs, updates,
+         active, spiking_neurons: int, energy: dict, fan_out_value: float | None = None) -> dict:
+    spk, spk_sd = _stat(spikes)
+    sop, sop_sd = _stat(sops)
+    rate = spk / (spiking_neurons * steps) if spiking_neurons and steps and kind != "input" else None
+    row = {
+        "name": name,
+        "kind": kind,
+        "neurons": neurons,
+        "synapses": synapses,
+        "fan_out": fan_out_value if fan_out_value is not None else (synapses / neurons if neurons else 0.0),
+        "steps": steps,
+        "spikes": spk,
+        "spikes_std": spk_sd,
+        "firing_rate": rate if kind in ("spiking", "total") else None,
+        "sops": sop,
+        "sops_std": sop_sd,
+        "macs": _stat(macs)[0],
+        "neuron_updates": _stat(updates)[0],
+        "active_neuron_updates": _stat(active)[0],
+    }
+    row["energy_j"] = {p: _stat(e["total"])[0] for p, e in energy.items()}
+    row["energy_j_std"] = {p: _stat(e["total"])[1] for p, e in energy.items()}
+    row["energy_by_kind_j"] = {p: {k: _stat(e[k])[0] for k in KINDS} for p, e in energy.items()}
+    return row
+
+
+def build_report(
+    graph: nir.NIRGraph,
+    result: SimulationResult,
+    profiles: Sequence[Profile],
+    ann: bool = True,
+    source: str | None = None,
+) -> dict:
+    """The whole report as one JSON-ready dict (see ``lmuformer/report/README.md``)."""
+    if not profiles:
+        raise UserError("select at least one energy profile")
+    layers = layer_counts(graph, result)
+    rows: list[dict] = []
+    totals = {p.name: {k: 0.0 for k in (*KINDS, "total")} for p in profiles}
+    for layer in layers:
+        energy = {}
+        for p in profiles:
+            by_kind = layer.energy_by_kind(p)
+            energy[p.name] = {**by_kind, "total": sum(by_kind.values())}
+            for k, v in energy[p.name].items():
+                totals[p.name][k] = totals[p.name][k] + v
+        rows.append(_row(layer.name, layer.kind, layer.neurons, layer.synapses, layer.steps, layer.spikes,
+                         layer.sops, layer.macs, layer.neuron_updates, layer.active_updates,
+                         layer.neurons if layer.kind == "spiking" else 0, energy))
+    spiking_neurons = sum(la.neurons for la in layers if la.kind == "spiking")
+    neurons = sum(la.neurons for la in layers if la.kind != "input")
+    synapses = sum(la.synapses for la in layers)
+    sources = sum(la.neurons for la in layers if la.synapses)
+    total = _row(
+        "total", "total", neurons, synapses, int(result.steps),
+        sum(la.spikes for la in layers), sum(la.sops for la in layers), sum(la.macs for la in layers),
+        sum(la.neuron_updates for la in layers), sum(la.active_updates for la in layers),
+        spiking_neurons, totals, fan_out_value=synapses / sources if sources else 0.0,
+    )
+    report = {
+        "source": source,
+        "backend": result.backend,
+        "precision": result.precision,
+        "samples": int(result.samples),
+        "steps": int(result.steps),
+        "frames": layers[0].steps if layers and layers[0].kind == "input" else None,
+        "dt": float(graph.metadata["dt"]) if "dt" in graph.metadata else None,
+        "layers": rows,
+        "total": total,
+        "profiles": {p.name: p.to_dict() for p in profiles},
+        "ann_baseline": None,
+        "assumptions": list(ASSUMPTIONS),
+    }
+    if ann:
+        report["ann_baseline"] = _ann(graph, layers, report["frames"])
+    return report
+
+
+def _ann(graph: nir.NIRGraph, layers: list[Layer], frames: int | None) -> dict | None:
+    raw = graph.metadata.get("model_config")
+    if not isinstance(raw, str) or frames is None:
+        return None
+    from lmuformer.report.ann import ann_baseline
+
+    e45 = BUILTIN["45nm"]
+    spiking_j = float(np.mean(sum(la.energy(e45) for la in layers)))
+    return ann_baseline(json.loads(raw), frames, spiking_j)
