@@ -64,7 +64,9 @@ def load_samples(graph, dataset: str | None, data_dir: str | None, samples: int,
     except UserError:
         want = None
     if want is not None and x.shape[2] != want:
-        raise UserError(f"the {dataset} dataset has {x.shape[2]} features per frame but the model takes {want}")
+        raise UserError(
+            f"the {dataset} dataset has {x.shape[2]} features per frame but the model takes {want}"
+        )
     return x
 
 
@@ -101,7 +103,8 @@ def _check_backend(name: str) -> None:
               "(default: all built-ins).")
 @click.option("--format", "fmt", type=click.Choice(("table", "json", "csv", "markdown")), default="table",
               show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the report here (default: stdout).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write the report here (default: stdout).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Also write a PNG of energy per layer.")
 def command(model, dataset, data_dir, use_random, seed, samples, backend, precision, profiles, fmt, output,
             plot) -> None:

@@ -13,7 +13,8 @@ FORMATS = ("table", "json", "csv", "markdown")
 WIDTH = 100
 NAME_W = 26
 KIND_LABEL = {"sop": "SOP", "mac": "MAC", "neuron_update": "neuron update"}
-FIGURE_LABEL = {"sop": "SOP", "mac": "MAC", "neuron_update": "update", "neuron_update_active": "active update"}
+FIGURE_LABEL = {"sop": "SOP", "mac": "MAC", "neuron_update": "update",
+                "neuron_update_active": "active update"}
 
 
 def render(report: dict, fmt: str) -> str:
@@ -90,7 +91,8 @@ def _header(report: dict) -> list[str]:
         bits.append(f"dt {dt * 1e3:g} ms")
     head = f"lmuf report: {report['source']}" if report.get("source") else "lmuf report"
     return [head, ", ".join(bits),
-            "Per inference: mean over samples (std = spread over samples); rate = spikes per neuron per step."]
+            "Per inference: mean over samples (std = spread over samples); "
+            "rate = spikes per neuron per step."]
 
 
 def _ann_line(report: dict) -> str:
@@ -131,7 +133,7 @@ def to_table(report: dict) -> str:
             lines.append("-" * len(head))
         cells = _count_cells(r)
         lines.append(f"{_name(r['name'], r['kind']):<{NAME_W}}"
-                     + "".join(f" {c:>{w}}" for c, (_, w) in zip(cells, _COUNT_COLS)))
+                     + "".join(f" {c:>{w}}" for c, (_, w) in zip(cells, _COUNT_COLS, strict=True)))
     names = list(report["profiles"])
     per = max(1, (WIDTH - NAME_W) // 19)
     for i in range(0, len(names), per):
@@ -186,7 +188,8 @@ def to_csv(report: dict) -> str:
     for r in report["layers"] + [report["total"]]:
         row = ["" if r[f] is None else r[f] for f in _CSV_FIELDS]
         for n in report["profiles"]:
-            row += [r["energy_j"][n], r["energy_j_std"][n]] + [r["energy_by_kind_j"][n][k] for k in KIND_LABEL]
+            row += [r["energy_j"][n], r["energy_j_std"][n]]
+            row += [r["energy_by_kind_j"][n][k] for k in KIND_LABEL]
         w.writerow(row)
     return buf.getvalue()
 
@@ -212,7 +215,8 @@ def to_markdown(report: dict) -> str:
                      f"| {joules(t['energy_j'][n])} | {joules(t['energy_j_std'][n])} |")
     lines += ["", "Profiles:", ""]
     for n, p in report["profiles"].items():
-        lines.append(f"- `{n}`: {_figures(p)}. Source: {p['source']}." + (f" {p['notes']}" if p["notes"] else ""))
+        notes = f" {p['notes']}" if p["notes"] else ""
+        lines.append(f"- `{n}`: {_figures(p)}. Source: {p['source']}.{notes}")
     lines += ["", _ann_line(report), "",
               "Not included: memory access, routing/interconnect, static (leakage) power, biases, "
               "input/output transfer."]

@@ -35,14 +35,14 @@ def plot_report(report: dict, path: str | Path, profiles: list[str] | None = Non
     labels = [r["name"] for r in layers][::-1]
     fig, axes = plt.subplots(1, len(names), figsize=(4.8 * len(names) + 2.2, 0.32 * len(layers) + 1.8),
                              sharey=True, squeeze=False)
-    for ax, name in zip(axes[0], names):
+    for ax, name in zip(axes[0], names, strict=True):
         peak = max((r["energy_j"][name] for r in layers), default=0.0)
         scale, unit = _unit(peak)
         left = [0.0] * len(layers)
         for kind in ("sop", "mac", "neuron_update"):
             vals = [r["energy_by_kind_j"][name][kind] / scale for r in layers][::-1]
             ax.barh(labels, vals, left=left, color=COLORS[kind], label=LABELS[kind], height=0.7)
-            left = [a + b for a, b in zip(left, vals)]
+            left = [a + b for a, b in zip(left, vals, strict=True)]
         for y, v in enumerate(left):
             if v > 0:
                 ax.text(v, y, f" {v:.3g}", va="center", fontsize=7)

@@ -1,0 +1,305 @@
+"""``lmuf report``: SOP / MAC / neuron-update / energy arithmetic checked by hand on tiny
+hand-built NIR graphs, the formats, profile files, the ANN baseline and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import nir
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from backends import SimulationResult, simulate
+from lmuformer.errors import UserError
+from lmuformer.report import BUILTIN, build_report, get_profile, layer_counts, load_profile_file
+from lmuformer.report.ann import ann_baseline, ann_macs_per_frame
+from lmuformer.report.format import FORMATS, render
+from lmuformer.report.profiles import LOIHI2_NOTE, resolve_profiles
+
+PJ = 1e-12
+
+
+def _lif(n: int, th: float) -> nir.LIF:
+    # tau = dt: v <- v + (0 - v + x) = x every step, so a neuron spikes iff its input > th
+    return nir.LIF(tau=np.ones(n), r=np.ones(n), v_leak=np.zeros(n), v_threshold=np.full(n, th),
+                   v_reset=np.zeros(n))
+
+
+def tiny_graph() -> nir.NIRGraph:
+    """input(2) -> a(3 LIF) -> b(2 LIF, silent) -> readout(2 I); a -> mem(2 I) -> b.
+
+    a -> b directly (W1) and through a one-step Delay (W2): both taps count.  Zeros in every matrix.
+    """
+    lin = nir.Linear
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([2])}),
+        "a.in": lin(weight=np.array([[1.0, 0], [0, 1], [1, 1]])),  # nnz 4
+        "a": _lif(3, 0.5),
+        "b.syn0": lin(weight=np.array([[1.0, 0, 2], [0, 0, 3]])),  # column nnz [1, 0, 2]
+        "a.delay1": nir.Delay(delay=np.ones(3)),
+        "b.syn1": lin(weight=np.array([[1.0, 1, 1], [0, 1, 0]])),  # column nnz [1, 2, 1]
+        "mem.in": lin(weight=np.array([[1.0, 0, 0], [0, 0, 1]])),  # column nnz [1, 0, 1]
+        "mem": nir.I(r=np.ones(2)),
+        "mem.delay1": nir.Delay(delay=np.ones(2)),
+        "mem.rec": lin(weight=np.array([[0.5, 0], [0.25, 0.5]])),  # nnz 3
+        "b.syn2": lin(weight=np.array([[1.0, 0], [0, 0]])),  # nnz 1
+        "b": _lif(2, 1e6),
+        "readout.syn0": nir.Affine(weight=np.array([[1.0, -1], [0, 2]]), bias=np.array([0.1, 0.0])),
+        "readout": nir.I(r=np.ones(2)),
+        "output": nir.Output(output_type={"output": np.array([2])}),
+    }
+    edges = [
+        ("input", "a.in"), ("a.in", "a"),
+        ("a", "b.syn0"), ("b.syn0", "b"),
+        ("a", "a.delay1"), ("a.delay1", "b.syn1"), ("b.syn1", "b"),
+        ("a", "mem.in"), ("mem.in", "mem"),
+        ("mem", "mem.delay1"), ("mem.delay1", "mem.rec"), ("mem.rec", "mem"),
+        ("mem", "b.syn2"), ("b.syn2", "b"),
+        ("b", "readout.syn0"), ("readout.syn0", "readout"), ("readout", "output"),
+    ]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": 1.0, "latency_frames": 1})
+
+
+# a's input is (x0, x1, x0 + x1): sample 0 spikes 1, 1, 2 times (4); sample 1 twice each (6)
+X = np.array([
+    [[1, 0], [0, 0], [0, 1]],
+    [[1, 1], [1, 1], [0, 0]],
+], dtype=np.float32)
+FRAMES, STEPS = 3, 4  # 3 frames + 1 latency step
+
+
+@pytest.fixture(scope="module")
+def run():
+    g = tiny_graph()
+    return g, simulate(g, X, backend="torch", progress=False)
+
+
+def _by_name(report: dict) -> dict[str, dict]:
+    return {r["name"]: r for r in report["layers"]}
+
+
+def test_spike_raster_is_the_expected_one(run):
+    _, r = run
+    assert r.steps == STEPS
+    np.testing.assert_array_equal(r.spikes["a"], [4, 6])
+    np.testing.assert_array_equal(r.spikes["b"], [0, 0])
+
+
+def test_counts_by_hand(run):
+    g, r = run
+    layers = {la.name: la for la in layer_counts(g, r)}
+    assert set(layers) == {"input", "a", "mem", "b", "readout"}
+    a = layers["a"]
+    np.testing.assert_array_equal(a.fan_out, [3, 2, 4])  # both taps (direct and delayed) count
+    assert (a.kind, a.neurons, a.synapses, a.steps) == ("spiking", 3, 9, STEPS)
+    np.testing.assert_allclose(a.sops, [4 * 3.0, 6 * 3.0])  # spikes x mean fan-out
+    np.testing.assert_allclose(a.neuron_updates, [12, 12])
+    np.testing.assert_allclose(a.active_updates, [4, 6])
+    inp = layers["input"]
+    assert (inp.kind, inp.synapses, inp.steps) == ("input", 4, FRAMES)
+    np.testing.assert_allclose(inp.macs, [12, 12])  # dense MACs on the real-valued frames
+    np.testing.assert_allclose(inp.neuron_updates, 0)
+    mem = layers["mem"]
+    assert (mem.kind, mem.synapses) == ("graded", 4)  # recurrent (delayed) 3 + to b 1
+    np.testing.assert_allclose(mem.macs, [16, 16])  # graded: every step
+    np.testing.assert_allclose(mem.sops, 0)
+    np.testing.assert_allclose(mem.active_updates, [8, 8])
+    assert layers["b"].synapses == 3 and layers["readout"].synapses == 0
+    np.testing.assert_allclose(layers["b"].sops, 0)
+
+
+def test_per_neuron_spike_counts_are_used_when_reported(run):
+    g, r = run
+    per_neuron = {"a": np.array([[1, 1, 2], [2, 2, 2]])}
+    r2 = SimulationResult(r.backend, r.precision, r.readout, r.trace, r.spikes, r.neurons, r.steps, 0.0,
+                          extra={"neuron_spikes": per_neuron})
+    a = {la.name: la for la in layer_counts(g, r2)}["a"]
+    np.testing.assert_allclose(a.sops, [1 * 3 + 1 * 2 + 2 * 4, 2 * 9])
+
+
+def test_energy_by_hand(run):
+    g, r = run
+    rep = build_report(g, r, [BUILTIN["45nm"], BUILTIN["loihi"]], ann=False)
+    L, t = _by_name(rep), rep["total"]
+    a = L["a"]
+    assert a["spikes"] == 5 and a["spikes_std"] == 1 and a["sops"] == 15 and a["sops_std"] == 3
+    assert a["firing_rate"] == pytest.approx(5 / 12)
+    assert a["fan_out"] == 3 and a["neuron_updates"] == 12 and a["active_neuron_updates"] == 5
+    # 45 nm: E_AC x SOPs + E_MAC x MACs, neuron updates not priced
+    assert L["input"]["energy_j"]["45nm"] == pytest.approx(12 * 4.6 * PJ)
+    assert a["energy_j"]["45nm"] == pytest.approx(15 * 0.9 * PJ)
+    assert L["mem"]["energy_j"]["45nm"] == pytest.approx(16 * 4.6 * PJ)
+    assert L["b"]["energy_j"]["45nm"] == 0 and L["readout"]["energy_j"]["45nm"] == 0
+    assert t["energy_j"]["45nm"] == pytest.approx((12 * 4.6 + 15 * 0.9 + 16 * 4.6) * PJ)
+    # Loihi: 23.6 pJ per op, 52 pJ inactive / 81 pJ active neuron update
+    assert a["energy_j"]["loihi"] == pytest.approx((15 * 23.6 + 7 * 52 + 5 * 81) * PJ)
+    assert L["mem"]["energy_j"]["loihi"] == pytest.approx((16 * 23.6 + 8 * 81) * PJ)
+    assert L["b"]["energy_j"]["loihi"] == pytest.approx(8 * 52 * PJ)
+    want = (12 * 23.6) + (15 * 23.6 + 7 * 52 + 5 * 81) + (16 * 23.6 + 8 * 81) + 8 * 52 + 8 * 52
+    assert t["energy_j"]["loihi"] == pytest.approx(want * PJ)
+    per_sample = [(12 * 23.6) + (s * 3 * 23.6 + (12 - s) * 52 + s * 81) + (16 * 23.6 + 8 * 81) + 16 * 52
+                  for s in (4, 6)]
+    assert t["energy_j_std"]["loihi"] == pytest.approx(np.std(per_sample) * PJ)
+    by_kind = t["energy_by_kind_j"]["loihi"]
+    assert sum(by_kind.values()) == pytest.approx(t["energy_j"]["loihi"])
+    assert by_kind["sop"] == pytest.approx(15 * 23.6 * PJ)
+    # totals are sums
+    assert (t["neurons"], t["synapses"], t["spikes"], t["sops"], t["macs"], t["neuron_updates"]) == (
+        9, 20, 5, 15, 28, 12 + 8 + 8 + 8)
+    assert rep["samples"] == 2 and rep["backend"] == "torch" and rep["frames"] == FRAMES
+
+
+def test_profile_files(tmp_path, run):
+    toml = tmp_path / "mine.toml"
+    toml.write_text('source = "made up for a test"\nsop_pj = 1\nmac_pj = 2\nneuron_update_pj = 3\n'
+                    "neuron_update_active_pj = 4\n")
+    js = tmp_path / "other.json"
+    js.write_text(json.dumps({"name": "js", "source": "also made up", "sop_pj": 1.5}))
+    p = load_profile_file(toml)
+    assert p.name == "mine" and p.sop_j == pytest.approx(1e-12) and p.figure("neuron_update_active") == 4e-12
+    q = get_profile(str(js))
+    assert q.name == "js" and q.mac_j is None and set(q.unpriced()) == {
+        "mac", "neuron_update", "neuron_update_active"}
+    g, r = run
+    rep = build_report(g, r, [p, q], ann=False)
+    # input 12 x 2 + a (15 x 1 + 7 x 3 + 5 x 4) + mem (16 x 2 + 8 x 4) + b 8 x 3 + readout 8 x 3
+    assert rep["total"]["energy_j"]["mine"] == pytest.approx(192 * PJ)
+    assert rep["total"]["energy_j"]["js"] == pytest.approx(15 * 1.5 * PJ)
+    assert rep["profiles"]["mine"]["source"] == "made up for a test"
+    bad = tmp_path / "bad.toml"
+    for text in ('sop_pj = 1\n', 'source = "x"\n', 'source = "x"\nsop_pj = -1\n', 'source = "x"\nfoo = 1\n',
+                 "not toml ["):
+        bad.write_text(text)
+        with pytest.raises(UserError):
+            load_profile_file(bad)
+    with pytest.raises(UserError, match="Loihi 2"):
+        get_profile("loihi2")
+    with pytest.raises(UserError):
+        get_profile("nonesuch")
+    assert "Loihi 2" in LOIHI2_NOTE and "Loihi 2" in BUILTIN["loihi"].notes
+    assert [p.name for p in resolve_profiles(None)] == ["45nm", "loihi", "spinnaker2"]
+
+
+def test_formats(run):
+    g, r = run
+    rep = build_report(g, r, resolve_profiles(None), ann=False, source="hand.nir")
+    data = json.loads(render(rep, "json"))
+    for key in ("layers", "total", "profiles", "ann_baseline", "samples", "backend"):
+        assert key in data
+    for row in data["layers"] + [data["total"]]:
+        for key in ("name", "neurons", "synapses", "fan_out", "steps", "spikes", "spikes_std", "firing_rate",
+                    "sops", "macs", "neuron_updates", "energy_j"):
+            assert key in row
+        assert set(row["energy_j"]) == {"45nm", "loihi", "spinnaker2"}
+    assert data["profiles"]["45nm"]["figures_j"]["mac"] == pytest.approx(4.6e-12)
+    rows = list(csv.DictReader(io.StringIO(render(rep, "csv"))))
+    assert [x["name"] for x in rows] == [x["name"] for x in data["layers"]] + ["total"]
+    assert float(rows[-1]["energy_j_45nm"]) == pytest.approx(data["total"]["energy_j"]["45nm"])
+    table = render(rep, "table")
+    assert max(len(line) for line in table.splitlines()) <= 100
+    assert "Horowitz" in table and "Not included" in table
+    md = render(rep, "markdown")
+    assert "| layer |" in md and "Davies" in md
+    with pytest.raises(ValueError):
+        render(rep, "xml")
+
+
+def test_ann_baseline():
+    from lmuformer.model.config import preset
+
+    # the paper's count of the non-spiking SCv2 model: ~215 M MACs per 128-frame sample
+    scv2 = ann_baseline(preset("scv2"), 128, spiking_energy_j=1e-4)
+    assert scv2["macs"] == 215_121_920
+    assert scv2["energy_j"] == pytest.approx(215_121_920 * 4.6e-12)
+    assert scv2["ratio"] == pytest.approx(scv2["energy_j"] / 1e-4)
+    # tiny (in 8, dim 16, memory 16 for the ANN twin, hidden 32, 10 classes) by hand, per frame
+    convs = 3 * 8 * 16 + 4 * 3 * 16 * 16
+    lmu = 16 * 1 + (16 * 16 + 16) + 32 * 16 + 16 * 16
+    mlp = 2 * 16 * 32
+    assert sum(r["macs"] for r in ann_macs_per_frame(preset("tiny"))) == convs + lmu + mlp + 16 * 10
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture(scope="module")
+def tiny_nir(tmp_path_factory):
+    from export import model_to_nir, write_graph
+    from lmuformer.model import build_model
+    from tests.conftest import activate
+
+    path = tmp_path_factory.mktemp("report") / "tiny.nir"
+    write_graph(model_to_nir(activate(build_model("tiny"))), path)
+    return path
+
+
+def _invoke(args):
+    from lmuformer.cli import cli
+
+    return CliRunner().invoke(cli, ["report", *args], catch_exceptions=True)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_cli_random_every_format(tiny_nir, tmp_path, fmt):
+    out = tmp_path / f"r.{fmt}"
+    res = _invoke([str(tiny_nir), "--random", "--samples", "2", "--backend", "torch", "--format", fmt,
+                   "-o", str(out)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    text = out.read_text()
+    assert not list(tmp_path.glob(".*.tmp"))
+    if fmt == "json":
+        data = json.loads(text)
+        assert data["samples"] == 2 and data["total"]["spikes"] > 0 and data["ann_baseline"]["macs"] > 0
+        names = [r["name"] for r in data["layers"]]
+        assert names[0] == "input" and "block0.lmu.memory" in names and names[-1] == "readout"
+        assert data["total"]["sops"] > 0 and data["total"]["macs"] > 0
+    elif fmt == "table":
+        assert max(len(line) for line in text.splitlines()) <= 100
+    elif fmt == "csv":
+        assert list(csv.DictReader(io.StringIO(text)))[-1]["name"] == "total"
+    else:
+        assert "| **total** |" in text
+
+
+def test_cli_digits_plot_and_profile(tiny_nir, tmp_path):
+    prof = tmp_path / "hw.json"
+    prof.write_text(json.dumps({"source": "test", "sop_pj": 2}))
+    png = tmp_path / "energy.png"
+    res = _invoke([str(tiny_nir), "--dataset", "digits", "--samples", "3", "--backend", "torch",
+                   "--profile", "45nm", "--profile", str(prof), "--format", "json", "--plot", str(png)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    data = json.loads(res.output)
+    assert list(data["profiles"]) == ["45nm", "hw"] and data["samples"] == 3
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_errors(tiny_nir, tmp_path):
+    res = _invoke([str(tiny_nir), "--random", "--backend", "torch", "--profile", "loihi2"])
+    assert isinstance(res.exception, UserError)
+    res = _invoke([str(tmp_path / "missing.nir"), "--random", "--backend", "torch"])
+    assert isinstance(res.exception, UserError)
+    res = _invoke([str(tiny_nir), "--backend", "torch"])  # neither --dataset nor --random
+    assert res.exit_code != 0
+
+
+@pytest.mark.parametrize("other", ["lava"])
+def test_emulator_and_lava_fixed_point_give_identical_counts(tiny_nir, other):
+    """The same samples under the emulator and another fixed-point backend: identical counts."""
+    from export import read_graph
+    from lmuformer.cli.report import _check_backend
+
+    for name in ("emulator", other):
+        try:
+            _check_backend(name)
+        except UserError as e:
+            pytest.skip(str(e))
+    g = read_graph(tiny_nir)
+    x = np.random.default_rng(0).standard_normal((2, 8, 8)).astype(np.float32)
+    reports = [build_report(g, simulate(g, x, backend=b, precision="fixed", progress=False),
+                            [BUILTIN["45nm"]]) for b in ("emulator", other)]
+    keys = ("spikes", "sops", "macs", "neuron_updates", "energy_j")
+    assert [[r[k] for k in keys] for r in reports[0]["layers"]] == [
+        [r[k] for k in keys] for r in reports[1]["layers"]]
