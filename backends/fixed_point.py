@@ -1,0 +1,437 @@
+"""NIR graph -> integer (Loihi-style) parameters, shared by the emulator and the Lava lowering.
+
+Pure functions, no Lava import.  :func:`lower` turns an lmuformer NIR graph into a
+:class:`Network`: populations (the Input, every LIF, every I), and synapses (every
+Affine/Linear node, with the Delay nodes in front of it folded into an integer delay in
+steps).  Both the fixed-point and the float parameters are computed; a backend uses one set.
+
+Notation: the NIR discrete-time reading of ``export/interpret.py``; ``alpha = dt/tau``;
+``floor`` = arithmetic right shift (rounds towards -inf); ``trunc`` rounds towards 0.
+
+Integer units (one per population, ``frac`` = k):
+    * Input: a real sample x is sent as the graded value ``X = clip(rint(x * 2**q),
+      -2**(B-1), 2**(B-1)-1)`` with B = ``input_bits`` (default 16) and q = ``input_frac_bits``
+      (default 8): resolution 2**-8, range +-128.  rint rounds half to even.
+    * LIF population: its synaptic input current ``x`` (the NIR node's input, bias excluded)
+      arrives as the integer ``a_in = x * 2**k``.  k = the largest ``-e`` over its binary
+      (spike) synapse terms (so that every spike synapse is exact), at least
+      ``min_frac`` (8), then lowered while the threshold or a bias would not fit (below).
+    * I population (the LMU memory, the readout): the state ``m`` is the integer
+      ``M = m * 2**k``, k = the largest ``-e`` over its binary synapse terms (exact input),
+      lowered until a static bound on ``|m|`` over the run fits 24 bits (see ``_state_bound``).
+
+Synapses (Lava ``Dense``/``DelayDense``, fixed-point model, ``num_weight_bits=8``):
+    * Each synapse term is ``mantissa * 2**e`` (from the node's metadata ``weight_mantissa``,
+      ``weight_exponent``; without metadata the weight is quantised to one 8-bit term, rint).
+      Mantissas wider than 8 bits are split exactly into several 8-bit terms.  Each term is
+      one Dense process with weights ``W = 2 * mantissa`` (|W| <= 254): Lava's fixed-point
+      Dense clips to [-256, 255] and, for mixed-sign matrices, drops the lowest weight bit;
+      an even W passes both unchanged.
+    * ``weight_exp = e - s + k - 1`` (s = the source's frac: 0 for spikes, q for the input,
+      the memory's k for the memory; k = the target's frac): the Dense output is
+      ``(sum_j W_ij s_j) << weight_exp`` for weight_exp > 0, else ``>> -weight_exp`` (floor).
+      For spikes weight_exp >= -1 whenever k >= -e, and the even W makes the shift exact.
+      Graded synapses (input, memory) are floor-rounded to the target's grid, once per
+      term and step.  Products are accumulated in int64 for the memory (its messages are
+      24-bit states) and in int32 for the input (bounded: 254 * 2**15 * fan-in < 2**31).
+    * For an I target ``dt * r`` is folded into the exponent (a power of two; 1 in our graphs).
+
+LIF neurons (Lava ``LIF``/``LIFReset``, fixed-point model ``PyLifModelBitAcc``):
+    * ``du = 4095`` (Lava adds 1: u is exactly this step's ``a_in << 6``), ``dv =
+      rint(4096 * alpha)`` (2048 for tau = 2 dt); v <- trunc(v * (4096 - dv) / 4096) + u +
+      bias, clipped to +-(2**23 - 1); u wraps at 24 bits as Lava does; spike if v > vth << 6;
+      then v <- 0 (v_reset must be 0).
+    * The NIR state v maps to ``V = v * 2**(k+6) / (alpha * r)`` (so ``u = a_in << 6`` is the
+      scaled ``alpha * r * x``); with alpha = 1/2, r = 1: V = v * 2**(k+7).
+      The float V' = (1 - alpha) V + u + bias is exact up to the trunc of the decay.
+    * ``vth = rint(v_threshold * 2**k / (alpha r))`` (17-bit unsigned; 2**(k+1) for threshold 1).
+    * bias (the Affine bias plus ``v_leak / r``) = ``bias_mant << bias_exp``: the smallest
+      bias_exp in 0..7 with |rint(b * 2**(k+6) / 2**bias_exp)| <= 4095 (13-bit mantissa);
+      exact for biases on the 2**-k grid (the export puts them on its finest weight grid).
+Memory / readout integrator (our ``GradedIntegrator`` process, Lava has no resettable one):
+    ``M <- wrap24(M + a_in + bias)`` (two's complement wrap at 24 bits), output M as a graded
+    message; ``bias = rint(b * dt * r * 2**k)``.  Readout value = M * 2**-k.
+
+Float mode (Lava ``floating_pt`` models, the emulator's float mode): the same structure with
+the NIR float weights, ``u = a_in`` (du = 1), ``v <- (1 - alpha) v + u + b`` with vth / (alpha
+r) and b + v_leak / r; the integrator adds ``dt r (W x + b)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import nir
+import numpy as np
+
+from export.quantize import quantize_term
+from lmuformer.errors import UserError
+
+STATE_BITS = 24  # u, v, integrator state
+DECAY_BITS = 12  # du, dv
+ACT_SHIFT = 6  # a_in << 6 and vth << 6 inside Lava's fixed-point LIF
+VTH_BITS = 17  # unsigned
+WEIGHT_BITS = 8  # Dense num_weight_bits
+BIAS_MANT_MAX = 4095  # 13-bit signed
+BIAS_EXP_MAX = 7  # 3-bit unsigned
+STATE_MAX = 2 ** (STATE_BITS - 1)
+
+
+@dataclass
+class DenseTerm:
+    """One Dense process: integer weights ``2 * mantissa`` and the shift ``weight_exp``."""
+
+    weights: np.ndarray  # int32 (out, in)
+    weight_exp: int
+    exponent: int  # e of ``mantissa * 2**e``
+
+
+@dataclass
+class Synapse:
+    """NIR synapse node ``name``: ``target += weight @ source[t - delay] (+ bias)``."""
+
+    name: str
+    source: str
+    target: str
+    delay: int
+    graded: bool
+    weight: np.ndarray  # float64 (out, in): the float weight (dt*r folded in for I targets)
+    terms: list[DenseTerm] = field(default_factory=list)
+
+
+@dataclass
+class Population:
+    """An Input, LIF or I node.  ``frac``: the integer unit is 2**-frac (see module doc)."""
+
+    name: str
+    kind: str  # "input" | "lif" | "integrator"
+    size: int
+    frac: int = 0
+    # float parameters
+    bias_f: np.ndarray | None = None
+    vth_f: float = 0.0
+    dv_f: float = 0.0
+    # fixed-point parameters
+    du: int = 4095
+    dv: int = 0
+    vth: int = 0
+    bias_mant: np.ndarray | None = None
+    bias_exp: np.ndarray | None = None
+    bias_int: np.ndarray | None = None  # integrator bias per step, state units
+    state_bound: float = 0.0  # integrator: static bound on |state| (real units)
+
+
+@dataclass
+class Network:
+    """The lowered graph; ``populations`` in evaluation order (the input first)."""
+
+    populations: dict[str, Population]
+    synapses: list[Synapse]
+    input: str
+    readout: str
+    latency: int
+    dt: float
+    input_bits: int
+    input_frac: int
+    notes: list[str] = field(default_factory=list)
+
+    def incoming(self, target: str) -> list[Synapse]:
+        return [s for s in self.synapses if s.target == target]
+
+    @property
+    def max_delay(self) -> int:
+        return max((s.delay for s in self.synapses), default=0)
+
+    def encode_input(self, x: np.ndarray) -> np.ndarray:
+        """Real input -> graded integers (int32), rint then clip to ``input_bits``."""
+        lim = 2 ** (self.input_bits - 1)
+        scaled = np.rint(np.asarray(x, np.float64) * 2.0**self.input_frac)
+        return np.clip(scaled, -lim, lim - 1).astype(np.int32)
+
+    def readout_scale(self) -> float:
+        return 2.0 ** -self.populations[self.readout].frac
+
+    def summary(self) -> dict:
+        return {
+            "frac": {n: p.frac for n, p in self.populations.items()},
+            "dense_terms": sum(len(s.terms) for s in self.synapses),
+            "notes": list(self.notes),
+        }
+
+
+def _uniform(a, what: str, name: str) -> float:
+    a = np.asarray(a, dtype=np.float64).ravel()
+    if a.size and not np.allclose(a, a[0], rtol=1e-9, atol=0):
+        raise UserError(f"{name}: {what} differs between neurons; Lava's LIF takes one value per population")
+    return float(a[0]) if a.size else 0.0
+
+
+def _size(node: nir.NIRNode) -> int:
+    if isinstance(node, nir.Input):
+        return int(np.prod(next(iter(node.input_type.values()))))
+    if isinstance(node, nir.LIF):
+        return int(np.asarray(node.v_threshold).size)
+    if isinstance(node, nir.I):
+        return int(np.asarray(node.r).size)
+    raise UserError(f"unsupported population type {type(node).__name__}")
+
+
+def split_terms(mantissa: np.ndarray, exponent: int) -> list[tuple[np.ndarray, int]]:
+    """Exact split of ``mantissa * 2**exponent`` into terms with |m| <= 127 (8-bit signed):
+    balanced base-128 digits in [-64, 63], most significant first."""
+    m = np.asarray(mantissa, dtype=np.int64)
+    if m.size == 0 or int(np.max(np.abs(m))) <= 127:
+        return [(m, exponent)]
+    out = []
+    rest, j = m.copy(), 0
+    while np.any(rest):
+        c = ((rest + 64) & 127) - 64
+        if np.any(c):
+            out.append((c, exponent + 7 * j))
+        rest = (rest - c) >> 7
+        j += 1
+    return out[::-1]
+
+
+def _weight_terms(node: nir.NIRNode, scale: float) -> tuple[list[tuple[np.ndarray, int]], str | None]:
+    """Integer terms of ``scale * weight`` and a note when the weight had to be quantised here."""
+    w = np.asarray(node.weight, dtype=np.float64) * scale
+    md = node.metadata or {}
+    p = math.log2(scale) if scale > 0 else float("nan")
+    if "weight_mantissa" in md and "weight_exponent" in md and p == int(p):
+        m = np.asarray(md["weight_mantissa"]).astype(np.int64)
+        e = int(md["weight_exponent"]) + int(p)
+        if m.shape == w.shape and np.array_equal(m.astype(np.float64) * 2.0**e, w):
+            return split_terms(m, e), None
+    t = quantize_term(w, WEIGHT_BITS)
+    err = float(np.max(np.abs(t.value - w))) if w.size else 0.0
+    what = "quantised" if "weight_mantissa" not in md else "re-quantised"
+    note = f"{what} to 8 bits (max abs error {err:.3g})"
+    return [(t.mantissa.astype(np.int64), t.exponent)], note
+
+
+def _bias_fits(b: np.ndarray, k: int) -> bool:
+    return bool(np.all(np.abs(np.rint(b * 2.0 ** (k + ACT_SHIFT) / 2**BIAS_EXP_MAX)) <= BIAS_MANT_MAX))
+
+
+def _bias_parts(b: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per neuron the smallest bias_exp in 0..7 whose rounded mantissa fits 13 bits."""
+    scaled = b * 2.0 ** (k + ACT_SHIFT)
+    mant = np.zeros(b.shape, np.int64)
+    exp = np.full(b.shape, BIAS_EXP_MAX, np.int64)
+    done = np.zeros(b.shape, bool)
+    for e in range(BIAS_EXP_MAX + 1):
+        m = np.rint(scaled / 2**e)
+        ok = ~done & (np.abs(m) <= BIAS_MANT_MAX)
+        mant[ok], exp[ok] = m[ok], e
+        done |= ok
+    mant[~done] = np.clip(np.rint(scaled[~done] / 2**BIAS_EXP_MAX), -BIAS_MANT_MAX, BIAS_MANT_MAX)
+    return mant, exp
+
+
+def _state_bound(net_syn: list[Synapse], pop: Population, steps: int) -> float | None:
+    """Bound on |m| over ``steps`` steps for an integrator fed by spikes (|s| <= 1) and at most
+    one self-recurrent synapse of delay 1: ``sum_j |A^j| c`` with A = I + W_rec, c = the
+    row sums of |W_in| plus |bias|.  None when another graded source feeds it."""
+    n = pop.size
+    c = np.abs(pop.bias_f) if pop.bias_f is not None else np.zeros(n)
+    a = np.eye(n)
+    for s in net_syn:
+        if s.source == pop.name and s.delay == 1:
+            a = a + s.weight
+        elif s.graded:
+            return None
+        else:
+            c = c + np.abs(s.weight).sum(axis=1)
+    total = np.zeros(n)
+    power = np.eye(n, dtype=np.float64)
+    a32 = a.astype(np.float64)
+    identity = np.allclose(a, np.eye(n))
+    for _ in range(steps):
+        total += (np.abs(power) @ c) if not identity else c
+        if not identity:
+            power = a32 @ power
+    return float(np.max(total)) if n else 0.0
+
+
+def lower(
+    graph: nir.NIRGraph,
+    steps: int | None = None,
+    input_bits: int = 16,
+    input_frac_bits: int = 8,
+    min_frac: int = 8,
+) -> Network:
+    """The :class:`Network` of an lmuformer NIR graph (see the module docstring).
+
+    ``steps``: steps per sample (frames + latency; the graph's metadata when None), used
+    for the integrators' static state bound.
+    """
+    from export.io import check_supported
+
+    check_supported(graph)
+    if not 2 <= input_bits <= STATE_BITS:
+        raise UserError(f"input bits must be between 2 and {STATE_BITS}, got {input_bits}")
+    nodes, dt = graph.nodes, float(graph.metadata["dt"])
+    latency = int(graph.metadata.get("latency_frames", 0))
+    if steps is None:
+        steps = int(graph.metadata.get("frames", 0)) + latency
+    preds: dict[str, list[str]] = {n: [] for n in nodes}
+    succs: dict[str, list[str]] = {n: [] for n in nodes}
+    for a, b in graph.edges:
+        preds[b].append(a)
+        succs[a].append(b)
+    inputs = [n for n, v in nodes.items() if isinstance(v, nir.Input)]
+    outputs = [n for n, v in nodes.items() if isinstance(v, nir.Output)]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise UserError(f"need exactly one Input and one Output node, found {len(inputs)} and {len(outputs)}")
+    out_src = preds[outputs[0]]
+    if len(out_src) != 1 or not isinstance(nodes[out_src[0]], nir.I):
+        raise UserError("the Output node must be fed by one I node (the readout integrator)")
+    readout = out_src[0]
+    notes: list[str] = []
+
+    def resolve(name: str) -> tuple[str, int]:
+        """Follow Delay nodes back to a population; the total delay in steps."""
+        delay = 0
+        while isinstance(nodes[name], nir.Delay):
+            k = np.asarray(nodes[name].delay, np.float64) / dt
+            d = int(round(float(k.flat[0])))
+            if d < 1 or not np.allclose(k, d, rtol=0, atol=1e-6):
+                raise UserError(f"{name}: delay is not a positive whole number of steps")
+            delay += d
+            if len(preds[name]) != 1:
+                raise UserError(f"{name}: a Delay node needs exactly one input")
+            name = preds[name][0]
+        if not isinstance(nodes[name], (nir.Input, nir.LIF, nir.I)):
+            raise UserError(f"{name} ({type(nodes[name]).__name__}) cannot feed a synapse here")
+        return name, delay
+
+    pops: dict[str, Population] = {}
+    for n, node in nodes.items():
+        if isinstance(node, nir.Input):
+            pops[n] = Population(n, "input", _size(node), frac=input_frac_bits)
+        elif isinstance(node, nir.LIF):
+            pops[n] = Population(n, "lif", _size(node))
+        elif isinstance(node, nir.I):
+            pops[n] = Population(n, "integrator", _size(node))
+        elif type(node).__name__ in ("LI", "IF", "Scale", "Threshold"):
+            raise UserError(f"{n}: {type(node).__name__} nodes are not supported by the fixed-point backends")
+
+    synapses: list[Synapse] = []
+    raw_bias: dict[str, np.ndarray] = {n: np.zeros(p.size) for n, p in pops.items()}
+    for n, node in nodes.items():
+        if not isinstance(node, (nir.Affine, nir.Linear)):
+            continue
+        if len(preds[n]) != 1 or len(succs[n]) != 1:
+            raise UserError(f"{n}: a synapse needs exactly one source and one target")
+        target = succs[n][0]
+        if target not in pops or pops[target].kind == "input":
+            raise UserError(f"{n}: its target {target} is not a LIF or I population")
+        source, delay = resolve(preds[n][0])
+        tnode = nodes[target]
+        scale = 1.0
+        if isinstance(tnode, nir.I):
+            scale = _uniform(np.asarray(tnode.r) * dt, "r", target)
+        w = np.asarray(node.weight, np.float64)
+        terms, note = _weight_terms(node, scale)
+        if note:
+            notes.append(f"{n}: {note}")
+        syn = Synapse(n, source, target, delay, pops[source].kind != "lif", w * scale)
+        syn.terms = [DenseTerm((2 * m).astype(np.int32), 0, e) for m, e in terms]
+        synapses.append(syn)
+        if isinstance(node, nir.Affine):
+            raw_bias[target] = raw_bias[target] + np.asarray(node.bias, np.float64) * scale
+    for a, b in graph.edges:  # direct population -> population edges: identity synapses
+        if b in pops and pops[b].kind != "input" and not isinstance(nodes[a], (nir.Affine, nir.Linear)):
+            source, delay = resolve(a)
+            n = pops[b].size
+            scale = float(np.asarray(nodes[b].r).ravel()[0]) * dt if isinstance(nodes[b], nir.I) else 1.0
+            node = nir.Linear(weight=np.eye(n))
+            terms, _ = _weight_terms(node, scale)
+            syn = Synapse(f"{a}->{b}", source, b, delay, pops[source].kind != "lif", np.eye(n) * scale)
+            syn.terms = [DenseTerm((2 * m).astype(np.int32), 0, e) for m, e in terms]
+            synapses.append(syn)
+
+    net = Network(pops, synapses, inputs[0], readout, latency, dt, input_bits, input_frac_bits, notes)
+
+    # LIF parameters
+    for n, p in pops.items():
+        if p.kind != "lif":
+            continue
+        node = nodes[n]
+        alpha = dt / _uniform(node.tau, "tau", n)
+        r = _uniform(node.r, "r", n)
+        vth = _uniform(node.v_threshold, "v_threshold", n)
+        if not np.allclose(np.asarray(node.v_reset), 0.0):
+            raise UserError(f"{n}: v_reset must be 0 (Lava's LIF resets to 0)")
+        if not 0 < alpha <= 1 or r <= 0:
+            raise UserError(f"{n}: need 0 < dt/tau <= 1 and r > 0 (got dt/tau={alpha}, r={r})")
+        b = raw_bias[n] + np.asarray(node.v_leak, np.float64).ravel() / r
+        p.bias_f, p.vth_f, p.dv_f = b, vth / (alpha * r), alpha
+        p.dv = int(np.rint(alpha * 2**DECAY_BITS))
+        if p.dv != alpha * 2**DECAY_BITS:
+            notes.append(f"{n}: dv = {p.dv}/4096 rounds dt/tau = {alpha}")
+        p.dv = min(p.dv, 2**DECAY_BITS - 1) if alpha < 1 else 2**DECAY_BITS - 1
+        binary = [-t.exponent for s in synapses if s.target == n and not s.graded for t in s.terms]
+        k = max([min_frac, *binary])
+        while k > 0 and (vth * 2.0**k / (alpha * r) >= 2**VTH_BITS or not _bias_fits(b, k)):
+            k -= 1
+        if binary and k < max(binary):
+            notes.append(f"{n}: current grid 2**-{k} (spike synapses rounded; bias/threshold range)")
+        p.frac = k
+        p.vth = int(np.rint(vth * 2.0**k / (alpha * r)))
+        p.bias_mant, p.bias_exp = _bias_parts(b, k)
+        if not np.array_equal(p.bias_mant * 2.0**p.bias_exp, b * 2.0 ** (k + ACT_SHIFT)):
+            notes.append(f"{n}: bias rounded to bias_mant << bias_exp")
+
+    # integrators: exact for their spike inputs, within 24 bits by a static bound
+    for n, p in pops.items():
+        if p.kind != "integrator":
+            continue
+        p.bias_f = raw_bias[n]
+        incoming = [s for s in synapses if s.target == n]
+        binary = [-t.exponent for s in incoming if not s.graded for t in s.terms]
+        k = max(binary) if binary else 16
+        bound = _state_bound(incoming, p, steps)
+        if bound is not None and bound > 0:
+            p.state_bound = bound
+            k = min(k, int(math.floor(math.log2((STATE_MAX - 1) / (bound * 1.001)))))
+        elif bound is None:
+            notes.append(f"{n}: no static state bound (graded inputs); state may wrap at 24 bits")
+        p.frac = k
+        p.bias_int = np.rint(p.bias_f * 2.0**k).astype(np.int64)
+        if binary and k < max(binary):
+            notes.append(f"{n}: state grid 2**-{k} to fit 24 bits (bound |m| <= {bound:.4g})")
+
+    # Dense terms: W = 2 m, weight_exp = e - s + k - 1
+    for s in synapses:
+        src_frac = pops[s.source].frac if s.graded else 0
+        k = pops[s.target].frac
+        for t in s.terms:
+            t.weight_exp = t.exponent - src_frac + k - 1
+        if s.source == pops[net.input].name:
+            fan = s.weight.shape[1]
+            peak = max(int(np.max(np.abs(t.weights))) for t in s.terms) if s.terms else 0
+            if peak * 2 ** (input_bits - 1) * fan >= 2**31:
+                raise UserError(f"{s.name}: a {input_bits}-bit input overflows the int32 accumulator")
+
+    order = _population_order(net)
+    net.populations = {n: pops[n] for n in order}
+    return net
+
+
+def _population_order(net: Network) -> list[str]:
+    """Input first, then populations such that every zero-delay source comes first."""
+    deps = {n: {s.source for s in net.synapses if s.target == n and s.delay == 0} for n in net.populations}
+    order: list[str] = []
+    done: set[str] = set()
+    while len(order) < len(deps):
+        ready = [n for n in deps if n not in done and deps[n] <= done]
+        if not ready:
+            raise UserError("the graph has a cycle without a Delay node")
+        ready.sort(key=lambda n: (net.populations[n].kind != "input", list(net.populations).index(n)))
+        for n in ready:
+            order.append(n)
+            done.add(n)
+    return order
