@@ -72,6 +72,7 @@ def test_early_decisions_on_hand_made_sequence() -> None:
     assert r.early[1]["accuracy"] == 1.0
     assert r.accuracy_by_frames == [0.5, 0.5, 0.5, 0.5] and r.final_accuracy == 1.0
     assert r.frames_for_99pct is None and r.reduction is None
+    assert r.accuracy_by_steps == [0.5, 0.5, 0.5, 0.5, 1.0] and r.steps_for_99pct == 5
 
 
 def test_real_lengths_of_padded_speech() -> None:
@@ -142,8 +143,9 @@ def test_cli_end_to_end_on_tiny_export(tmp_path) -> None:
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert "final accuracy" in res.output
     d = json.loads(out.read_text())
-    assert len(d["accuracy_by_frames"]) == 8 and d["samples"] == 16 and d["backend"] == "torch"
-    assert 0 <= d["final_accuracy"] <= 1 and d["precision"] == "float"
+    assert len(d["accuracy_by_frames"]) == 8 and d["samples"] == 16
+    assert len(d["accuracy_by_steps"]) == 13 and d["accuracy_by_steps"][-1] == d["final_accuracy"]
+    assert d["backend"] == "torch" and 0 <= d["final_accuracy"] <= 1 and d["precision"] == "float"
     n = d["frames_for_99pct"]
     assert n is None or (1 <= n <= 8 and d["reduction"] == pytest.approx(1 - n / 8))
     assert d["real_frames_mean"] == 8 and [e["margin"] for e in d["early"]] == [0.2]

@@ -48,7 +48,9 @@ def command(source, dataset, data_dir, backend, precision, samples, margin, plot
     click.echo(f"final accuracy (with flush): {100 * r.final_accuracy:.2f} %; "
                f"after all {r.frames} frames: {100 * r.accuracy_by_frames[-1]:.2f} %")
     if r.frames_for_99pct is None:
-        click.echo("99 % of the final accuracy is not reached before the flush")
+        where = "never" if r.steps_for_99pct is None else f"after {r.steps_for_99pct} steps"
+        click.echo(f"99 % of the final accuracy is not reached before the flush ({where}, "
+                   f"of {r.frames} frames + {r.latency} flush steps)")
     else:
         line = (f"99 % of final after {r.frames_for_99pct}/{r.frames} frames: "
                 f"{100 * r.accuracy_by_frames[r.frames_for_99pct - 1]:.2f} %, "
