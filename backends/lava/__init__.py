@@ -1,0 +1,126 @@
+"""The ``lava`` backend: the NIR graph lowered to Lava processes (see :mod:`.lowering`).
+
+``precision="fixed"`` runs Lava's ``fixed_pt`` (bit-accurate Loihi) process models with the
+integer parameters of :mod:`backends.fixed_point`; ``"float"`` runs the ``floating_pt`` models
+with the NIR float parameters.  Samples run back to back in one Lava run per chunk of
+``samples_per_run``; the runtime is always stopped (exceptions, KeyboardInterrupt included).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from backends.base import SimulationResult
+from lmuformer.errors import UserError
+
+
+def _lava_missing() -> UserError:
+    v = sys.version_info
+    return UserError(
+        "the Lava backend needs lava-nc 0.10, which runs on Python 3.10 only "
+        f"(this is Python {v.major}.{v.minor})"
+    )
+
+
+def run(graph, x: np.ndarray, precision: str = "fixed", progress: bool = True, record: bool = False,
+        samples_per_run: int = 16, input_bits: int = 16, input_frac_bits: int = 8,
+        gap: int | None = None) -> SimulationResult:
+    """Run ``graph`` on x (samples, frames, features) in Lava, frames + latency steps per sample.
+
+    ``record``: also return every LIF population's spike trains in ``extra["spike_trains"]``
+    (name -> (samples, steps, neurons) bool).  ``samples_per_run``: samples per compiled Lava
+    network (each is one run of ``samples x period`` steps).
+    """
+    try:
+        from lava.magma.core.run_conditions import RunSteps
+        from lava.magma.core.run_configs import Loihi2SimCfg
+
+        from backends.lava import lowering
+        from backends.lava.processes import (
+            GradedIntegrator,
+            PyGradedIntegratorFixed,
+            PyGradedIntegratorFloat,
+        )
+    except ImportError as e:
+        if "lava" in str(e).lower():
+            raise _lava_missing() from None
+        raise
+    except Exception as e:  # lava 0.10 on Python >= 3.11 fails with a dataclass ValueError
+        if sys.version_info[:2] != (3, 10):
+            raise _lava_missing() from None
+        raise UserError(f"cannot import Lava: {type(e).__name__}: {e}") from None
+    from backends.fixed_point import lower
+
+    if precision not in ("fixed", "float"):
+        raise UserError(f"precision must be 'fixed' or 'float', not {precision!r}")
+    x = np.asarray(x)
+    if x.ndim != 3:
+        raise UserError(f"input must be (samples, frames, features), got shape {x.shape}")
+    fixed = precision == "fixed"
+    start = time.perf_counter()
+    latency = int(graph.metadata.get("latency_frames", 0))
+    steps = x.shape[1] + latency
+    net = lower(graph, steps=steps, input_bits=input_bits, input_frac_bits=input_frac_bits)
+    features = net.populations[net.input].size
+    if x.shape[2] != features:
+        raise UserError(f"input has {x.shape[2]} features, the graph expects {features}")
+    sched = lowering.schedule(net, steps, gap)
+    model = PyGradedIntegratorFixed if fixed else PyGradedIntegratorFloat
+    cfg = Loihi2SimCfg(select_tag="fixed_pt" if fixed else "floating_pt",
+                       exception_proc_model_map={GradedIntegrator: model})
+    lif_names = [n for n, p in net.populations.items() if p.kind == "lif"]
+    n_cls = net.populations[net.readout].size
+    trace = np.zeros((len(x), steps, n_cls))
+    counts = {n: np.zeros(len(x), np.int64) for n in lif_names}
+    trains = {n: np.zeros((len(x), steps, net.populations[n].size), bool) for n in lif_names if record}
+    lava_steps = 0
+    run_s = 0.0
+    with tqdm(total=len(x), desc=f"lava ({precision})", unit="sample", disable=not progress) as bar:
+        for c0 in range(0, len(x), samples_per_run):
+            chunk = x[c0 : c0 + samples_per_run]
+            lnet = lowering.build(net, sched, chunk, fixed)
+            total = sched.total_steps(len(chunk))
+            try:
+                done = 0
+                t0 = time.perf_counter()
+                for i in range(len(chunk)):  # run up to the end of sample i's readout window
+                    end = sched.depth[net.readout] + i * sched.period + steps - 1
+                    if end > done:
+                        lnet.root.run(condition=RunSteps(num_steps=end - done), run_cfg=cfg)
+                        done = end
+                    bar.update(1)
+                if done < total:
+                    lnet.root.run(condition=RunSteps(num_steps=total - done), run_cfg=cfg)
+                run_s += time.perf_counter() - t0
+                data = {n: np.asarray(s.data.get()) for n, s in lnet.sinks.items()}
+            finally:
+                lnet.root.stop()
+            lava_steps += total
+            for i in range(len(chunk)):
+                for n in lif_names:
+                    spk = data[n][:, sched.columns(n, i)].T != 0
+                    counts[n][c0 + i] = spk.sum()
+                    if record:
+                        trains[n][c0 + i] = spk
+                r = data[net.readout][:, sched.columns(net.readout, i)].T
+                trace[c0 + i] = r * (net.readout_scale() if fixed else 1.0)
+    extra = {
+        "network": net.summary(),
+        "lava_steps": lava_steps,
+        "lava_run_s": run_s,
+        "ms_per_lava_step": 1000.0 * run_s / lava_steps if lava_steps else 0.0,
+        "period": sched.period,
+        "depth": dict(sched.depth),
+    }
+    if record:
+        extra["spike_trains"] = trains
+    return SimulationResult(
+        backend="lava", precision=precision,
+        readout=trace[:, -1], trace=trace, spikes=counts,
+        neurons={n: net.populations[n].size for n in lif_names},
+        steps=steps, wall_s=time.perf_counter() - start, extra=extra,
+    )

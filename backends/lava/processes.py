@@ -1,0 +1,93 @@
+"""A graded integrator process (the LMU memory and the readout), Lava style.
+
+Lava has no resettable graded integrator: ``lava.proc.sdn.Sigma`` accumulates forever and
+sends an int32 message (whose products with 8-bit weights overflow Lava's int32 Dense
+accumulator for 24-bit states).  ``GradedIntegrator`` holds its state at 0 outside a
+periodic window (one window per sample, so samples can run back to back in one Lava run):
+
+    in window:   sigma <- wrap24(sigma + a_in + bias)   (fixed_pt; float_pt without wrap)
+    otherwise:   sigma <- 0
+    send sigma as a graded message every step
+
+with ``in window = (time_step - offset) mod period < window``.  wrap24 is the two's
+complement wrap to 24 bits.  The fixed-point model sends int64 messages so that the
+receiving ``Dense`` accumulates ``weights @ sigma`` in int64 (exact).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from lava.magma.core.decorator import implements, requires, tag
+from lava.magma.core.model.py.model import PyLoihiProcessModel
+from lava.magma.core.model.py.ports import PyInPort, PyOutPort
+from lava.magma.core.model.py.type import LavaPyType
+from lava.magma.core.process.ports.ports import InPort, OutPort
+from lava.magma.core.process.process import AbstractProcess
+from lava.magma.core.process.variable import Var
+from lava.magma.core.resources import CPU
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+
+STATE_MAX = 2**23
+
+
+class GradedIntegrator(AbstractProcess):
+    """``shape`` neurons; ``bias`` per neuron and step; window ``[offset, offset + window)``
+    modulo ``period`` (in Lava time steps, which start at 1)."""
+
+    def __init__(self, *, shape: tuple[int, ...], bias=0, period: int, offset: int, window: int,
+                 name: str | None = None) -> None:
+        super().__init__(shape=shape, bias=bias, period=int(period), offset=int(offset), window=int(window),
+                         name=name)
+        self.a_in = InPort(shape=shape)
+        self.s_out = OutPort(shape=shape)
+        self.sigma = Var(shape=shape, init=0)
+        self.bias = Var(shape=shape, init=bias)
+
+
+class _IntegratorBase(PyLoihiProcessModel):
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.period = proc_params["period"]
+        self.offset = proc_params["offset"]
+        self.window = proc_params["window"]
+
+    def in_window(self) -> bool:
+        return (self.time_step - self.offset) % self.period < self.window
+
+    def update(self, a):
+        raise NotImplementedError
+
+    def run_spk(self) -> None:
+        a = self.a_in.recv()
+        if self.in_window():
+            self.sigma[:] = self.update(a)
+        else:
+            self.sigma[:] = 0
+        self.s_out.send(self.sigma)
+
+
+@implements(proc=GradedIntegrator, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyGradedIntegratorFloat(_IntegratorBase):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    sigma: np.ndarray = LavaPyType(np.ndarray, float)
+    bias: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def update(self, a):
+        return self.sigma + a + self.bias
+
+
+@implements(proc=GradedIntegrator, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyGradedIntegratorFixed(_IntegratorBase):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64, precision=24)
+    sigma: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    bias: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+
+    def update(self, a):
+        s = self.sigma.astype(np.int64) + a.astype(np.int64) + self.bias
+        return ((s + STATE_MAX) & (2 * STATE_MAX - 1)) - STATE_MAX
