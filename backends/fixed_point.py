@@ -231,27 +231,29 @@ def _bias_parts(b: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _state_bound(net_syn: list[Synapse], pop: Population, steps: int) -> float | None:
-    """Bound on |m| over ``steps`` steps for an integrator fed by spikes (|s| <= 1) and at most
-    one self-recurrent synapse of delay 1: ``sum_j |A^j| c`` with A = I + W_rec, c = the
-    row sums of |W_in| plus |bias|.  None when another graded source feeds it."""
+    """Bound on |m| over ``steps`` steps for an integrator fed by spikes (0 or 1) and at most
+    one self-recurrent synapse of delay 1 (A = I + W_rec):
+    ``max_i sum_j (sum_l |(A^j W_in)_il| + |(A^j b)_i|)``, the worst case over all spike
+    trains.  None when another graded source feeds it."""
     n = pop.size
-    c = np.abs(pop.bias_f) if pop.bias_f is not None else np.zeros(n)
     a = np.eye(n)
+    w_in = []
     for s in net_syn:
         if s.source == pop.name and s.delay == 1:
             a = a + s.weight
         elif s.graded:
             return None
         else:
-            c = c + np.abs(s.weight).sum(axis=1)
-    total = np.zeros(n)
-    power = np.eye(n, dtype=np.float64)
-    a32 = a.astype(np.float64)
+            w_in.append(s.weight)
+    bias = pop.bias_f if pop.bias_f is not None else np.zeros(n)
+    x = np.concatenate([*w_in, bias[:, None]], axis=1) if w_in else bias[:, None].copy()
     identity = np.allclose(a, np.eye(n))
+    total = np.zeros(n)
     for _ in range(steps):
-        total += (np.abs(power) @ c) if not identity else c
-        if not identity:
-            power = a32 @ power
+        total += np.abs(x).sum(axis=1)
+        if identity:
+            return float(np.max(total) * steps) if n else 0.0
+        x = a @ x
     return float(np.max(total)) if n else 0.0
 
 

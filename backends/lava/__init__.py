@@ -8,8 +8,11 @@ with the NIR float parameters.  Samples run back to back in one Lava run per chu
 
 from __future__ import annotations
 
+import importlib
+import multiprocessing as mp
 import sys
 import time
+import warnings
 
 import numpy as np
 from tqdm import tqdm
@@ -26,6 +29,21 @@ def _lava_missing() -> UserError:
     )
 
 
+def _import_lava_runtime() -> None:
+    """Import Lava's multiprocessing module, which calls ``mp.set_start_method('fork')`` at import
+    and fails if anything (tqdm's lock, torch) has fixed the start method before: force it."""
+    name = "lava.magma.runtime.message_infrastructure.multiprocessing"
+    if name in sys.modules or mp.get_start_method(allow_none=True) is None:
+        importlib.import_module(name)
+        return
+    original = mp.set_start_method
+    mp.set_start_method = lambda method, force=False: original(method, force=True)
+    try:
+        importlib.import_module(name)
+    finally:
+        mp.set_start_method = original
+
+
 def run(graph, x: np.ndarray, precision: str = "fixed", progress: bool = True, record: bool = False,
         samples_per_run: int = 16, input_bits: int = 16, input_frac_bits: int = 8,
         gap: int | None = None) -> SimulationResult:
@@ -36,6 +54,7 @@ def run(graph, x: np.ndarray, precision: str = "fixed", progress: bool = True, r
     network (each is one run of ``samples x period`` steps).
     """
     try:
+        _import_lava_runtime()
         from lava.magma.core.run_conditions import RunSteps
         from lava.magma.core.run_configs import Loihi2SimCfg
 
@@ -85,6 +104,9 @@ def run(graph, x: np.ndarray, precision: str = "fixed", progress: bool = True, r
             lnet = lowering.build(net, sched, chunk, fixed)
             total = sched.total_steps(len(chunk))
             try:
+                with warnings.catch_warnings():  # Lava's model search tries to import lowering.py
+                    warnings.filterwarnings("ignore", message="Cannot import module")
+                    lnet.root.create_runtime(run_cfg=cfg)
                 done = 0
                 t0 = time.perf_counter()
                 for i in range(len(chunk)):  # run up to the end of sample i's readout window

@@ -1,0 +1,118 @@
+"""The fixed-point mapping and the NumPy emulator (no Lava needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from backends.base import simulate
+from backends.fixed_point import lower, split_terms
+from export import model_to_nir
+from export.graph import ExportOptions
+from lmuformer import build_model
+from lmuformer.errors import UserError
+from tests.conftest import activate
+
+
+def active_model(preset: str, seed: int = 0):
+    """An activated model whose LMU input neuron spikes too (so the memory path is exercised)."""
+    torch.manual_seed(seed)
+    model = activate(build_model(preset), seed=seed)
+    for lmu, _ in model.blocks:
+        lmu.to_u[1].bias.data += 3.0
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny_graphs():
+    model = active_model("tiny")
+    return tuple(model_to_nir(model, ExportOptions(quantize=q)) for q in (True, False))
+
+
+@pytest.fixture(scope="module")
+def digits_graph():
+    return model_to_nir(active_model("digits", seed=1), ExportOptions(quantize=True))
+
+
+def inputs(n: int, frames: int = 8, features: int = 8, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, frames, features)).astype(np.float32)
+
+
+def test_split_terms_exact():
+    rng = np.random.default_rng(0)
+    m = rng.integers(-(2**20), 2**20, size=(7, 5))
+    terms = split_terms(m, -12)
+    assert all(np.abs(t).max() <= 127 for t, _ in terms)
+    total = sum(t.astype(np.float64) * 2.0**e for t, e in terms)
+    assert np.array_equal(total, m * 2.0**-12)
+    assert len(split_terms(np.array([[5, -127]]), 3)) == 1
+
+
+def test_mapping(tiny_graphs):
+    g, _ = tiny_graphs
+    net = lower(g)
+    assert not net.notes, net.notes
+    for s in net.synapses:
+        for t in s.terms:
+            assert np.all(t.weights % 2 == 0) and np.abs(t.weights).max() <= 254
+            if not s.graded:  # spike synapses are exact: the shift is >= -1 on even weights
+                assert t.weight_exp >= -1
+        # the terms reproduce the stored (quantised) weight exactly
+        k = net.populations[s.target].frac
+        src = net.populations[s.source].frac if s.graded else 0
+        value = sum(t.weights / 2 * 2.0 ** (t.weight_exp + 1 + src - k) for t in s.terms)
+        assert np.array_equal(value, s.weight), s.name
+    for p in net.populations.values():
+        if p.kind == "lif":
+            assert p.dv == 2048 and p.du == 4095
+            assert p.vth == round(p.vth_f / 2 * 2 ** (p.frac + 1))
+            assert np.array_equal(p.bias_mant * 2.0**p.bias_exp, p.bias_f * 2.0 ** (p.frac + 6))
+            assert np.abs(p.bias_mant).max() <= 4095 and p.bias_exp.max() <= 7
+    memory = net.populations["block0.lmu.memory"]
+    assert memory.state_bound * 2**memory.frac < 2**23
+    assert net.encode_input(np.array([0.5, -1.0, 1e6])).tolist() == [128, -256, 2**15 - 1]
+
+
+@pytest.mark.parametrize("quantized", [True, False])
+def test_float_emulator_matches_torch(tiny_graphs, quantized):
+    g = tiny_graphs[0 if quantized else 1]
+    x = inputs(16)
+    ref = simulate(g, x, backend="torch", progress=False)
+    emu = simulate(g, x, backend="emulator", precision="float", progress=False)
+    # same operations up to float64 summation order and the v -> 2v scaling: 1e-9 relative
+    np.testing.assert_allclose(emu.trace, ref.trace, rtol=0, atol=1e-9 * np.abs(ref.trace).max())
+    assert np.array_equal(emu.predictions, ref.predictions)
+    for k, v in ref.spikes.items():
+        assert np.array_equal(emu.spikes[k], v), k
+    assert ref.spikes["block0.lmu.u.lif"].sum() > 0  # the memory path is active
+
+
+def test_fixed_agrees_with_float(digits_graph):
+    x = inputs(64, seed=3)
+    ref = simulate(digits_graph, x, backend="torch", progress=False)
+    fx = simulate(digits_graph, x, backend="emulator", precision="fixed", progress=False)
+    agree = float(np.mean(ref.predictions == fx.predictions))
+    assert agree >= 0.75, agree
+    total_ref = sum(v.sum() for v in ref.spikes.values())
+    total_fx = sum(v.sum() for v in fx.spikes.values())
+    assert abs(total_fx - total_ref) <= 0.05 * total_ref
+    assert max(fx.extra["peak_abs_a_in"].values()) < 2**15  # within Loihi's 16-bit a_in
+
+
+def test_batching_does_not_change_results(tiny_graphs):
+    g, _ = tiny_graphs
+    x = inputs(10, seed=5)
+    a = simulate(g, x, backend="emulator", precision="fixed", progress=False, batch_size=3, record=True)
+    b = simulate(g, x[4:5], backend="emulator", precision="fixed", progress=False, record=True)
+    assert np.array_equal(a.trace[4:5], b.trace)
+    for k, v in b.extra["spike_trains"].items():
+        assert np.array_equal(a.extra["spike_trains"][k][4:5], v)
+    assert a.trace.shape == (10, 13, 10) and a.steps == 13
+
+
+def test_bad_input(tiny_graphs):
+    with pytest.raises(UserError, match="features"):
+        simulate(tiny_graphs[0], np.zeros((2, 8, 5)), backend="emulator", precision="fixed", progress=False)
+    with pytest.raises(UserError, match="samples, frames, features"):
+        simulate(tiny_graphs[0], np.zeros((8, 8)), backend="emulator", precision="fixed", progress=False)

@@ -1,0 +1,190 @@
+"""The Lava backend: fixed_pt == emulator bit for bit, floating_pt == torch, clean shutdown.
+
+Skipped (with the reason) only where ``import lava`` fails (Python != 3.10); CI runs 3.10.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+import pytest
+
+try:
+    import lava.proc.lif.models  # noqa: F401
+except Exception as e:  # lava 0.10 fails to import on Python >= 3.11
+    pytest.skip(f"lava-nc cannot be imported here ({type(e).__name__}: {e})", allow_module_level=True)
+
+from backends.base import simulate
+from export import model_to_nir
+from export.graph import ExportOptions
+from lmuformer.errors import UserError
+from tests.test_emulator import active_model, inputs
+
+# Lava floating_pt vs the torch backend: the same float64 operations up to summation order
+# (and the v -> 2v scaling of the LIF), so the readout agrees to 1e-9 of its largest value
+# and spike counts and predictions are identical.
+FLOAT_RTOL = 1e-9
+
+
+def children(pid: int | None = None) -> set[int]:
+    """Live descendants of ``pid`` (default: this process), from /proc."""
+    pid = os.getpid() if pid is None else pid
+    kids: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] == "Z":
+            continue
+        kids.setdefault(int(fields[1]), []).append(int(entry))
+    out: set[int] = set()
+    todo = [pid]
+    while todo:
+        for c in kids.get(todo.pop(), []):
+            if c not in out:
+                out.add(c)
+                todo.append(c)
+    return out
+
+
+def wait_for_children(before: set[int], timeout: float = 20.0) -> set[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = children() - before
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def digits_model():
+    return active_model("digits", seed=1)
+
+
+@pytest.fixture(scope="module")
+def digits_graph(digits_model):
+    return model_to_nir(digits_model, ExportOptions(quantize=True))
+
+
+def assert_same_spikes(a, b):
+    ta, tb = a.extra["spike_trains"], b.extra["spike_trains"]
+    assert set(ta) == set(tb)
+    for k in ta:
+        assert ta[k].shape == tb[k].shape, k
+        assert np.array_equal(ta[k], tb[k]), f"{k}: {int((ta[k] != tb[k]).sum())} spikes differ"
+    assert np.array_equal(a.trace, b.trace)
+
+
+def test_lif_step_matches_lava_model():
+    """The emulator's LIF update == Lava's PyLifModelBitAcc on edge cases (wrap, clip, negative)."""
+    from lava.proc.lif.models import PyLifModelBitAcc
+
+    from backends.emulator import lif_step_fixed
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    for du, dv in [(4095, 2048), (0, 2048), (100, 3000), (4095, 0)]:
+        m = PyLifModelBitAcc({})
+        m.u = rng.integers(-(2**23) + 1, 2**23, n).astype(np.int32)
+        m.v = rng.integers(-(2**23) + 1, 2**23, n).astype(np.int32)
+        m.du, m.dv, m.vth = du, dv, 1000
+        m.bias_mant = rng.integers(-4096, 4096, n).astype(np.int16)
+        m.bias_exp = rng.integers(0, 8, n).astype(np.int16)
+        a = rng.integers(-(2**17), 2**17, n).astype(np.int32)
+        u0, v0 = m.u.astype(np.int64), m.v.astype(np.int64)
+        m.scale_bias()
+        m.scale_threshold()
+        m.subthr_dynamics(activation_in=a.copy())
+        s = m.spiking_activation()
+        m.reset_voltage(s)
+        bias = m.bias_mant.astype(np.int64) << m.bias_exp.astype(np.int64)
+        u, v, s2 = lif_step_fixed(u0, v0, a.astype(np.int64), du, dv, bias, 1000)
+        assert np.array_equal(u, m.u) and np.array_equal(v, m.v) and np.array_equal(s2, s)
+
+
+def test_fixed_equals_emulator_digits(digits_graph):
+    x = inputs(4, seed=11)
+    lava = simulate(digits_graph, x, backend="lava", precision="fixed", progress=False, record=True)
+    emu = simulate(digits_graph, x, backend="emulator", precision="fixed", progress=False, record=True)
+    assert_same_spikes(lava, emu)
+    assert sum(v.sum() for v in lava.spikes.values()) > 1000
+    assert lava.spikes["block0.lmu.u.lif"].sum() > 0  # the memory path carries data
+    assert np.array_equal(lava.predictions, emu.predictions)
+
+
+def test_fixed_equals_emulator_two_chunks_tiny():
+    """Several Lava runs (samples_per_run) and samples back to back within one run."""
+    g = model_to_nir(active_model("tiny"), ExportOptions(quantize=True))
+    x = inputs(5, seed=2)
+    lava = simulate(g, x, backend="lava", precision="fixed", progress=False, record=True, samples_per_run=3)
+    emu = simulate(g, x, backend="emulator", precision="fixed", progress=False, record=True)
+    assert_same_spikes(lava, emu)
+
+
+def test_float_matches_torch(digits_model):
+    g = model_to_nir(digits_model, ExportOptions(quantize=False))
+    x = inputs(3, seed=4)
+    lava = simulate(g, x, backend="lava", precision="float", progress=False)
+    ref = simulate(g, x, backend="torch", progress=False)
+    np.testing.assert_allclose(lava.trace, ref.trace, rtol=0, atol=FLOAT_RTOL * np.abs(ref.trace).max())
+    assert np.array_equal(lava.predictions, ref.predictions)
+    for k, v in ref.spikes.items():
+        assert np.array_equal(lava.spikes[k], v), k
+
+
+@pytest.mark.slow
+def test_fixed_equals_emulator_scv2():
+    """One scv2-sized sample (128 frames x 128 features, dim 256, memory 512): about 1 minute."""
+    g = model_to_nir(active_model("scv2"), ExportOptions(quantize=True))
+    x = np.random.default_rng(0).standard_normal((1, 128, 128)).astype(np.float32)
+    lava = simulate(g, x, backend="lava", precision="fixed", progress=False, record=True)
+    emu = simulate(g, x, backend="emulator", precision="fixed", progress=False, record=True)
+    assert_same_spikes(lava, emu)
+    assert lava.steps == 133
+
+
+@pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
+def test_interrupted_run_leaves_no_processes(digits_graph, monkeypatch, exc):
+    import lava.magma.core.run_conditions as rc
+
+    original = rc.RunSteps
+    calls = {"n": 0}
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the runtime is up and has run one sample
+            raise exc("interrupted")
+        return original(*args, **kwargs)
+
+    before = children()
+    monkeypatch.setattr(rc, "RunSteps", failing)
+    with pytest.raises(exc):
+        simulate(digits_graph, inputs(3), backend="lava", precision="fixed", progress=False)
+    assert calls["n"] == 2
+    assert not wait_for_children(before), "Lava processes left behind"
+
+
+def test_bad_input_shape_raises_before_starting(digits_graph):
+    before = children()
+    with pytest.raises(UserError, match="features"):
+        simulate(digits_graph, np.zeros((1, 8, 3)), backend="lava", precision="fixed", progress=False)
+    assert not wait_for_children(before, timeout=2)
+
+
+def test_missing_lava_is_a_user_error(digits_graph, monkeypatch):
+    for name in [m for m in sys.modules if m == "lava" or m.startswith("lava.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "lava", None)
+    for name in [m for m in sys.modules if m.startswith("backends.lava")]:
+        monkeypatch.delitem(sys.modules, name)
+    message = r"needs lava-nc 0\.10, which runs on Python 3\.10 only \(this is Python \d+\.\d+\)$"
+    with pytest.raises(UserError, match=message):
+        simulate(digits_graph, inputs(1), backend="lava", progress=False)
