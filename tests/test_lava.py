@@ -140,9 +140,8 @@ def test_float_matches_torch(digits_model):
         assert np.array_equal(lava.spikes[k], v), k
 
 
-@pytest.mark.slow
 def test_fixed_equals_emulator_scv2():
-    """One scv2-sized sample (128 frames x 128 features, dim 256, memory 512): about 1 minute."""
+    """One scv2-sized sample (128 frames x 128 features, dim 256, memory 512): about 35 s on 2 cores."""
     g = model_to_nir(active_model("scv2"), ExportOptions(quantize=True))
     x = np.random.default_rng(0).standard_normal((1, 128, 128)).astype(np.float32)
     lava = simulate(g, x, backend="lava", precision="fixed", progress=False, record=True)
