@@ -114,12 +114,9 @@ def _read(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
         raise UserError(f"checkpoint is not a file: {path}")
     try:
         payload = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as e:  # torch raises many types for bad files (RuntimeError, UnpicklingError, ...)
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if len(reason) > 120:
-            reason = reason[:117] + "..."
+    except Exception:  # torch raises many types for bad files (RuntimeError, UnpicklingError, ...)
         raise UserError(
-            f"cannot read checkpoint {path}: not a PyTorch file, or truncated/corrupt ({reason})"
+            f"cannot read checkpoint {path}: not a PyTorch checkpoint file, or truncated/corrupt"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not an lmuformer checkpoint (no {FORMAT!r} format marker)")

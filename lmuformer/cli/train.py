@@ -10,7 +10,8 @@ import click
 
 @click.command("train")
 @click.option("--dataset", help="Dataset name (default: digits, the embedded one).")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Where the dataset lives / is cached.")
+@click.option("--data-dir", type=click.Path(file_okay=False),
+              help="Folder holding the dataset (mnist, psmnist, scv2; digits needs none).")
 @click.option("--preset", help="Model preset (default: the dataset's own, adapted to its shape).")
 @click.option("--epochs", type=int, help="Total epochs (a resumed run continues up to this).")
 @click.option("--batch-size", type=int, help="Global batch size (split over torchrun processes).")

@@ -50,16 +50,28 @@ def lif_step(x: torch.Tensor, v: torch.Tensor, p: LIFParams) -> tuple[torch.Tens
 
 
 class _LIFSequence(torch.autograd.Function):
+    """Whole-sequence LIF with hand-written BPTT.
+
+    Forward: Norse's float ops in Norse's order (``v + k * (x - v)``, ``z = v > v_th``,
+    ``v * (1 - z)``), written into preallocated buffers (no per-step allocation).
+    Backward: the surrogate term for all steps at once, then one fused
+    ``g[t] += a[t] * g[t + 1]`` per step with ``a[t] = (1 - k)(1 - z[t])`` (reset detached).
+    """
+
     @staticmethod
     def forward(ctx, x: torch.Tensor, v_th: float, k: float) -> torch.Tensor:  # x: (T, ...)
-        v = torch.zeros_like(x[0])
-        z = torch.empty_like(x)
-        vs = torch.empty_like(x)
-        for t in range(x.shape[0]):
-            v = v + k * (x[t] - v)  # same float ops as Norse's step at dt*tau_mem_inv = k
-            vs[t] = v
-            z[t] = (v > v_th).to(x.dtype)
-            v = v * (1.0 - z[t])
+        vs = torch.empty(x.shape, dtype=x.dtype, device=x.device)  # membrane before reset
+        z = torch.empty_like(vs)
+        v = torch.zeros_like(vs[0])  # membrane after reset
+        dv = torch.empty_like(v)
+        keep = torch.empty_like(v)
+        for xt, vt, zt in zip(x.unbind(0), vs.unbind(0), z.unbind(0), strict=True):
+            torch.sub(xt, v, out=dv)
+            dv.mul_(k)
+            torch.add(v, dv, out=vt)  # same float ops as Norse's step at dt*tau_mem_inv = k
+            torch.gt(vt, v_th, out=zt)
+            torch.neg(zt, out=keep).add_(1.0)  # 1 - z
+            torch.mul(vt, keep, out=v)
         ctx.save_for_backward(vs, z)
         ctx.v_th, ctx.k = v_th, k
         return z
@@ -68,16 +80,14 @@ class _LIFSequence(torch.autograd.Function):
     def backward(ctx, gz: torch.Tensor):
         vs, z = ctx.saved_tensors
         k = ctx.k
-        sig = torch.sigmoid(SURROGATE_ALPHA * (vs - ctx.v_th))
-        surrogate = SURROGATE_ALPHA * sig * (1.0 - sig)
-        gx = torch.empty_like(gz)
-        carry = torch.zeros_like(gz[0])  # dL/dv_decayed[t] through v[t] -> v[t+1]
-        for t in range(gz.shape[0] - 1, -1, -1):
-            gv = gz[t] * surrogate[t] + carry
-            gx[t] = k * gv
-            if t > 0:
-                carry = gv * (1.0 - k) * (1.0 - z[t - 1])  # reset detached from the graph
-        return gx, None, None
+        sig = torch.sub(vs, ctx.v_th).mul_(SURROGATE_ALPHA).sigmoid_()
+        # g[t] = dL/dv[t] (before reset): the direct surrogate term, then the carries added in place
+        g = torch.neg(sig).add_(1.0).mul_(sig).mul_(SURROGATE_ALPHA).mul_(gz)
+        a = torch.neg(z[:-1], out=sig[:-1]).add_(1.0).mul_(1.0 - k)  # dv[t+1]/dv[t], reset detached
+        gs, carry = g.unbind(0), a.unbind(0)
+        for t in range(g.shape[0] - 2, -1, -1):
+            gs[t].addcmul_(carry[t], gs[t + 1])
+        return g.mul_(k), None, None
 
 
 def lif_sequence(x: torch.Tensor, p: LIFParams) -> torch.Tensor:

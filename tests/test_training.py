@@ -1,0 +1,221 @@
+"""Training, checkpoints and the ``lmuf train`` / ``lmuf info`` commands (preset "tiny" on digits)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from lmuformer import build_model
+from lmuformer.checkpoint import load_checkpoint, save_checkpoint
+from lmuformer.data import load_dataset
+from lmuformer.errors import UserError
+from lmuformer.training import evaluate, train
+from tests.conftest import activate
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(dataset="digits", preset="tiny", seed=0, lr=2e-2, threads=1, progress=False)
+VOLATILE = {"train_seconds", "best_checkpoint", "last_checkpoint", "options"}
+
+
+def _stable(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metrics without wall times and paths (what a fixed seed must reproduce exactly)."""
+    out = {k: v for k, v in metrics.items() if k not in VOLATILE}
+    out["history"] = [{k: v for k, v in h.items() if k != "seconds"} for h in metrics["history"]]
+    return out
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    sa, sb = load_checkpoint(a).model.state_dict(), load_checkpoint(b).model.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def _run_cli(args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+             ) -> tuple[int, str, str]:
+    """Run ``lmuf ARGS`` in-process through the real entry point; (exit code, stdout, stderr)."""
+    from lmuformer.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["lmuf", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def run_a(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    out = tmp_path_factory.mktemp("run_a")
+    return train(epochs=3, out_dir=out, **TINY), out
+
+
+def test_train_writes_files_and_learns(run_a: tuple[dict[str, Any], Path]) -> None:
+    metrics, out = run_a
+    for name in ("best.pt", "last.pt", "metrics.json"):
+        assert (out / name).is_file()
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    best = load_checkpoint(out / "best.pt")
+    assert best.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    history = metrics["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert max(h["val_accuracy"] for h in history) > 0.2  # chance is 0.1
+    assert metrics["test_accuracy"] > 0.2
+    loader = DataLoader(load_dataset("digits", "test"), batch_size=100)
+    assert evaluate(best.model, loader) == pytest.approx(metrics["test_accuracy"])
+    last = load_checkpoint(out / "last.pt")
+    assert last.train_state is not None and last.train_state["epoch"] == 3
+    assert not last.model.training
+
+
+def test_same_seed_same_results(run_a: tuple[dict[str, Any], Path], tmp_path: Path) -> None:
+    metrics_a, out_a = run_a
+    metrics_b = train(epochs=3, out_dir=tmp_path, **TINY)
+    assert _stable(metrics_b) == _stable(metrics_a)
+    assert _same_weights(out_a / "last.pt", tmp_path / "last.pt")
+
+
+def test_resume_continues_the_same_run(run_a: tuple[dict[str, Any], Path], tmp_path: Path) -> None:
+    first = train(epochs=1, out_dir=tmp_path, **TINY)
+    assert [h["epoch"] for h in first["history"]] == [1]
+    resumed = train(epochs=3, resume=tmp_path / "last.pt", progress=False)  # options come from the file
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    assert load_checkpoint(tmp_path / "last.pt").train_state["epoch"] == 3
+    # an interrupted and resumed run equals the uninterrupted one
+    metrics_a, out_a = run_a
+    assert _stable(resumed) == _stable(metrics_a)
+    assert _same_weights(out_a / "last.pt", tmp_path / "last.pt")
+    with pytest.raises(UserError, match="already holds 3 epochs"):
+        train(epochs=3, resume=tmp_path / "last.pt", progress=False)
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    model = activate(build_model("tiny"))
+    x = torch.rand(4, 8, 8)
+    path = save_checkpoint(tmp_path / "m.pt", model, {"note": "hi", "acc": 0.5}, {"epoch": 7})
+    ckpt = load_checkpoint(path)
+    assert ckpt.config == model.config
+    assert not ckpt.model.training
+    assert ckpt.metrics == {"note": "hi", "acc": 0.5}
+    assert ckpt.train_state == {"epoch": 7}
+    with torch.no_grad():
+        assert torch.equal(ckpt.model(x), model(x))
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.fixture()
+def bad_files(tmp_path: Path, run_a: tuple[dict[str, Any], Path]) -> dict[str, Path]:
+    good = (run_a[1] / "best.pt").read_bytes()
+    files = {
+        "truncated": tmp_path / "truncated.pt",
+        "text": tmp_path / "notes.txt",
+        "foreign": tmp_path / "foreign.pt",
+        "missing": tmp_path / "missing.pt",
+        "empty": tmp_path / "empty.pt",
+    }
+    files["truncated"].write_bytes(good[: len(good) // 2])
+    files["text"].write_text("these are not weights\n")
+    torch.save({"weights": torch.ones(3)}, files["foreign"])
+    files["empty"].write_bytes(b"")
+    return files
+
+
+@pytest.mark.parametrize("kind", ["truncated", "text", "foreign", "missing", "empty"])
+def test_bad_checkpoint_is_one_user_error(kind: str, bad_files: dict[str, Path],
+                                          capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    path = bad_files[kind]
+    with pytest.raises(UserError) as info:
+        load_checkpoint(path)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+    code, out, err = _run_cli(["info", str(path), "--json"], capsys, monkeypatch)
+    assert code != 0 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:")
+
+
+def test_bad_checkpoint_real_entry_point(bad_files: dict[str, Path]) -> None:
+    lmuf = Path(sys.executable).with_name("lmuf")
+    cmd = [str(lmuf)] if lmuf.exists() else [sys.executable, "-m", "lmuformer.cli"]
+    res = subprocess.run([*cmd, "info", str(bad_files["text"]), "--json"], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode != 0
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:")
+
+
+def test_info_json_of_trained_checkpoint(run_a: tuple[dict[str, Any], Path],
+                                         capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    metrics, out = run_a
+    code, stdout, _ = _run_cli(["info", str(out / "best.pt"), "--json"], capsys, monkeypatch)
+    assert code == 0
+    info = json.loads(stdout)
+    count = sum(p.numel() for p in build_model("tiny").parameters())
+    assert info["parameters"] == metrics["parameters"] == count
+    assert info["variant"] == "spiking"
+    assert info["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+
+
+def test_cli_train_with_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('dataset = "digits"\npreset = "tiny"\nepochs = 5\nthreads = 1\nbatch-size = 64\n'
+                   "[model]\nmlp_ratio = 1\n")
+    out = tmp_path / "out"
+    code, stdout, _ = _run_cli(["train", "--config", str(cfg), "--epochs", "1", "--out", str(out),
+                                "--no-progress"], capsys, monkeypatch)
+    assert code == 0, stdout
+    assert "test accuracy" in stdout and str(out / "best.pt") in stdout
+    ckpt = load_checkpoint(out / "best.pt")
+    assert ckpt.config.mlp_ratio == 1  # from the config file
+    assert ckpt.metrics["epochs"] == 1  # the flag wins over the file
+    assert ckpt.metrics["options"]["batch_size"] == 64
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--epochs", "0"], "epochs must be > 0"),
+        (["--batch-size", "-1"], "batch_size must be > 0"),
+        (["--preset", "scv2"], "preset 'scv2' takes 128 features"),
+        (["--preset", "nope"], "unknown preset"),
+        (["--dataset", "nope"], "unknown dataset"),
+        (["--resume", "missing.pt"], "checkpoint not found"),
+    ],
+)
+def test_cli_train_impossible_options(args: list[str], message: str, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _run_cli(["train", "--no-progress", *args], capsys, monkeypatch)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_ddp_two_processes(tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+           "-m", "lmuformer.cli", "train", "--dataset", "digits", "--preset", "tiny", "--epochs", "1",
+           "--out", str(out), "--no-progress"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("test accuracy") == 1  # only rank 0 reports
+    ckpt = load_checkpoint(out / "best.pt")
+    assert ckpt.metrics["world_size"] == 2
+    assert 0.0 <= ckpt.metrics["test_accuracy"] <= 1.0
+    assert (out / "last.pt").is_file() and (out / "metrics.json").is_file()
