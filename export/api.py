@@ -44,6 +44,7 @@ def export_model(
     output: str = "model.nir",
     quantize: bool = True,
     weight_bits: int = 8,
+    weight_terms: int = 2,
     lmu_bits: int = 8,
     lmu_terms: int = 2,
     dt: float = 0.01,
@@ -54,8 +55,8 @@ def export_model(
 ) -> dict:
     """Export to ``output`` and return the summary (with accuracies if ``eval_dataset``)."""
     model = load_model(checkpoint, preset_name)
-    opts = ExportOptions(dt=dt, quantize=quantize, weight_bits=weight_bits, lmu_bits=lmu_bits,
-                         lmu_terms=lmu_terms)
+    opts = ExportOptions(dt=dt, quantize=quantize, weight_bits=weight_bits, weight_terms=weight_terms,
+                         lmu_bits=lmu_bits, lmu_terms=lmu_terms)
     graph = model_to_nir(model, opts)
     write_graph(graph, output)
     summary = summarize(graph)

@@ -20,7 +20,6 @@ from export.quantize import (
     QuantizedTerm,
     dequantize,
     impulse_response_error,
-    quantize_term,
     quantize_terms,
     quantize_to_grid,
 )
@@ -35,13 +34,14 @@ TAU_STEPS = 2.0  # LIF membrane time constant in frames
 
 @dataclass(frozen=True)
 class ExportOptions:
-    """dt: frame period (s); quantize: False for a float export; weight_bits: learned
-    synapses; lmu_bits: bits of each term of the LMU matrices; lmu_terms: terms per LMU
-    matrix (each term is one more synapse per connection)."""
+    """dt: frame period (s); quantize: False for a float export; weight_bits: bits of
+    each term of the learned synapses; weight_terms: terms per learned matrix; lmu_bits,
+    lmu_terms: the same for the LMU matrices (each term is one more synapse per connection)."""
 
     dt: float = 0.01
     quantize: bool = True
     weight_bits: int = 8
+    weight_terms: int = 2
     lmu_bits: int = 8
     lmu_terms: int = 2
 
@@ -53,8 +53,10 @@ class ExportOptions:
                 bits = getattr(self, name)
                 if not 2 <= bits <= 24:
                     raise UserError(f"{name.replace('_', '-')} must be between 2 and 24, got {bits}")
-            if not 1 <= self.lmu_terms <= 4:
-                raise UserError(f"lmu-terms must be between 1 and 4, got {self.lmu_terms}")
+            for name in ("weight_terms", "lmu_terms"):
+                terms = getattr(self, name)
+                if not 1 <= terms <= 4:
+                    raise UserError(f"{name.replace('_', '-')} must be between 1 and 4, got {terms}")
 
 
 @dataclass
@@ -96,7 +98,7 @@ class _Builder:
             return None
         if kind == "lmu":
             return quantize_terms(w, self.opts.lmu_bits, self.opts.lmu_terms)
-        return [quantize_term(w, self.opts.weight_bits)]
+        return quantize_terms(w, self.opts.weight_bits, self.opts.weight_terms)
 
     def synapse(self, name: str, c: Contribution, target: str, kind: str = "learned") -> None:
         """One synapse node (several if the matrix is split into quantised terms)."""
@@ -238,6 +240,7 @@ def model_to_nir(model: LMUFormer, opts: ExportOptions | None = None) -> nir.NIR
         "readout": "readout holds sum over all steps of the head output; logits = readout / steps",
         "quantized": opts.quantize,
         "weight_bits": opts.weight_bits if opts.quantize else 0,
+        "weight_terms": opts.weight_terms if opts.quantize else 0,
         "lmu_bits": opts.lmu_bits if opts.quantize else 0,
         "lmu_terms": opts.lmu_terms if opts.quantize else 0,
         "model_config": json.dumps(cfg.to_dict()),

@@ -39,7 +39,8 @@ def summarize(graph: nir.NIRGraph) -> dict:
     }
     if out["quantized"]:
         out.update(
-            weight_bits=int(md["weight_bits"]), lmu_bits=int(md["lmu_bits"]), lmu_terms=int(md["lmu_terms"])
+            weight_bits=int(md["weight_bits"]), weight_terms=int(md.get("weight_terms", 1)),
+            lmu_bits=int(md["lmu_bits"]), lmu_terms=int(md["lmu_terms"]),
         )
         out["quantization_error"] = json.loads(md["quantization_error"])
     return out
@@ -55,8 +56,8 @@ def format_summary(s: dict) -> str:
     ]
     if s["quantized"]:
         lines.append(
-            f"quantised: {s['weight_bits']}-bit weights; LMU A-I and B as {s['lmu_terms']} x "
-            f"{s['lmu_bits']}-bit terms"
+            f"quantised: learned weights as {s['weight_terms']} x {s['weight_bits']}-bit terms; "
+            f"LMU A-I and B as {s['lmu_terms']} x {s['lmu_bits']}-bit terms (one synapse per term)"
         )
         err = s["quantization_error"]
         for m in err["lmu"]:

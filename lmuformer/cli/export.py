@@ -12,7 +12,8 @@ import click
 @click.option("--to", "target", type=click.Choice(["nir"]), default="nir", show_default=True)
 @click.option("--preset", "preset_name", help="Export a randomly initialised preset instead.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="NIR file to write.")
-@click.option("--weight-bits", default=8, show_default=True, help="Bits of learned weights.")
+@click.option("--weight-bits", default=8, show_default=True, help="Bits per term of learned weights.")
+@click.option("--weight-terms", default=2, show_default=True, help="Terms (synapses) per learned weight.")
 @click.option("--lmu-bits", default=8, show_default=True, help="Bits per term of the LMU matrices.")
 @click.option("--lmu-terms", default=2, show_default=True, help="Terms (synapses) per LMU weight.")
 @click.option("--float", "as_float", is_flag=True, help="Export without quantisation.")
@@ -21,7 +22,8 @@ import click
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder of the --eval dataset.")
 @click.option("--samples", type=int, help="Evaluate on the first N test samples only.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-def command(checkpoint, target, preset_name, output, weight_bits, lmu_bits, lmu_terms, as_float, dt,
+def command(checkpoint, target, preset_name, output, weight_bits, weight_terms, lmu_bits, lmu_terms,
+            as_float, dt,
             eval_dataset, data_dir, samples, as_json) -> None:
     """Export a spiking LMUFormer (CHECKPOINT or --preset) to a NIR file."""
     from export.api import export_model
@@ -30,7 +32,7 @@ def command(checkpoint, target, preset_name, output, weight_bits, lmu_bits, lmu_
         raise click.UsageError("give either a CHECKPOINT or --preset NAME")
     summary = export_model(
         checkpoint=checkpoint, preset_name=preset_name, output=output, quantize=not as_float,
-        weight_bits=weight_bits, lmu_bits=lmu_bits, lmu_terms=lmu_terms, dt=dt,
+        weight_bits=weight_bits, weight_terms=weight_terms, lmu_bits=lmu_bits, lmu_terms=lmu_terms, dt=dt,
         eval_dataset=eval_dataset, data_dir=data_dir, samples=samples, progress=not as_json,
     )
     if as_json:
