@@ -190,6 +190,7 @@ def run(graph, x: np.ndarray, precision: str = "fixed", progress: bool = True, b
     extra = {"network": net.summary()}
     if precision == "fixed":
         extra["peak_abs_a_in"] = peak
+        extra["input_clipped"] = net.clipped_fraction(x)
     if record:
         extra["spike_trains"] = {k: np.concatenate(v) for k, v in trains.items()}
     return SimulationResult(

@@ -149,6 +149,12 @@ class Network:
         scaled = np.rint(np.asarray(x, np.float64) * 2.0**self.input_frac)
         return np.clip(scaled, -lim, lim - 1).astype(np.int32)
 
+    def clipped_fraction(self, x: np.ndarray) -> float:
+        """Fraction of input values outside the encodable range (clipped by :meth:`encode_input`)."""
+        lim = 2 ** (self.input_bits - 1)
+        scaled = np.rint(np.asarray(x, np.float64) * 2.0**self.input_frac)
+        return float(np.mean((scaled < -lim) | (scaled > lim - 1))) if scaled.size else 0.0
+
     def readout_scale(self) -> float:
         return 2.0 ** -self.populations[self.readout].frac
 

@@ -72,6 +72,7 @@ def test_mapping(tiny_graphs):
     memory = net.populations["block0.lmu.memory"]
     assert memory.state_bound * 2**memory.frac < 2**23
     assert net.encode_input(np.array([0.5, -1.0, 1e6])).tolist() == [128, -256, 2**15 - 1]
+    assert net.clipped_fraction(np.array([0.5, -1.0, 1e6, -200.0])) == 0.5
 
 
 @pytest.mark.parametrize("quantized", [True, False])

@@ -138,6 +138,8 @@ def run(graph, x: np.ndarray, precision: str = "fixed", progress: bool = True, r
         "period": sched.period,
         "depth": dict(sched.depth),
     }
+    if fixed:
+        extra["input_clipped"] = net.clipped_fraction(x)
     if record:
         extra["spike_trains"] = trains
     return SimulationResult(
