@@ -14,8 +14,12 @@ Integer units (one per population, ``frac`` = k):
       (default 8): resolution 2**-8, range +-128.  rint rounds half to even.
     * LIF population: its synaptic input current ``x`` (the NIR node's input, bias excluded)
       arrives as the integer ``a_in = x * 2**k``.  k = the largest ``-e`` over its binary
-      (spike) synapse terms (so that every spike synapse is exact), at least
-      ``min_frac`` (8), then lowered while the threshold or a bias would not fit (below).
+      (spike) synapse terms (so that every spike synapse is exact), at least ``min_frac``
+      (8) and at most ``max_frac`` (10: Loihi's 16-bit a_in then holds |x| < 32, and u's 24
+      bits |x| < 128), then lowered while the threshold or a bias would not fit (below).
+      With one 8-bit term per learned matrix (exponents about -6..-11) spike synapses are
+      exact; the finer second term of a two-term export (about 2**-15) is floor-rounded to
+      the 2**-k grid once per Dense and step (a note says so).
     * I population (the LMU memory, the readout): the state ``m`` is the integer
       ``M = m * 2**k``, k = the largest ``-e`` over its binary synapse terms (exact input),
       lowered until a static bound on ``|m|`` over the run fits 24 bits (see ``_state_bound``).
@@ -269,6 +273,7 @@ def lower(
     input_bits: int = 16,
     input_frac_bits: int = 8,
     min_frac: int = 8,
+    max_frac: int = 10,
 ) -> Network:
     """The :class:`Network` of an lmuformer NIR graph (see the module docstring).
 
@@ -382,11 +387,11 @@ def lower(
             notes.append(f"{n}: dv = {p.dv}/4096 rounds dt/tau = {alpha}")
         p.dv = min(p.dv, 2**DECAY_BITS - 1) if alpha < 1 else 2**DECAY_BITS - 1
         binary = [-t.exponent for s in synapses if s.target == n and not s.graded for t in s.terms]
-        k = max([min_frac, *binary])
+        k = min(max([min_frac, *binary]), max(max_frac, min_frac))
         while k > 0 and (vth * 2.0**k / (alpha * r) >= 2**VTH_BITS or not _bias_fits(b, k)):
             k -= 1
         if binary and k < max(binary):
-            notes.append(f"{n}: current grid 2**-{k} (spike synapses rounded; bias/threshold range)")
+            notes.append(f"{n}: current grid 2**-{k}; finer spike synapse terms (2**{-max(binary)}) rounded")
         p.frac = k
         p.vth = int(np.rint(vth * 2.0**k / (alpha * r)))
         p.bias_mant, p.bias_exp = _bias_parts(b, k)

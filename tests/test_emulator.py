@@ -49,8 +49,9 @@ def test_split_terms_exact():
     assert len(split_terms(np.array([[5, -127]]), 3)) == 1
 
 
-def test_mapping(tiny_graphs):
-    g, _ = tiny_graphs
+def test_mapping():
+    # one 8-bit term per learned synapse: every weight is representable without rounding
+    g = model_to_nir(active_model("tiny"), ExportOptions(quantize=True, weight_terms=1))
     net = lower(g)
     assert not net.notes, net.notes
     for s in net.synapses:
@@ -99,6 +100,20 @@ def test_fixed_agrees_with_float(digits_graph):
     total_fx = sum(v.sum() for v in fx.spikes.values())
     assert abs(total_fx - total_ref) <= 0.05 * total_ref
     assert max(fx.extra["peak_abs_a_in"].values()) < 2**15  # within Loihi's 16-bit a_in
+
+
+def test_two_term_export_is_rounded_not_broken(tiny_graphs):
+    """The default export (two 8-bit terms per learned matrix): the second term is finer than
+    the 2**-10 current grid, so it is floor-rounded (noted); every term still fits Lava's Dense."""
+    g, _ = tiny_graphs
+    net = lower(g)
+    assert any("rounded" in n for n in net.notes)
+    for s in net.synapses:
+        assert all(np.abs(t.weights).max() <= 254 for t in s.terms)
+    for p in net.populations.values():
+        if p.kind == "lif":
+            assert 8 <= p.frac <= 10 and p.vth < 2**17
+            assert np.abs(p.bias_mant).max() <= 4095 and p.bias_exp.max() <= 7
 
 
 def test_batching_does_not_change_results(tiny_graphs):
