@@ -23,7 +23,9 @@ Definitions (the paper's rule, measured with real streaming):
   the **reduction** 1 - n / T (:func:`frames_for_fraction`); for data with padding (Speech
   Commands: ~98 real frames of 128) it is also reported against the mean real length,
   ``1 - n / mean(real frames)``;
-- **early decision** with threshold m: stop at the first n (1..T) where the margin of the
+- **early decision** with threshold m: from frame ``latency + 1`` on (before that the
+  pipeline is still filling: the head emits the positions that precede the first frame,
+  confident and uninformative), stop at the first n where the margin of the
   running prediction, top1 - top2 of ``softmax(running mean of head outputs)``, is >= m,
   and answer the running prediction there (the decided class is therefore always the
   running-mean argmax); a sample that never reaches the margin uses all T frames and
@@ -119,11 +121,11 @@ def margins(outputs: np.ndarray) -> np.ndarray:
     return top[..., -1] - top[..., -2]
 
 
-def early_decisions(outputs: np.ndarray, margin: float, frames: int | None = None
+def early_decisions(outputs: np.ndarray, margin: float, frames: int | None = None, min_frames: int = 1
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Early-decision rule: (predictions (samples,), frames_used (samples,)).
 
-    Stops at the first n in 1..frames (frames defaults to all steps) where
+    Stops at the first n in min_frames..frames (frames defaults to all steps) where
     :func:`margins` >= ``margin`` and answers the running prediction there; a sample that
     never gets there answers the prediction after the last step (flush included) and
     counts ``frames`` frames."""
@@ -132,6 +134,7 @@ def early_decisions(outputs: np.ndarray, margin: float, frames: int | None = Non
     preds = running_mean_predictions(outputs)
     marg = margins(outputs)[:, :frames]
     reached = marg >= margin
+    reached[:, : max(min_frames, 1) - 1] = False
     any_hit = reached.any(axis=1)
     first = np.where(any_hit, reached.argmax(axis=1), frames - 1)
     rows = np.arange(len(preds))
@@ -186,9 +189,11 @@ def summarize(outputs: np.ndarray, labels: np.ndarray, frames: int, latency: int
     real = np.full(len(labels), frames) if real_frames is None else np.asarray(real_frames)
     real_mean = float(real.mean()) if len(real) else float(frames)
     early = []
+    min_frames = min(latency + 1, frames)
     for m in margins_:
-        preds, used = early_decisions(outputs, m, frames)
-        early.append({"margin": float(m), "accuracy": float((preds == labels).mean()),
+        preds, used = early_decisions(outputs, m, frames, min_frames)
+        early.append({"margin": float(m), "min_frames": min_frames,
+                      "accuracy": float((preds == labels).mean()),
                       "mean_frames": float(used.mean()),
                       "decided_early": float((used < frames).mean())})
     return StreamResult(

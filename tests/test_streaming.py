@@ -67,8 +67,13 @@ def test_early_decisions_on_hand_made_sequence() -> None:
     # never reached within the frames: the final (flushed) prediction, all 4 frames
     preds, used = streaming.early_decisions(out, margin=0.95, frames=4)
     assert preds.tolist() == [0, 1] and used.tolist() == [1, 4]
+    # no decision before min_frames: sample a waits until frame 2
+    preds, used = streaming.early_decisions(out, margin=0.8, frames=4, min_frames=2)
+    assert preds.tolist() == [0, 0] and used.tolist() == [2, 4]
+    # summarize decides from frame latency + 1 on
     r = streaming.summarize(out, np.array([0, 1]), frames=4, latency=1, margins_=(0.8, 0.95))
-    assert r.early[0] == {"margin": 0.8, "accuracy": 0.5, "mean_frames": 2.5, "decided_early": 0.5}
+    assert r.early[0] == {"margin": 0.8, "min_frames": 2, "accuracy": 0.5, "mean_frames": 3.0,
+                          "decided_early": 0.5}
     assert r.early[1]["accuracy"] == 1.0
     assert r.accuracy_by_frames == [0.5, 0.5, 0.5, 0.5] and r.final_accuracy == 1.0
     assert r.frames_for_99pct is None and r.reduction is None
