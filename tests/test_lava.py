@@ -55,10 +55,19 @@ def children(pid: int | None = None) -> set[int]:
     return out
 
 
+def _is_resource_tracker(pid: int) -> bool:
+    """multiprocessing's resource tracker: one helper per parent for its whole life, not Lava's."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"multiprocessing.resource_tracker" in f.read()
+    except OSError:
+        return False
+
+
 def wait_for_children(before: set[int], timeout: float = 20.0) -> set[int]:
     deadline = time.monotonic() + timeout
     while True:
-        left = children() - before
+        left = {p for p in children() - before if not _is_resource_tracker(p)}
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.2)
@@ -168,6 +177,35 @@ def test_interrupted_run_leaves_no_processes(digits_graph, monkeypatch, exc):
     with pytest.raises(exc):
         simulate(digits_graph, inputs(3), backend="lava", precision="fixed", progress=False)
     assert calls["n"] == 2
+    assert not wait_for_children(before), "Lava processes left behind"
+
+
+def test_ctrl_c_mid_run_stops_lava(digits_graph):
+    """SIGINT to this process and to every Lava child while steps run (what a terminal Ctrl-C
+    does): KeyboardInterrupt, and no process is left behind."""
+    import signal
+    import threading
+
+    before = children()
+    sent = threading.Event()
+
+    def interrupt():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(children() - before) < 20:
+            time.sleep(0.1)
+        time.sleep(1.5)  # let it run some steps
+        for pid in children() - before:
+            try:
+                os.kill(pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+        sent.set()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        simulate(digits_graph, inputs(16), backend="lava", precision="fixed", progress=False)
+    assert sent.is_set()
     assert not wait_for_children(before), "Lava processes left behind"
 
 

@@ -8,9 +8,12 @@ with the NIR float parameters.  Samples run back to back in one Lava run per chu
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import multiprocessing as mp
+import signal
 import sys
+import threading
 import time
 import warnings
 
@@ -42,6 +45,63 @@ def _import_lava_runtime() -> None:
         importlib.import_module(name)
     finally:
         mp.set_start_method = original
+
+
+@contextlib.contextmanager
+def _sigint_deferred():
+    """While Lava forks its processes: they inherit a SIGINT handler that only records the
+    signal, so a terminal Ctrl-C (sent to the whole process group) cannot kill them half-way
+    through a step; the parent raises KeyboardInterrupt afterwards and stops them cleanly."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if pending:
+        raise KeyboardInterrupt
+
+
+def shutdown(root, timeout: float = 60.0) -> None:
+    """Stop the Lava runtime of ``root``; if the graceful stop does not finish within
+    ``timeout`` s (e.g. a child died), terminate, then kill, its OS processes."""
+    runtime = getattr(root, "runtime", None)
+    if runtime is None:
+        return
+    errors: list[BaseException] = []
+
+    def stop() -> None:
+        try:
+            root.stop()
+        except BaseException as e:  # noqa: BLE001 - reported below, after the forced cleanup
+            errors.append(e)
+
+    worker = threading.Thread(target=stop, name="lava-stop", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive() or errors:
+        infra = getattr(runtime, "_messaging_infrastructure", None)
+        for actor in list(getattr(infra, "actors", [])):
+            try:
+                if actor.is_alive():
+                    actor.terminate()
+                    mp.Process.join(actor, 2.0)
+                if actor.is_alive():
+                    actor.kill()
+                    mp.Process.join(actor, 2.0)
+            except (ValueError, AssertionError, OSError):
+                pass
+        runtime._is_started = False  # a later Process.__del__ -> stop() must not wait on them
+        try:
+            if getattr(infra, "smm", None) is not None:
+                infra.smm.shutdown()
+        except Exception:  # noqa: BLE001 - best effort
+            pass
+        reason = f"did not stop within {timeout:.0f} s" if worker.is_alive() else repr(errors[0])
+        warnings.warn(f"Lava runtime {reason}; its processes were terminated", RuntimeWarning, stacklevel=2)
 
 
 def run(graph, x: np.ndarray, precision: str = "fixed", progress: bool = True, record: bool = False,
@@ -104,8 +164,8 @@ def run(graph, x: np.ndarray, precision: str = "fixed", progress: bool = True, r
             lnet = lowering.build(net, sched, chunk, fixed)
             total = sched.total_steps(len(chunk))
             try:
-                with warnings.catch_warnings():  # Lava's model search tries to import lowering.py
-                    warnings.filterwarnings("ignore", message="Cannot import module")
+                with warnings.catch_warnings(), _sigint_deferred():
+                    warnings.filterwarnings("ignore", message="Cannot import module")  # Lava's model search
                     lnet.root.create_runtime(run_cfg=cfg)
                 done = 0
                 t0 = time.perf_counter()
@@ -120,7 +180,7 @@ def run(graph, x: np.ndarray, precision: str = "fixed", progress: bool = True, r
                 run_s += time.perf_counter() - t0
                 data = {n: np.asarray(s.data.get()) for n, s in lnet.sinks.items()}
             finally:
-                lnet.root.stop()
+                shutdown(lnet.root)
             lava_steps += total
             for i in range(len(chunk)):
                 for n in lif_names:
