@@ -56,6 +56,7 @@ def bench_lava(graph, x, precision: str) -> dict:
         "ms_per_lava_step": r.extra["ms_per_lava_step"],
         "lava_steps": r.extra["lava_steps"],
         "period": r.extra["period"],
+        "lava_processes": r.extra["lava_processes"],
         "nir_steps_per_s": n * r.steps / r.wall_s,
     }
 

@@ -158,6 +158,7 @@ def run(graph, x: np.ndarray, precision: str = "fixed", progress: bool = True, r
     trains = {n: np.zeros((len(x), steps, net.populations[n].size), bool) for n in lif_names if record}
     lava_steps = 0
     run_s = 0.0
+    n_procs = 0
     with tqdm(total=len(x), desc=f"lava ({precision})", unit="sample", disable=not progress) as bar:
         for c0 in range(0, len(x), samples_per_run):
             chunk = x[c0 : c0 + samples_per_run]
@@ -182,6 +183,7 @@ def run(graph, x: np.ndarray, precision: str = "fixed", progress: bool = True, r
             finally:
                 shutdown(lnet.root)
             lava_steps += total
+            n_procs = len(lnet.processes)
             for i in range(len(chunk)):
                 for n in lif_names:
                     spk = data[n][:, sched.columns(n, i)].T != 0
@@ -196,6 +198,7 @@ def run(graph, x: np.ndarray, precision: str = "fixed", progress: bool = True, r
         "lava_run_s": run_s,
         "ms_per_lava_step": 1000.0 * run_s / lava_steps if lava_steps else 0.0,
         "period": sched.period,
+        "lava_processes": n_procs,
         "depth": dict(sched.depth),
     }
     if fixed:
