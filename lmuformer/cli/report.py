@@ -70,21 +70,6 @@ def load_samples(graph, dataset: str | None, data_dir: str | None, samples: int,
     return x
 
 
-def _check_backend(name: str) -> None:
-    """UserError (one line) when the backend's module or entry point cannot be loaded."""
-    import importlib
-
-    from backends.base import BACKENDS
-
-    module, func = BACKENDS[name].split(":")
-    try:
-        ok = callable(getattr(importlib.import_module(module), func, None))
-    except ImportError as e:
-        raise UserError(f"the {name} backend is not available ({e}); try --backend torch") from None
-    if not ok:
-        raise UserError(f"the {name} backend is not available (no {BACKENDS[name]}); try --backend torch")
-
-
 @click.command("report")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--dataset", help="Dataset whose test split gives the samples (e.g. digits).")
@@ -124,7 +109,6 @@ def command(model, dataset, data_dir, use_random, seed, samples, backend, precis
     graph = read_graph(model)
     x = load_samples(graph, dataset, data_dir, samples, use_random, seed)
     precision = precision or ("float" if backend == "torch" else "fixed")
-    _check_backend(backend)
     result = simulate(graph, x, backend=backend, precision=precision, progress=sys.stderr.isatty())
     report = build_report(graph, result, prof, source=str(model))
     text = render(report, fmt)
