@@ -22,3 +22,20 @@ def activate(model: nn.Module, seed: int = 0) -> nn.Module:
             m.running_mean.data = 0.1 * torch.randn(n, generator=g)
             m.running_var.data = 0.05 + 0.2 * torch.rand(n, generator=g)
     return model.eval()
+
+
+def skip_without_lava(module_level: bool = False) -> None:
+    """Skip where Lava cannot run (Python != 3.10); fail instead when LMUF_REQUIRE_LAVA is set,
+    as .ci/run sets it, so that the Lava tests can never be skipped in CI."""
+    import os
+
+    import pytest
+
+    from backends.lava import unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is None:
+        return
+    if os.environ.get("LMUF_REQUIRE_LAVA"):
+        pytest.fail(f"LMUF_REQUIRE_LAVA is set but {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=module_level)

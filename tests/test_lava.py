@@ -12,16 +12,14 @@ import time
 import numpy as np
 import pytest
 
-try:
-    import lava.proc.lif.models  # noqa: F401
-except Exception as e:  # lava 0.10 fails to import on Python >= 3.11
-    pytest.skip(f"lava-nc cannot be imported here ({type(e).__name__}: {e})", allow_module_level=True)
-
 from backends.base import simulate
 from export import model_to_nir
 from export.graph import ExportOptions
 from lmuformer.errors import UserError
+from tests.conftest import skip_without_lava
 from tests.test_emulator import active_model, inputs
+
+skip_without_lava(module_level=True)  # lava 0.10 fails to import on Python >= 3.11
 
 # Lava floating_pt vs the torch backend: the same float64 operations up to summation order
 # (and the v -> 2v scaling of the LIF), so the readout agrees to 1e-9 of its largest value

@@ -47,6 +47,16 @@ def _import_lava_runtime() -> None:
         mp.set_start_method = original
 
 
+def unavailable_reason() -> str | None:
+    """None where Lava imports and runs here; otherwise why not (one line)."""
+    try:
+        _import_lava_runtime()
+        import lava.proc.lif.models  # noqa: F401
+    except Exception as e:  # ImportError, or lava 0.10's dataclass error on Python >= 3.11
+        return f"lava-nc cannot be imported here ({type(e).__name__}: {e})"
+    return None
+
+
 @contextlib.contextmanager
 def _sigint_deferred():
     """While Lava forks its processes: they inherit a SIGINT handler that only records the
