@@ -6,5 +6,9 @@ if [ ! -x .venv/bin/python ]; then
   echo "error: no .venv here: run 'bash setup.sh --env-only' first" >&2
   exit 2
 fi
+# In the Python 3.10 environment Lava must run: its tests fail instead of skipping.
+if .venv/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))'; then
+  export LMUF_REQUIRE_LAVA="${LMUF_REQUIRE_LAVA:-1}"
+fi
 .venv/bin/ruff check .
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q -rs "$@"
