@@ -26,8 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from backends.base import SimulationResult
-from backends.fixed_point import ACT_SHIFT, DECAY_BITS, STATE_MAX, Network, lower
-from lmuformer.errors import UserError
+from backends.fixed_point import ACT_SHIFT, DECAY_BITS, STATE_MAX, Network, lower_for_input
 
 _F32_EXACT = 2**24
 
@@ -160,18 +159,8 @@ def run(graph, x: np.ndarray, precision: str = "fixed", progress: bool = True, b
     (name -> (samples, steps, neurons) bool).  ``input_bits``/``input_frac_bits``: the fixed-point
     input encoding (see :mod:`backends.fixed_point`).
     """
-    if precision not in ("fixed", "float"):
-        raise UserError(f"precision must be 'fixed' or 'float', not {precision!r}")
-    x = np.asarray(x)
-    if x.ndim != 3:
-        raise UserError(f"input must be (samples, frames, features), got shape {x.shape}")
     start = time.perf_counter()
-    latency = int(graph.metadata.get("latency_frames", 0))
-    steps = x.shape[1] + latency
-    net = lower(graph, steps=steps, input_bits=input_bits, input_frac_bits=input_frac_bits)
-    features = net.populations[net.input].size
-    if x.shape[2] != features:
-        raise UserError(f"input has {x.shape[2]} features, the graph expects {features}")
+    net, x, steps = lower_for_input(graph, x, precision, input_bits, input_frac_bits)
     emu = Emulator(net, precision == "fixed")
     traces, counts, trains = [], {}, {}
     peak: dict[str, int] = {}

@@ -448,3 +448,21 @@ def _population_order(net: Network) -> list[str]:
             order.append(n)
             done.add(n)
     return order
+
+
+def lower_for_input(
+    graph: nir.NIRGraph, x: np.ndarray, precision: str, input_bits: int = 16, input_frac_bits: int = 8
+) -> tuple[Network, np.ndarray, int]:
+    """Check a batch x (samples, frames, features) against the graph and lower the graph for
+    ``frames + latency`` steps: (network, x as an array, steps).  UserError on bad input."""
+    if precision not in ("fixed", "float"):
+        raise UserError(f"precision must be 'fixed' or 'float', not {precision!r}")
+    x = np.asarray(x)
+    if x.ndim != 3:
+        raise UserError(f"input must be (samples, frames, features), got shape {x.shape}")
+    steps = x.shape[1] + int(graph.metadata.get("latency_frames", 0))
+    net = lower(graph, steps=steps, input_bits=input_bits, input_frac_bits=input_frac_bits)
+    features = net.populations[net.input].size
+    if x.shape[2] != features:
+        raise UserError(f"input has {x.shape[2]} features, the graph expects {features}")
+    return net, x, steps

@@ -142,21 +142,11 @@ def run(graph, x: np.ndarray, precision: str = "fixed", progress: bool = True, r
         if sys.version_info[:2] != (3, 10):
             raise _lava_missing() from None
         raise UserError(f"cannot import Lava: {type(e).__name__}: {e}") from None
-    from backends.fixed_point import lower
+    from backends.fixed_point import lower_for_input
 
-    if precision not in ("fixed", "float"):
-        raise UserError(f"precision must be 'fixed' or 'float', not {precision!r}")
-    x = np.asarray(x)
-    if x.ndim != 3:
-        raise UserError(f"input must be (samples, frames, features), got shape {x.shape}")
     fixed = precision == "fixed"
     start = time.perf_counter()
-    latency = int(graph.metadata.get("latency_frames", 0))
-    steps = x.shape[1] + latency
-    net = lower(graph, steps=steps, input_bits=input_bits, input_frac_bits=input_frac_bits)
-    features = net.populations[net.input].size
-    if x.shape[2] != features:
-        raise UserError(f"input has {x.shape[2]} features, the graph expects {features}")
+    net, x, steps = lower_for_input(graph, x, precision, input_bits, input_frac_bits)
     sched = lowering.schedule(net, steps, gap)
     model = PyGradedIntegratorFixed if fixed else PyGradedIntegratorFloat
     cfg = Loihi2SimCfg(select_tag="fixed_pt" if fixed else "floating_pt",
