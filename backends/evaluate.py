@@ -3,11 +3,9 @@ simulate`` job as one Python call)."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
+import nir
 import numpy as np
 
 from backends.base import SimulationResult, simulate
@@ -16,26 +14,40 @@ from export.io import read_graph
 from lmuformer.errors import UserError
 
 
-def load_samples(graph, dataset: str | None, data_dir: str | None, samples: int | None,
-                 random_seed: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """x (n, frames, features) and labels y (None for random input) for a graph."""
-    if random_seed is not None:
-        cfg = graph_config(graph)
-        if not cfg:
-            raise UserError("random input needs the model config in the graph's metadata")
-        rng = np.random.default_rng(random_seed)
-        return rng.random((samples or 8, cfg["frames"], cfg["in_features"])).astype(np.float32), None
+def graph_input_shape(graph: nir.NIRGraph) -> tuple[int | None, int]:
+    """(frames, features) a graph takes: features from its Input node, frames from the model
+    config recorded in an lmuformer export (None for a foreign graph)."""
+    inputs = [n for n in graph.nodes.values() if isinstance(n, nir.Input)]
+    if len(inputs) != 1:
+        raise UserError(f"the graph has {len(inputs)} Input nodes; need exactly one")
+    features = int(np.prod(np.asarray(next(iter(inputs[0].input_type.values())))))
+    frames = graph_config(graph).get("frames") or graph.metadata.get("frames")
+    return (int(frames) if frames else None), features
+
+
+def samples_for_graph(graph: nir.NIRGraph, dataset: str | None, data_dir: str | None = None,
+                      samples: int | None = None, random: bool = False, seed: int = 0
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Input for a graph: the first ``samples`` of ``dataset``'s test split, x (n, frames,
+    features) float32 and labels y (n,); or, with ``random``, standard-normal frames of the
+    graph's shape (``samples`` of them, 8 by default) and y None."""
+    frames, features = graph_input_shape(graph)
+    if random:
+        if frames is None:
+            raise UserError("random input needs the frame count recorded in the graph: use --dataset")
+        x = np.random.default_rng(seed).standard_normal((samples or 8, frames, features))
+        return x.astype(np.float32), None
     if dataset is None:
         raise UserError("give --dataset NAME (or --random)")
-    from export.api import test_arrays
+    from lmuformer.data import load_test_split
 
-    x, y = test_arrays(dataset, data_dir, samples)
-    cfg = graph_config(graph)
-    if cfg and x.shape[2] != cfg["in_features"]:
+    x, y = load_test_split(dataset, data_dir, samples)
+    if x.shape[2] != features:
         raise UserError(
-            f"dataset {dataset!r} has {x.shape[2]} features per frame, the model expects {cfg['in_features']}"
+            f"the {dataset} dataset has {x.shape[2]} features per frame, the graph takes {features}"
         )
     return x, y
+
 
 
 def layer_spikes(result: SimulationResult) -> list[dict]:
@@ -53,13 +65,14 @@ def simulate_file(
     dataset: str | None = "digits",
     data_dir: str | None = None,
     samples: int | None = None,
-    random_seed: int | None = None,
+    random: bool = False,
+    seed: int = 0,
     compare: bool = True,
     progress: bool = True,
 ) -> dict:
     """Run a NIR file on a backend; accuracy, agreement with the float re-import, spikes."""
     graph = read_graph(path)
-    x, y = load_samples(graph, dataset, data_dir, samples, random_seed)
+    x, y = samples_for_graph(graph, dataset, data_dir, samples, random, seed)
     result = simulate(graph, x, backend=backend, precision=precision, progress=progress)
     out: dict = {
         "backend": backend,
@@ -77,13 +90,3 @@ def simulate_file(
         out["agreement"] = float(np.mean(ref.predictions == result.predictions))
         out["reference"] = "torch float re-import of the same graph"
     return out
-
-
-def write_json(obj: dict, path: str | Path) -> None:
-    """Write JSON atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)

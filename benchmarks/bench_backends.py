@@ -12,11 +12,9 @@ the emulator/Lava per-sample speed ratio.  Prints a table and writes
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
-import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -30,6 +28,7 @@ from backends.base import simulate  # noqa: E402
 from export import model_to_nir  # noqa: E402
 from export.graph import ExportOptions  # noqa: E402
 from lmuformer import build_model  # noqa: E402
+from lmuformer.files import write_json  # noqa: E402
 from tests.conftest import activate  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "backends.json"
@@ -79,18 +78,6 @@ def bench_emulator(graph, x, precision: str) -> dict:
     }
 
 
-def write_json(data: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", nargs="+", default=["digits", "scv2"])
@@ -138,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  speed-up x{row['speedup_emulator_vs_lava_fixed']:.0f}"
         )
         print(line, flush=True)
-    write_json(results, args.out)
+    write_json(args.out, results)
     print(f"wrote {args.out}")
     return 0
 

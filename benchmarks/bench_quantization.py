@@ -6,15 +6,13 @@ For the LMU matrices of the ``digits`` and ``scv2`` presets: the relative impuls
 error over the sample length for (a) the naive representation (A_d and B_d each with one
 shared exponent) and (b) ours (integrator form: A_d - I and B_d as 1 or 2 terms), per
 bit width.  With a checkpoint: the test accuracy of the quantised graph (torch re-import)
-per (weight bits, LMU bits, LMU terms), against the float model, and the synapses each
+per (weight bits and terms, LMU bits and terms), against the float model, and the synapses each
 representation costs.  Prints a table and writes benchmarks/results/quantization.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -23,11 +21,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from export.api import test_arrays  # noqa: E402
 from export.graph import ExportOptions, model_to_nir  # noqa: E402
 from export.interpret import GraphRunner  # noqa: E402
 from export.quantize import dequantize, impulse_response_error, quantize_term, quantize_terms  # noqa: E402
 from export.summary import summarize  # noqa: E402
+from lmuformer.data import load_test_split  # noqa: E402
+from lmuformer.files import write_json  # noqa: E402
 from lmuformer.functional.lmu import lmu_discrete  # noqa: E402
 from lmuformer.model.config import preset  # noqa: E402
 
@@ -58,21 +57,22 @@ def accuracy_sweep(checkpoint: str, samples: int | None) -> dict:
     from lmuformer.checkpoint import load_checkpoint
 
     model = load_checkpoint(checkpoint).model.eval()
-    x, y = test_arrays("digits", None, samples)
+    x, y = load_test_split("digits", None, samples)
     xt = torch.as_tensor(x)
     with torch.no_grad():
         acc_float = float((model(xt).argmax(1).numpy() == y).mean())
     rows = []
-    for weight_bits, lmu_bits, lmu_terms in [(8, b, t) for b in BITS for t in (1, 2)] + [
-        (wb, 8, 2) for wb in (4, 6, 10)
-    ]:
-        opts = ExportOptions(weight_bits=weight_bits, lmu_bits=lmu_bits, lmu_terms=lmu_terms)
+    grid = [(wb, wt, 8, 2) for wb in (4, 6, 8, 10) for wt in (1, 2)]
+    grid += [(8, 2, lb, lt) for lb in BITS for lt in (1, 2) if (lb, lt) != (8, 2)]
+    for weight_bits, weight_terms, lmu_bits, lmu_terms in grid:
+        opts = ExportOptions(weight_bits=weight_bits, weight_terms=weight_terms, lmu_bits=lmu_bits,
+                             lmu_terms=lmu_terms)
         graph = model_to_nir(model, opts)
         acc = float((GraphRunner(graph).logits(xt).argmax(1).numpy() == y).mean())
         s = summarize(graph)
         rows.append({
-            "weight_bits": weight_bits, "lmu_bits": lmu_bits, "lmu_terms": lmu_terms,
-            "accuracy": acc, "drop_pp": 100 * (acc_float - acc),
+            "weight_bits": weight_bits, "weight_terms": weight_terms, "lmu_bits": lmu_bits,
+            "lmu_terms": lmu_terms, "accuracy": acc, "drop_pp": 100 * (acc_float - acc),
             "synapses": s["synapses"], "lmu_synapses": s["lmu_synapses"],
             "impulse_response_error": s["quantization_error"]["lmu"][0]["impulse_response_error"],
         })
@@ -95,17 +95,14 @@ def main() -> None:
         acc = accuracy_sweep(args.checkpoint, args.samples)
         result["accuracy"] = acc
         print(f"\ndigits test accuracy: float model {acc['accuracy_float']:.4f} ({acc['samples']} samples)")
-        print(f"{'w.bits':>6} {'lmu.bits':>8} {'terms':>5} {'accuracy':>8} {'drop pp':>7} "
+        print(f"{'w.bits':>6} {'w.terms':>7} {'lmu.bits':>8} {'terms':>5} {'accuracy':>8} {'drop pp':>7} "
               f"{'synapses':>9} {'lmu syn.':>8} {'IR error':>9}")
         for r in acc["rows"]:
-            print(f"{r['weight_bits']:>6} {r['lmu_bits']:>8} {r['lmu_terms']:>5} {r['accuracy']:>8.4f} "
+            print(f"{r['weight_bits']:>6} {r['weight_terms']:>7} {r['lmu_bits']:>8} {r['lmu_terms']:>5} "
+                  f"{r['accuracy']:>8.4f} "
                   f"{r['drop_pp']:>7.2f} {r['synapses']:>9} {r['lmu_synapses']:>8} "
                   f"{r['impulse_response_error']:>9.2e}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out)
+    out = write_json(args.out, result)
     print(f"\nwrote {out}")
 
 

@@ -15,7 +15,6 @@ Usage: ``python benchmarks/bench_train.py [--batch 8] [--iters 5] [--threads N] 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 
 from lmuformer import build_model
+from lmuformer.files import write_json
 
 REFERENCE = {"train_samples_per_s": 23.0, "eval_parallel_samples_per_s": 85.0}  # batch 8, these machines
 RESULTS = Path(__file__).resolve().parent / "results" / "train_speed.json"
@@ -107,10 +107,7 @@ def main() -> None:
     print(f"eval (parallel)  {r['eval_parallel_samples_per_s']:8.2f} samples/s "
           f"(reference {REFERENCE['eval_parallel_samples_per_s']:g}: x{r['ratio_eval_vs_reference']:.2f})")
     print(f"eval (streaming) {r['eval_streaming_samples_per_s']:8.2f} samples/s")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(r, indent=2) + "\n")
-    os.replace(tmp, args.out)
+    write_json(args.out, r)
     print(f"wrote {args.out}")
 
 

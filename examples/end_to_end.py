@@ -15,9 +15,9 @@ import numpy as np
 
 import backends
 import export
-import export.api
 from lmuformer import streaming
 from lmuformer.checkpoint import load_checkpoint
+from lmuformer.data import load_test_split
 from lmuformer.report.counts import build_report
 from lmuformer.report.format import render
 from lmuformer.report.profiles import resolve_profiles
@@ -42,7 +42,7 @@ def main() -> None:
     graph = export.read_graph(out / "model.nir")
 
     # 3. simulate the test split: bit-accurate emulator (fixed point) and the float re-import
-    x, y = export.api.test_arrays("digits", None, None)
+    x, y = load_test_split("digits")
     fixed = backends.simulate(graph, x, backend="emulator", precision="fixed")
     ref = backends.simulate(graph, x, backend="torch", precision="float")
     print(f"emulator (fixed point): {np.mean(fixed.predictions == y):.4f}; "

@@ -26,18 +26,6 @@ def load_model(checkpoint: str | None = None, preset_name: str | None = None) ->
         raise UserError(str(e)) from None
 
 
-def test_arrays(dataset: str, data_dir: str | None, samples: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``samples`` (all if None) of a dataset's test split as arrays x, y."""
-    from lmuformer.data import load_dataset
-
-    ds = load_dataset(dataset, "test", data_dir)
-    n = len(ds) if samples is None else min(samples, len(ds))
-    if n <= 0:
-        raise UserError(f"no test samples to evaluate in {dataset!r}")
-    xs, ys = zip(*(ds[i] for i in range(n)), strict=True)
-    return torch.stack(xs).numpy(), np.array([int(y) for y in ys])
-
-
 def export_model(
     checkpoint: str | None = None,
     preset_name: str | None = None,
@@ -61,7 +49,9 @@ def export_model(
     write_graph(graph, output)
     summary = summarize(graph)
     if eval_dataset is not None:
-        x, y = test_arrays(eval_dataset, data_dir, samples)
+        from lmuformer.data import load_test_split
+
+        x, y = load_test_split(eval_dataset, data_dir, samples)
         with torch.no_grad():
             float_pred = torch.cat(
                 [model(torch.as_tensor(x[i : i + 256])).argmax(1) for i in range(0, len(x), 256)]

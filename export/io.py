@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import nir
 
 from lmuformer.errors import UserError
+from lmuformer.files import atomic_write
 
 SUPPORTED = ("Input", "Output", "Affine", "Linear", "Scale", "Delay", "LIF", "LI", "I", "IF", "Threshold")
 
 
 def write_graph(graph: nir.NIRGraph, path: str | Path) -> None:
     """Write an HDF5 NIR file atomically (temporary name in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        nir.write(tmp, graph)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: nir.write(tmp, graph))
 
 
 def read_graph(path: str | Path) -> nir.NIRGraph:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from lmuformer.errors import UserError
+from lmuformer.files import atomic_write
 from lmuformer.model import LMUFormer, ModelConfig, build_model
 
 FORMAT = "lmuformer-checkpoint"
@@ -67,17 +68,13 @@ def plain(obj: Any) -> Any:
 
 
 def _atomic_save(payload: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    atomic_write(path, write)
 
 
 def save_checkpoint(

@@ -35,8 +35,6 @@ Definitions (the paper's rule, measured with real streaming):
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from lmuformer.errors import UserError
+from lmuformer.files import atomic_write
 
 DEFAULT_MARGINS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 
@@ -230,22 +229,6 @@ def real_lengths(dataset: str, x: np.ndarray) -> np.ndarray:
     return (frames - trailing).astype(np.int64)
 
 
-def load_samples(dataset: str, data_dir: str | None = None, samples: int | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``samples`` items (all if None) of ``dataset``'s test split: x (n, T, F), y (n,)."""
-    from lmuformer.data import load_dataset
-
-    ds = load_dataset(dataset, "test", data_dir)
-    n = len(ds) if samples is None else min(int(samples), len(ds))
-    if n < 1:
-        raise UserError(f"no samples to evaluate ({dataset} test split has {len(ds)}, asked for {samples})")
-    items = [ds[i] for i in range(n)]
-    xs, ys = [it[0] for it in items], [it[1] for it in items]
-    x = np.stack([np.asarray(v, dtype=np.float32) for v in xs])
-    y = np.asarray([int(v) for v in ys], dtype=np.int64)
-    return x, y
-
-
 def model_outputs(model, x: np.ndarray, batch_size: int = 256, device: str = "cpu") -> np.ndarray:
     """Per-step head outputs of an LMUFormer in streaming mode: (samples, T + latency, classes)."""
     import torch
@@ -293,7 +276,9 @@ def stream_eval(source: str | Path, dataset: str, backend: str | None = None, sa
     suffix = source.suffix.lower()
     if suffix not in (".pt", ".nir"):
         raise UserError(f"{source}: expected a checkpoint (.pt) or a NIR file (.nir)")
-    x, y = load_samples(dataset, data_dir, samples)
+    from lmuformer.data import load_test_split
+
+    x, y = load_test_split(dataset, data_dir, samples)
     start = time.perf_counter()
     if suffix == ".pt":
         if backend not in (None, "torch"):
@@ -313,8 +298,12 @@ def stream_eval(source: str | Path, dataset: str, backend: str | None = None, sa
 
         backend = backend or "torch"
         precision = precision or ("float" if backend == "torch" else "fixed")
+        from backends.evaluate import graph_input_shape
+
         graph = read_graph(source)
-        _check_graph_input(graph, x)
+        _, features = graph_input_shape(graph)
+        if features != x.shape[2]:
+            raise UserError(f"the graph takes {features} features per frame, the data has {x.shape[2]}")
         outputs, latency = graph_outputs(graph, x, backend, precision, progress)
     wall = time.perf_counter() - start
     if not np.all(np.isfinite(outputs)):
@@ -323,30 +312,7 @@ def stream_eval(source: str | Path, dataset: str, backend: str | None = None, sa
                      source=str(source), backend=backend, precision=precision, dataset=dataset, wall_s=wall)
 
 
-def _check_graph_input(graph, x: np.ndarray) -> None:
-    import nir
-
-    for node in graph.nodes.values():
-        if isinstance(node, nir.Input):
-            want = int(np.prod(np.asarray(node.input_type["input"])))
-            if want != x.shape[2]:
-                raise UserError(f"the graph takes {want} features per frame, the data has {x.shape[2]}")
-
-
 # ----------------------------------------------------------------------------- outputs
-
-
-def _atomic(path: str | Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def write_json(result: StreamResult, path: str | Path) -> None:
@@ -358,7 +324,7 @@ def write_json(result: StreamResult, path: str | Path) -> None:
             json.dump(result.to_dict(), f, indent=2)
             f.write("\n")
 
-    _atomic(path, write)
+    atomic_write(path, write)
 
 
 def plot_curve(result: StreamResult, path: str | Path) -> None:
@@ -401,5 +367,5 @@ def plot_curve(result: StreamResult, path: str | Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    _atomic(path, lambda tmp: fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png"))
     plt.close(fig)

@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from lmuformer.checkpoint import load_checkpoint, save_checkpoint, unwrap, update_metrics
 from lmuformer.errors import UserError
+from lmuformer.files import write_json
 from lmuformer.model import ModelConfig, build_model
 from lmuformer.model.config import preset as get_preset
 
@@ -360,12 +361,6 @@ def _seed_everything(seed: int, rank: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed + 1 + 7919 * rank)
 
 
-def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
@@ -528,7 +523,7 @@ def _train(o: TrainOptions, preset_name: str, cfg: ModelConfig, ckpt: Any, info:
             if improved:
                 save_checkpoint(out / "best.pt", net, metrics)
             save_checkpoint(out / "last.pt", net, metrics, train_state=state)
-            _write_json(out / "metrics.json", metrics)
+            write_json(out / "metrics.json", metrics)
     train_seconds = time.perf_counter() - t_start
 
     _barrier(d)  # best.pt is complete before every rank reads it
@@ -538,7 +533,7 @@ def _train(o: TrainOptions, preset_name: str, cfg: ModelConfig, ckpt: Any, info:
                    best_checkpoint=str(out / "best.pt"), last_checkpoint=str(out / "last.pt"))
     if d.main:
         update_metrics(out / "best.pt", dict(test_accuracy=test_acc, test_loss=test_loss))
-        _write_json(out / "metrics.json", metrics)
+        write_json(out / "metrics.json", metrics)
     _barrier(d)
     return metrics
 

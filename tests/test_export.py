@@ -146,3 +146,26 @@ def test_cli_export(tmp_path) -> None:
     assert summary["latency_frames"] == 5 and summary["nodes"]["LIF"] == 11
     assert summary["quantization_error"]["lmu"][0]["impulse_response_error"] < 0.01
     nir.read(out)
+
+
+def test_outputs_are_written_atomically_with_ordinary_permissions(tmp_path) -> None:
+    import os
+    import stat
+
+    from lmuformer.files import atomic_write, write_json
+
+    path = write_json(tmp_path / "out" / "a.json", {"x": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    assert list(path.parent.iterdir()) == [path]
+
+    def fail(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write("partial")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, fail)
+    assert path.read_text() == '{\n  "x": 1\n}\n'  # the previous file is intact
+    assert list(path.parent.iterdir()) == [path]  # no temporary left behind

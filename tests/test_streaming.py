@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from export import ExportOptions, model_to_nir, write_graph
 from lmuformer import streaming
 from lmuformer.cli import cli
+from lmuformer.data import load_test_split
 from lmuformer.errors import UserError
 from lmuformer.model import build_model
 from tests.conftest import activate
@@ -94,7 +95,7 @@ def _tiny():
 
 
 def _digits(n: int = 12) -> tuple[np.ndarray, np.ndarray]:
-    return streaming.load_samples("digits", samples=n)
+    return load_test_split("digits", samples=n)
 
 
 def test_torch_stream_curve_equals_nir_float_export_on_torch_backend() -> None:

@@ -13,18 +13,20 @@ import click
 @click.option("--dataset", help="Test split to run (first --samples samples).")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder of the dataset.")
 @click.option("--samples", type=click.IntRange(min=1), help="Number of test samples (default: all).")
-@click.option("--random", "random_seed", type=int, help="Random input with this seed instead of data.")
+@click.option("--random", "use_random", is_flag=True, help="Standard-normal input of the graph's shape.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the --random input.")
 @click.option("--no-compare", is_flag=True, help="Skip the agreement check against the torch re-import.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results here.")
-def command(model, backend, precision, dataset, data_dir, samples, random_seed, no_compare,
+def command(model, backend, precision, dataset, data_dir, samples, use_random, seed, no_compare,
             json_path) -> None:
     """Simulate MODEL (a NIR file) on a dataset's test samples."""
-    from backends.evaluate import simulate_file, write_json
+    from backends.evaluate import simulate_file
+    from lmuformer.files import write_json
 
     if backend == "torch" and precision == "fixed":
         precision = "float"  # the torch re-import is floating point
     res = simulate_file(model, backend=backend, precision=precision, dataset=dataset, data_dir=data_dir,
-                        samples=samples, random_seed=random_seed, compare=not no_compare)
+                        samples=samples, random=use_random, seed=seed, compare=not no_compare)
     acc = "n/a (random input)" if res["accuracy"] is None else f"{res['accuracy']:.4f}"
     click.echo(f"{res['backend']} ({res['precision']}): {res['samples']} samples x {res['steps']} steps, "
                f"accuracy {acc}, {res['steps_per_second']:.1f} steps/s")
@@ -36,5 +38,5 @@ def command(model, backend, precision, dataset, data_dir, samples, random_seed, 
         click.echo(f"  {layer['name']:<{width}}  {layer['neurons']:>6} neurons  "
                    f"{layer['spikes']:>10} spikes  rate {rate:.3f}")
     if json_path:
-        write_json(res, json_path)
+        write_json(json_path, res)
         click.echo(f"wrote {json_path}")

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from torch.utils.data import Dataset
 
 from lmuformer.data.base import SPLITS, check_split, require_dir
 from lmuformer.data.speech_commands import mixup
 from lmuformer.errors import UserError
 
-__all__ = ["DATASETS", "SPLITS", "dataset_info", "load_dataset", "mixup"]
+__all__ = [
+    "load_test_split","DATASETS", "SPLITS", "dataset_info", "load_dataset", "mixup"]
 
 DATASETS: tuple[str, ...] = ("digits", "mnist", "psmnist", "scv2")
 
@@ -77,3 +79,17 @@ def load_dataset(name: str, split: str, data_dir: str | None = None, augment: bo
     from lmuformer.data.speech_commands import SpeechCommands
 
     return SpeechCommands(root, split, augment=augment, seed=seed)
+
+
+def load_test_split(name: str, data_dir: str | None = None, samples: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``samples`` items (all if None) of ``name``'s test split, the samples every
+    evaluation and simulator uses: x float32 (n, frames, features), y int64 (n,)."""
+    ds = load_dataset(name, "test", data_dir)
+    n = len(ds) if samples is None else min(int(samples), len(ds))
+    if n < 1:
+        raise UserError(f"no samples to evaluate ({name} test split has {len(ds)}, asked for {samples})")
+    items = [ds[i] for i in range(n)]
+    x = np.stack([np.asarray(item[0], dtype=np.float32) for item in items])
+    y = np.asarray([int(item[1]) for item in items], dtype=np.int64)
+    return x, y

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from lmuformer.errors import UserError
+from lmuformer.files import atomic_write
 
 COLORS = {"sop": "#1f77b4", "mac": "#ff7f0e", "neuron_update": "#2ca02c"}
 LABELS = {"sop": "synaptic ops (binary spikes)", "mac": "MACs (real-valued / graded)",
@@ -56,16 +55,10 @@ def plot_report(report: dict, path: str | Path, profiles: list[str] | None = Non
     fig.suptitle(f"Energy per layer by kind of operation ({report['backend']}, {report['samples']} samples)",
                  fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120, format="png")
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     except OSError as e:
         raise UserError(f"cannot write the plot {path}: {e}") from None
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
