@@ -58,17 +58,24 @@ BACKENDS: dict[str, str] = {
 }
 
 
+def default_precision(backend: str) -> str:
+    """"float" for the torch re-import (floating point only), "fixed" for the others."""
+    return "float" if backend == "torch" else "fixed"
+
+
 def simulate(
     graph: nir.NIRGraph,
     x: np.ndarray,
     backend: str = "torch",
-    precision: str = "float",
+    precision: str | None = None,
     progress: bool = True,
     **options,
 ) -> SimulationResult:
-    """Run ``graph`` on x (samples, frames, features) for frames + latency steps each."""
+    """Run ``graph`` on x (samples, frames, features) for frames + latency steps each;
+    ``precision`` None means :func:`default_precision` of the backend."""
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    precision = precision or default_precision(backend)
     if precision not in ("fixed", "float"):
         raise UserError(f"precision must be 'fixed' or 'float', not {precision!r}")
     module, func = BACKENDS[backend].split(":")

@@ -61,7 +61,7 @@ def layer_spikes(result: SimulationResult) -> list[dict]:
 def simulate_file(
     path: str | Path,
     backend: str = "emulator",
-    precision: str = "fixed",
+    precision: str | None = None,
     dataset: str | None = "digits",
     data_dir: str | None = None,
     samples: int | None = None,
@@ -76,7 +76,7 @@ def simulate_file(
     result = simulate(graph, x, backend=backend, precision=precision, progress=progress)
     out: dict = {
         "backend": backend,
-        "precision": precision,
+        "precision": result.precision,
         "samples": int(result.samples),
         "steps": int(result.steps),
         "accuracy": float(np.mean(result.predictions == y)) if y is not None else None,

@@ -294,11 +294,12 @@ def stream_eval(source: str | Path, dataset: str, backend: str | None = None, sa
         outputs = model_outputs(model, x, batch_size=batch_size)
         latency, backend, precision = int(model.latency), "torch-stream", "float"
     else:
+        from backends.base import default_precision
+        from backends.evaluate import graph_input_shape
         from export import read_graph
 
         backend = backend or "torch"
-        precision = precision or ("float" if backend == "torch" else "fixed")
-        from backends.evaluate import graph_input_shape
+        precision = precision or default_precision(backend)
 
         graph = read_graph(source)
         _, features = graph_input_shape(graph)

@@ -50,7 +50,6 @@ def command(model, dataset, data_dir, use_random, seed, samples, backend, precis
     prof = resolve_profiles(list(profiles))
     graph = read_graph(model)
     x, _ = samples_for_graph(graph, dataset, data_dir, samples, use_random, seed)
-    precision = precision or ("float" if backend == "torch" else "fixed")
     result = simulate(graph, x, backend=backend, precision=precision, progress=sys.stderr.isatty())
     report = build_report(graph, result, prof, source=str(model))
     text = render(report, fmt)

@@ -9,7 +9,8 @@ import click
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--backend", type=click.Choice(["lava", "emulator", "torch"]), default="emulator",
               show_default=True)
-@click.option("--precision", type=click.Choice(["fixed", "float"]), default="fixed", show_default=True)
+@click.option("--precision", type=click.Choice(["fixed", "float"]),
+              help="Arithmetic (default: fixed; float on the torch backend, which has no fixed point).")
 @click.option("--dataset", help="Test split to run (first --samples samples).")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder of the dataset.")
 @click.option("--samples", type=click.IntRange(min=1), help="Number of test samples (default: all).")
@@ -23,8 +24,6 @@ def command(model, backend, precision, dataset, data_dir, samples, use_random, s
     from backends.evaluate import simulate_file
     from lmuformer.files import write_json
 
-    if backend == "torch" and precision == "fixed":
-        precision = "float"  # the torch re-import is floating point
     res = simulate_file(model, backend=backend, precision=precision, dataset=dataset, data_dir=data_dir,
                         samples=samples, random=use_random, seed=seed, compare=not no_compare)
     acc = "n/a (random input)" if res["accuracy"] is None else f"{res['accuracy']:.4f}"
