@@ -1,0 +1,39 @@
+"""Placement of a lowered network on neuromorphic cores and chips (``lmuf map``).
+
+- :mod:`lmuformer.mapping.hardware`: targets as data (built-in ``loihi2``, ``loihi1``; files);
+- :mod:`lmuformer.mapping.placement`: the split / pack algorithm, per-core loads, timings;
+- :mod:`lmuformer.mapping.format`: table, JSON and markdown; :mod:`lmuformer.mapping.plot`: PNG.
+"""
+
+from lmuformer.mapping.hardware import BUILTIN, Figure, Hardware, get_hardware, load_hardware_file
+from lmuformer.mapping.placement import OPTIMISATIONS, Options, compare, place, source_rates
+
+__all__ = ["BUILTIN", "OPTIMISATIONS", "Figure", "Hardware", "Options", "compare", "get_hardware",
+           "load_hardware_file", "map_graph", "place", "source_rates"]
+
+
+def map_graph(graph, target: str = "loihi2", optimisations=(), x=None, base: Options | None = None) -> dict:
+    """Lower a NIR graph and place it on ``target`` (a name or a file) with the chosen
+    optimisations; with ``x`` (samples, frames, features) the emulator's fixed-point run gives
+    the per-neuron spike rates, else the activity is the worst case.  The report dict has
+    ``comparison`` (as lowered, each optimisation, all) beside the placement."""
+    from backends.fixed_point import lower
+    from lmuformer.mapping.placement import with_optimisations
+
+    hw = get_hardware(target) if isinstance(target, str) else target
+    base = base or Options()
+    rates, samples = None, 0
+    if x is not None:
+        from backends import simulate
+
+        result = simulate(graph, x, backend="emulator", precision="fixed", progress=False, record=True)
+        net = lower(graph, steps=int(result.steps))
+        rates, steps, samples = source_rates(net, result.extra["spike_trains"]), int(result.steps), len(x)
+    else:
+        net = lower(graph)
+        steps = int(graph.metadata.get("frames", 0)) + net.latency or None
+    report = place(net, hw, with_optimisations(base, list(optimisations)), rates, steps)
+    report["optimisations"] = list(optimisations)
+    report["samples"] = samples
+    report["comparison"] = compare(net, hw, base, list(optimisations) or list(OPTIMISATIONS), rates, steps)
+    return report
