@@ -20,8 +20,9 @@ def cli() -> None:
 
 def _register() -> None:
     from lmuformer.cli import export, info, report, simulate, stream, train
+    from lmuformer.cli import map as map_command
 
-    for module in (export, info, report, simulate, stream, train):
+    for module in (export, info, report, simulate, stream, train, map_command):
         cli.add_command(module.command)
 
 

@@ -30,8 +30,12 @@ def map_graph(graph, target: str = "loihi2", optimisations=(), x=None, base: Opt
         net = lower(graph, steps=int(result.steps))
         rates, steps, samples = source_rates(net, result.extra["spike_trains"]), int(result.steps), len(x)
     else:
-        net = lower(graph)
-        steps = int(graph.metadata.get("frames", 0)) + net.latency or None
+        from backends.evaluate import graph_input_shape
+
+        frames, _ = graph_input_shape(graph)
+        latency = int(graph.metadata.get("latency_frames", 0) or 0)
+        steps = frames + latency if frames else None
+        net = lower(graph, steps=steps)
     report = place(net, hw, with_optimisations(base, list(optimisations)), rates, steps)
     report["optimisations"] = list(optimisations)
     report["samples"] = samples

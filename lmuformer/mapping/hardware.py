@@ -128,7 +128,8 @@ LOIHI2 = Hardware(
     figures={
         "cores_per_chip": _f(128, BRIEF + " (128 neuro-cores per chip)"),
         "neurons_per_core": _f(8192, BRIEF + " ('up to 8,192 neurons per core'; fewer with more state)"),
-        "synaptic_memory_bits": _f(128 * 1024 * 8, BRIEF + " (up to 128 KB synaptic memory of 192 KB per core)"),
+        "synaptic_memory_bits": _f(128 * 1024 * 8, BRIEF + " (up to 128 KB synaptic memory "
+                                                      "of 192 KB per core)"),
         "weight_bits": _f(8, "Lava Dense num_weight_bits=8 (lava-nc 0.10); stored synapses are at most 8-bit "
                              "(Timcheck, Pierro, Shrestha 2026, runtime model for Loihi 2)"),
         "fan_in_axons": _f(4096, "assumption: Loihi 1's 4,096 input axons per core (Davies 2018); no Loihi 2 "
@@ -136,7 +137,8 @@ LOIHI2 = Hardware(
         "max_delay": _f(62, "assumption: Loihi 1's largest synaptic delay (Davies 2018, p. 92)", True),
         "delay_bits": _f(6, "assumption: Loihi 1's 6-bit synaptic delay field (Davies 2018, Table 1)", True),
         "graded_bits": _f(24, "Shrestha et al., 'Efficient Video and Audio Processing with Loihi 2', ICASSP "
-                              "2024 (graded spikes, 24-bit payload); Lava's lowering here sends 24-bit states"),
+                              "2024 (graded spikes, 24-bit payload); Lava's lowering here sends "
+                              "24-bit states"),
         "t_synop_ns": _f(0.7, "derived: Davies 2018 Table 2's 3.5 ns (max) / 5, the brief's '5x for synaptic "
                               "operations'; no Loihi 2 per-operation timing is published", True),
         "t_neuron_ns": _f(2.65, "derived: Davies 2018 Table 2's 5.3 ns / 2, the brief's '2x for neuron "
@@ -171,9 +173,10 @@ LOIHI1 = Hardware(
     },
     notes=(
         "Loihi 1 has no graded spikes: the LMU memory's graded messages and the real-valued input cannot be "
-        "sent as lowered (they would need rate coding or a host); the placement shows the memory footprint only.",
-        "Synaptic memory is modelled as bits per stored synapse; Loihi 1 packs synapses into 64-bit words with "
-        "compression (Davies 2018, p. 89), so real counts differ somewhat.",
+        "sent as lowered (they would need rate coding or a host); the placement shows the memory footprint "
+        "only.",
+        "Synaptic memory is modelled as bits per stored synapse; Loihi 1 packs synapses into 64-bit words "
+        "with compression (Davies 2018, p. 89), so real counts differ somewhat.",
     ),
 )
 
@@ -212,7 +215,8 @@ def load_hardware_file(path: str | Path) -> Hardware:
             extra = sorted(set(v) - {"value", "source", "assumption"})
             if extra or "value" not in v:
                 raise UserError(f"{path}: {k} must be a number or {{value, source, assumption}}")
-            source, assumption, v = v.get("source", default_source), bool(v.get("assumption", False)), v["value"]
+            source, assumption = v.get("source", default_source), bool(v.get("assumption", False))
+            v = v["value"]
         else:
             source, assumption = default_source, False
         if not isinstance(source, str) or not source.strip():
