@@ -43,7 +43,7 @@ def kib(bits: float) -> str:
     return f"{bits / 8192:.1f} KiB"
 
 
-def _pops(row: dict, width: int = 34) -> str:
+def _pops(row: dict, width: int = 29) -> str:
     parts = [f"{p['name']}[{p['start']}:{p['stop']}]" for p in row["populations"]]
     text = ", ".join(parts)
     return text if len(text) <= width else text[: width - 1] + "~"
@@ -60,7 +60,7 @@ def _figure(key: str, f: dict) -> str:
     return f"{LABELS.get(key, key)}: {v}{' [assumption]' if f['assumption'] else ''} -- {f['source']}"
 
 
-_COLS = (("core", 4), ("chip", 4), ("populations", 34), ("neurons", 7), ("synapses", 8), ("memory", 10),
+_COLS = (("core", 4), ("chip", 4), ("populations", 29), ("neurons", 7), ("synapses", 8), ("memory", 10),
          ("used", 5), ("fan-in", 6), ("msgs/step", 9), ("time/step", 9))
 
 
@@ -112,9 +112,10 @@ def _comparison_table(report: dict) -> list[str]:
 def to_table(report: dict) -> str:
     hw = report["hardware"]
     opts = ", ".join(report.get("optimisations") or []) or "none (as lowered)"
-    lines = [f"lmuf map: {report.get('source') or 'graph'} on {hw['name']} ({hw['description']})",
-             f"optimisations: {opts}; encoding {report['options']['encoding']}, terms "
-             f"{report['options']['terms']}, delays per {report['options']['delays']}", ""]
+    head = [f"lmuf map: {report.get('source') or 'graph'} on {hw['name']} ({hw['description']})",
+            f"optimisations: {opts}; encoding {report['options']['encoding']}, terms "
+            f"{report['options']['terms']}, delays per {report['options']['delays']}"]
+    lines = [w for h in head for w in textwrap.wrap(h, WIDTH, subsequent_indent="  ")] + [""]
     head = " ".join(f"{c:>{w}}" if c != "populations" else f"{c:<{w}}" for c, w in _COLS)
     lines += [head, "-" * len(head)]
     mem = hw["figures"]["synaptic_memory_bits"]["value"]
@@ -122,7 +123,9 @@ def to_table(report: dict) -> str:
         cells = _cells(r, mem)
         lines.append(" ".join(f"{c:>{w}}" if n != "populations" else f"{c:<{w}}"
                               for c, (n, w) in zip(cells, _COLS, strict=True)))
-    lines += ["", "Totals:"] + ["  " + x for x in _totals_lines(report)]
+    lines += ["", "Totals:"]
+    for x in _totals_lines(report):
+        lines += textwrap.wrap(x, WIDTH, initial_indent="  ", subsequent_indent="    ")
     lines += ["", "Optimisations side by side (each alone, then all):"] + _comparison_table(report)
     lines += ["", f"Target figures ({hw['name']}):"]
     for k, f in hw["figures"].items():
