@@ -71,6 +71,7 @@ def test_activity_and_time_by_hand():
     assert c1["messages_per_step"] == 2 + 1.0  # input axons + every A axon (dense B rows)
     assert c1["sops_per_step"] == 2 * 2 + 2 * 1.0  # A[4:6] rows x 2; 2 dense B rows x sum(rates A)
     assert c2["sops_per_step"] == 1.0
+    assert [p["sops_per_step"] for p in c1["populations"]] == [4, 2.0]
     # time (ns): sops x 1 + neurons x 2 + spikes x (3 - 2)
     assert c0["time_per_step_s"] == pytest.approx((8 + 4 * 2 + 0.5) * 1e-9)
     assert c1["time_per_step_s"] == pytest.approx((6 + 4 * 2 + (0.5 + 1.0)) * 1e-9)

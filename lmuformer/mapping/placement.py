@@ -334,7 +334,8 @@ def place(net: Network, hw: Hardware, opts: Options | None = None,
     for c in cores:
         axons = c.axons()
         msgs = sum(float(rates[k[0]] @ m) for k, m in axons.items())
-        sops = sum(float(rates[src] @ col) for s in c.slices for src, col in s.columns)
+        slice_sops = [sum(float(rates[src] @ col) for src, col in s.columns) for s in c.slices]
+        sops = sum(slice_sops)
         spikes = sum(float(rates[s.population][s.start:s.stop].sum()) for s in c.slices
                      if net.populations[s.population].kind == "lif")
         t = _timing(hw, sops, c.neurons, spikes)
@@ -342,7 +343,9 @@ def place(net: Network, hw: Hardware, opts: Options | None = None,
             "core": c.index,
             "chip": c.index // per_chip,
             "kind": c.kind,
-            "populations": [{"name": s.population, "start": s.start, "stop": s.stop} for s in c.slices],
+            "populations": [{"name": s.population, "start": s.start, "stop": s.stop, "memory_bits": s.bits,
+                             "synapses": s.synapses, "sops_per_step": o}
+                            for s, o in zip(c.slices, slice_sops, strict=True)],
             "neurons": c.neurons,
             "synapses": c.synapses,
             "memory_bits": c.bits,

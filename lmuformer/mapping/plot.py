@@ -1,5 +1,5 @@
 """Per-core load of a placement as a PNG: synaptic memory and neuron slots used per core, and
-the synaptic operations per step, coloured by the population that holds most of the core."""
+the synaptic operations per step, stacked by the population slices a core holds."""
 
 from __future__ import annotations
 
@@ -20,18 +20,20 @@ def plot_placement(report: dict, path: str | Path, title: str | None = None) -> 
     cmap = plt.get_cmap("tab20")
     colour = {n: cmap(i % 20) for i, n in enumerate(names)}
 
-    def main(r):
-        return max(r["populations"], key=lambda p: p["stop"] - p["start"])["name"]
-
     x = [r["core"] for r in cores]
-    cols = [colour[main(r)] for r in cores]
     fig, axes = plt.subplots(3, 1, figsize=(max(7.0, 0.12 * len(cores) + 3), 7.5), sharex=True)
-    axes[0].bar(x, [100 * r["memory_used"] for r in cores], color=cols)
+    mem = report["hardware"]["figures"]["synaptic_memory_bits"]["value"]
+    n_max = report["hardware"]["figures"]["neurons_per_core"]["value"]
+    bottom = {k: [0.0] * len(cores) for k in range(3)}
+    for i, r in enumerate(cores):  # stacked per population slice on the core
+        for p in r["populations"]:
+            parts = (100 * p["memory_bits"] / mem, 100 * (p["stop"] - p["start"]) / n_max, p["sops_per_step"])
+            for k, v in enumerate(parts):
+                axes[k].bar(x[i], v, bottom=bottom[k][i], color=colour[p["name"]], width=0.8)
+                bottom[k][i] += v
     axes[0].set_ylabel("synaptic memory\n(% of core)")
     axes[0].set_ylim(0, 105)
-    axes[1].bar(x, [100 * r["neurons_used"] for r in cores], color=cols)
     axes[1].set_ylabel("neurons\n(% of core)")
-    axes[2].bar(x, [r["sops_per_step"] for r in cores], color=cols)
     axes[2].set_ylabel("synaptic ops\nper step")
     axes[2].set_xlabel("core")
     t = report["totals"]
