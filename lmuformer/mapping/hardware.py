@@ -130,21 +130,22 @@ LOIHI2 = Hardware(
         "neurons_per_core": _f(8192, BRIEF + " ('up to 8,192 neurons per core'; fewer with more state)"),
         "synaptic_memory_bits": _f(128 * 1024 * 8, BRIEF + " (up to 128 KB synaptic memory "
                                                       "of 192 KB per core)"),
-        "weight_bits": _f(8, "Lava Dense num_weight_bits=8 (lava-nc 0.10); stored synapses are at most 8-bit "
-                             "(Timcheck, Pierro, Shrestha 2026, runtime model for Loihi 2)"),
+        "weight_bits": _f(8, "Lava's fixed-point Dense, num_weight_bits = 8 (lava-nc 0.10), the synapse this "
+                             "lowering targets"),
         "fan_in_axons": _f(4096, "assumption: Loihi 1's 4,096 input axons per core (Davies 2018); no Loihi 2 "
                                  "figure is published", True),
         "max_delay": _f(62, "assumption: Loihi 1's largest synaptic delay (Davies 2018, p. 92)", True),
         "delay_bits": _f(6, "assumption: Loihi 1's 6-bit synaptic delay field (Davies 2018, Table 1)", True),
         "graded_bits": _f(24, "Shrestha et al., 'Efficient Video and Audio Processing with Loihi 2', ICASSP "
-                              "2024 (graded spikes, 24-bit payload); Lava's lowering here sends "
-                              "24-bit states"),
+                              "2024 (graded spikes with 24-bit payloads, Lava's num_message_bits; the brief "
+                              "advertises integer payloads of up to 32 bits)"),
         "t_synop_ns": _f(0.7, "derived: Davies 2018 Table 2's 3.5 ns (max) / 5, the brief's '5x for synaptic "
                               "operations'; no Loihi 2 per-operation timing is published", True),
         "t_neuron_ns": _f(2.65, "derived: Davies 2018 Table 2's 5.3 ns / 2, the brief's '2x for neuron "
                                 "updates'", True),
         "t_neuron_active_ns": _f(4.2, "derived: Davies 2018 Table 2's 8.4 ns / 2 (brief: '2x')", True),
-        "t_barrier_ns": _f(200, BRIEF + " ('minimum chip-wide time steps under 200 ns'; an upper bound)"),
+        "t_barrier_ns": _f(200, "assumption: the per-step synchronisation cost taken as the 'minimum "
+                                "chip-wide time steps under 200 ns' of " + BRIEF, True),
     },
     notes=(
         "Capacities are the brief's maxima ('up to'); the real limits depend on the neuron program's state.",
@@ -164,7 +165,8 @@ LOIHI1 = Hardware(
         "fan_in_axons": _f(4096, DAVIES + " (p. 89: at most 4,096 input axons per core)"),
         "max_delay": _f(62, DAVIES + " (p. 92: delays up to 62 with fewer compartments; 8 guaranteed)"),
         "delay_bits": _f(6, DAVIES + " (Table 1: 6-bit synaptic delay)"),
-        "graded_bits": _f(0, DAVIES + " (binary spikes only; graded spikes are new in Loihi 2)"),
+        "graded_bits": _f(0, BRIEF + " (graded spikes are new in Loihi 2; Loihi 1's neurons send binary "
+                             "spikes)"),
         "t_synop_ns": _f(3.5, DAVIES + " (Table 2: 3.5 ns per synaptic spike op, max; pre-silicon, 0.75 V)"),
         "t_neuron_ns": _f(5.3, DAVIES + " (Table 2: 5.3 ns per inactive neuron update)"),
         "t_neuron_active_ns": _f(8.4, DAVIES + " (Table 2: 8.4 ns per active neuron update)"),
