@@ -318,11 +318,12 @@ def _memory_taps(b: _Builder, p: str, lmu, u: str, steps: int, theta: float) -> 
         inputs.append(Contribution(sources[j], k - j * (limit or 0), h[k][:, None]))
     bn, lif = lmu.memory_out
     name = b.consumer(f"{p}.lmu.m.lif", bn, lif, inputs, kind="lmu_tap")
-    report = {"memory": f"{p}.lmu.taps", "form": "taps", "order": n,
+    report = {"memory": f"{p}.lmu.taps", "form": "taps", "order": n, "u": u,
               **taps_report(a, bvec, taps, steps, theta), "relays": len(sources) - 1,
               "max_synaptic_delay": max(c.delay for c in inputs)}
     report["synapses"] = sum(int(np.count_nonzero(node.weight)) for k, node in b.nodes.items()
                              if k.startswith(f"{name}.syn") and node.metadata.get("role") == "lmu_tap")
+    report["sops_per_u_spike"] = report["synapses"] + report["relays"]  # every tap, each relay's input
     if opts.quantize:
         g, _ = _bn_affine(bn)
         gh = g[None, :] * h[:steps]
