@@ -1,7 +1,7 @@
 """NIR export of the Spiking LMUFormer, and the re-import of such graphs into PyTorch.
 
 - :func:`export.graph.model_to_nir` builds the graph (BN folded, time-axis taps as Delays,
-  the LMU memory as an explicit recurrent integrator, an accumulating readout);
+  the LMU memory as an explicit recurrent integrator or as delay taps, an accumulating readout);
 - :mod:`export.quantize` holds the pure quantisation functions;
 - :func:`export.io.write_graph` / :func:`export.io.read_graph` store and load files;
 - :class:`export.interpret.GraphRunner` runs a graph step by step in PyTorch.

@@ -40,11 +40,15 @@ def export_model(
     data_dir: str | None = None,
     samples: int | None = None,
     progress: bool = False,
+    lmu_form: str = "recurrent",
+    lmu_taps: int | None = None,
+    lmu_max_delay: int | None = None,
 ) -> dict:
     """Export to ``output`` and return the summary (with accuracies if ``eval_dataset``)."""
     model = load_model(checkpoint, preset_name)
     opts = ExportOptions(dt=dt, quantize=quantize, weight_bits=weight_bits, weight_terms=weight_terms,
-                         lmu_bits=lmu_bits, lmu_terms=lmu_terms)
+                         lmu_bits=lmu_bits, lmu_terms=lmu_terms, lmu_form=lmu_form, lmu_taps=lmu_taps,
+                         lmu_max_delay=lmu_max_delay)
     graph = model_to_nir(model, opts)
     write_graph(graph, output)
     summary = summarize(graph)
@@ -57,9 +61,17 @@ def export_model(
                 [model(torch.as_tensor(x[i : i + 256])).argmax(1) for i in range(0, len(x), 256)]
             ).numpy()
         runner = GraphRunner(graph)
-        graph_pred = np.concatenate(
-            [runner.logits(torch.as_tensor(x[i : i + 256])).argmax(1).numpy() for i in range(0, len(x), 256)]
-        )
+        preds, spikes = [], {}
+        for i in range(0, len(x), 256):
+            r = runner.run(torch.as_tensor(x[i : i + 256]))
+            preds.append((r.readout / r.steps).argmax(1).numpy())
+            for k, v in r.spikes.items():
+                spikes[k] = spikes.get(k, 0.0) + float(v.sum())
+        graph_pred = np.concatenate(preds)
+        for m in summary["lmu"]:
+            if m.get("form") == "taps":  # spikes x fan-out: counts taps that would land after the sample
+                m["u_spikes"] = spikes[m["u"]] / len(x)
+                m["sops_per_inference"] = m["u_spikes"] * m["sops_per_u_spike"]
         summary.update(
             eval_dataset=eval_dataset,
             eval_samples=len(y),

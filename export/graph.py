@@ -5,6 +5,11 @@ Every synapse is one Affine/Linear node from a source population (spikes, a Dela
 spikes, the input, or the LMU memory) into one target population; the membrane-shortcut
 residual stream is not a node but the set of synapses each of its consumers receives,
 with that consumer's BatchNorm folded in.  See ``export/README.md`` for the mapping.
+
+The LMU memory has two forms (``ExportOptions.lmu_form``): ``recurrent`` (the reference: an
+integrator with the quantised A and B) and ``taps`` (u's spikes down a delay line: tap k is
+a Delay(k) of u and a Linear ``g * H[k]`` into the memory's LIF, with the BatchNorm ``g, b``
+after the memory folded in; no graded state, see :mod:`export.taps`).
 """
 
 from __future__ import annotations
@@ -23,13 +28,17 @@ from export.quantize import (
     quantize_terms,
     quantize_to_grid,
 )
+from export.taps import TAPS_BOUND, realised_error, shortest_taps, taps_report
 from lmuformer.errors import UserError
+from lmuformer.functional.lmu import impulse_response
 from lmuformer.model.layers import LIF, CausalConv3, SeqBatchNorm
 from lmuformer.model.lmuformer import LMUFormer
 
 FORMAT = "lmuformer-nir"
 FORMAT_VERSION = 1
 TAU_STEPS = 2.0  # LIF membrane time constant in frames
+LMU_FORMS = ("recurrent", "taps")
+RELAY_WEIGHT = 4.0  # relay LIF (threshold 1, dt/tau = 1/2): one input spike gives v = 2 > 1
 
 
 @dataclass(frozen=True)
@@ -44,10 +53,19 @@ class ExportOptions:
     weight_terms: int = 2
     lmu_bits: int = 8
     lmu_terms: int = 2
+    lmu_form: str = "recurrent"
+    lmu_taps: int | None = None
+    lmu_max_delay: int | None = None
 
     def check(self) -> None:
         if not self.dt > 0:
             raise UserError(f"dt must be positive, got {self.dt}")
+        if self.lmu_form not in LMU_FORMS:
+            raise UserError(f"lmu form must be one of {', '.join(LMU_FORMS)}, got {self.lmu_form!r}")
+        if self.lmu_taps is not None and self.lmu_taps < 1:
+            raise UserError(f"lmu-taps must be at least 1, got {self.lmu_taps}")
+        if self.lmu_max_delay is not None and self.lmu_max_delay < 1:
+            raise UserError(f"lmu-max-delay must be at least 1, got {self.lmu_max_delay}")
         if self.quantize:
             for name in ("weight_bits", "lmu_bits"):
                 bits = getattr(self, name)
@@ -96,7 +114,7 @@ class _Builder:
     def weight_terms(self, w: np.ndarray, kind: str) -> list[QuantizedTerm] | None:
         if not self.opts.quantize:
             return None
-        if kind == "lmu":
+        if kind in ("lmu", "lmu_tap"):
             return quantize_terms(w, self.opts.lmu_bits, self.opts.lmu_terms)
         return quantize_terms(w, self.opts.weight_bits, self.opts.weight_terms)
 
@@ -120,7 +138,7 @@ class _Builder:
             node_name = name if len(values) == 1 else f"{name}.term{k}"
             self.add(node_name, node, w.shape[0])
             self.edges += [(source, node_name), (node_name, target)]
-        if terms is not None and kind != "lmu":
+        if terms is not None and kind == "learned":
             self.errors[name] = _rel_error(dequantize(terms), c.weight)
 
     def lif(self, name: str, n: int, v_th: float) -> str:
@@ -134,14 +152,15 @@ class _Builder:
         )
         return self.add(name, node, n)
 
-    def consumer(self, name: str, bn: SeqBatchNorm, lif: LIF, inputs: list[Contribution]) -> str:
+    def consumer(self, name: str, bn: SeqBatchNorm, lif: LIF, inputs: list[Contribution],
+                 kind: str = "learned") -> str:
         """LIF population ``name`` receiving ``lif(bn(sum of inputs))``; BN folded per synapse."""
         g, b = _bn_affine(bn)
         self.lif(name, g.shape[0], lif.params.v_th)
         bias = b + g * sum((c.bias for c in inputs if c.bias is not None), np.zeros_like(b))
         for k, c in enumerate(inputs):
             folded = Contribution(c.source, c.delay, g[:, None] * c.weight, bias if k == 0 else None)
-            self.synapse(f"{name}.syn{k}", folded, name)
+            self.synapse(f"{name}.syn{k}", folded, name, kind)
         return name
 
 
@@ -207,11 +226,15 @@ def model_to_nir(model: LMUFormer, opts: ExportOptions | None = None) -> nir.NIR
         pre = b.consumer(f"{p}.lmu.pre.lif", lmu.pre[0], lmu.pre[1], residual)
         lin, bn, lif = lmu.to_u
         u = b.consumer(f"{p}.lmu.u.lif", bn, lif, [_linear(pre, lin)])
-        mem, report = _memory(b, f"{p}.lmu.memory", lmu.memory, u, cfg.frames + model.latency)
-        lmu_reports.append(report)
         n_mem = lmu.memory.A.shape[0]
         bn, lif = lmu.memory_out
-        m = b.consumer(f"{p}.lmu.m.lif", bn, lif, [Contribution(mem, 0, np.eye(n_mem))])
+        steps = cfg.frames + model.latency
+        if opts.lmu_form == "taps":
+            m, report = _memory_taps(b, p, lmu, u, steps, cfg.theta)
+        else:
+            mem, report = _memory(b, f"{p}.lmu.memory", lmu.memory, u, steps)
+            m = b.consumer(f"{p}.lmu.m.lif", bn, lif, [Contribution(mem, 0, np.eye(n_mem))])
+        lmu_reports.append(report)
         lin, bn, lif = lmu.to_h
         w_h, b_h = _np(lin.weight), _np(lin.bias)
         h = b.consumer(
@@ -243,8 +266,10 @@ def model_to_nir(model: LMUFormer, opts: ExportOptions | None = None) -> nir.NIR
         "weight_terms": opts.weight_terms if opts.quantize else 0,
         "lmu_bits": opts.lmu_bits if opts.quantize else 0,
         "lmu_terms": opts.lmu_terms if opts.quantize else 0,
+        "lmu_form": opts.lmu_form,
         "model_config": json.dumps(cfg.to_dict()),
         "quantization_error": json.dumps({"weights": b.errors, "lmu": lmu_reports}),
+        "lmu_memory": json.dumps(lmu_reports),
     }
     return nir.NIRGraph(nodes=b.nodes, edges=b.edges, metadata=metadata)
 
@@ -257,7 +282,7 @@ def _memory(b: _Builder, name: str, memory, u: str, steps: int) -> tuple[str, di
     b.add(name, nir.I(r=np.full(n, 1.0 / b.opts.dt)), n)
     b.synapse(f"{name}.in", Contribution(u, 0, bvec[:, None]), name, kind="lmu")
     b.synapse(f"{name}.rec", Contribution(name, 1, a - np.eye(n)), name, kind="lmu")
-    report: dict = {"memory": name, "order": n}
+    report: dict = {"memory": name, "form": "recurrent", "order": n}
     if b.opts.quantize:
         a_q = np.eye(n) + dequantize(quantize_terms(a - np.eye(n), b.opts.lmu_bits, b.opts.lmu_terms))
         b_q = dequantize(quantize_terms(bvec[:, None], b.opts.lmu_bits, b.opts.lmu_terms))[:, 0]
@@ -267,4 +292,44 @@ def _memory(b: _Builder, name: str, memory, u: str, steps: int) -> tuple[str, di
             A_error=_rel_error(a_q, a),
             B_error=_rel_error(b_q, bvec),
         )
+    return name, report
+
+
+def _memory_taps(b: _Builder, p: str, lmu, u: str, steps: int, theta: float) -> tuple[str, dict]:
+    """The memory and the LIF after it as taps: ``m.lif`` receives, for k < K, the synapse
+    ``g * H[k]`` (d, 1) from u delayed by k steps (its source a relay when k exceeds the maximum
+    delay), plus the BatchNorm bias on tap 0; no memory population.  Returns (m.lif, report)."""
+    a, bvec = _np(lmu.memory.A), _np(lmu.memory.B)
+    n = a.shape[0]
+    opts = b.opts
+    taps = opts.lmu_taps or shortest_taps(impulse_response(a, bvec, steps), TAPS_BOUND)
+    h = impulse_response(a, bvec, max(taps, steps))
+    limit = opts.lmu_max_delay
+    sources = [u]  # sources[j] spikes j * limit steps after u
+    if limit is not None:
+        for j in range(1, (taps - 1) // limit + 1):
+            relay = b.lif(f"{p}.lmu.taps.relay{j}", 1, 1.0)
+            b.synapse(f"{relay}.in", Contribution(sources[-1], limit, np.array([[RELAY_WEIGHT]])), relay,
+                      kind="relay")
+            sources.append(relay)
+    inputs = []
+    for k in range(taps):
+        j = k // limit if limit is not None else 0
+        inputs.append(Contribution(sources[j], k - j * (limit or 0), h[k][:, None]))
+    bn, lif = lmu.memory_out
+    name = b.consumer(f"{p}.lmu.m.lif", bn, lif, inputs, kind="lmu_tap")
+    report = {"memory": f"{p}.lmu.taps", "form": "taps", "order": n, "u": u,
+              **taps_report(a, bvec, taps, steps, theta), "relays": len(sources) - 1,
+              "max_synaptic_delay": max(c.delay for c in inputs)}
+    report["synapses"] = sum(int(np.count_nonzero(node.weight)) for k, node in b.nodes.items()
+                             if k.startswith(f"{name}.syn") and node.metadata.get("role") == "lmu_tap")
+    report["sops_per_u_spike"] = report["synapses"] + report["relays"]  # every tap, each relay's input
+    if opts.quantize:
+        g, _ = _bn_affine(bn)
+        gh = g[None, :] * h[:steps]
+        bits, terms = opts.lmu_bits, opts.lmu_terms
+        q = np.stack([dequantize(quantize_terms(g[:, None] * h[k][:, None], bits, terms))[:, 0]
+                      for k in range(taps)])
+        report["impulse_response_error"] = realised_error(q, gh)
+        report["tap_error"] = _rel_error(q, g[None, :] * h[:taps])
     return name, report

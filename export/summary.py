@@ -25,7 +25,7 @@ def summarize(graph: nir.NIRGraph) -> dict:
     )
     graded = sum(int(np.size(n.r)) for n in graph.nodes.values() if isinstance(n, nir.I))
     lmu_synapses = sum(
-        synapse_count(n) for n in graph.nodes.values() if n.metadata.get("role") == "lmu"
+        synapse_count(n) for n in graph.nodes.values() if n.metadata.get("role") in ("lmu", "lmu_tap")
     )
     out = {
         "nodes": dict(sorted(nodes.items())),
@@ -36,6 +36,8 @@ def summarize(graph: nir.NIRGraph) -> dict:
         "latency_frames": int(md.get("latency_frames", 0)),
         "dt": float(md["dt"]),
         "quantized": bool(md.get("quantized", False)),
+        "lmu_form": str(md.get("lmu_form", "recurrent")),
+        "lmu": json.loads(md["lmu_memory"]) if "lmu_memory" in md else [],
     }
     if out["quantized"]:
         out.update(
@@ -51,16 +53,36 @@ def format_summary(s: dict) -> str:
     lines = [
         "nodes: " + ", ".join(f"{k} {v}" for k, v in s["nodes"].items()),
         f"neurons: {s['neurons']} spiking, {s['graded_units']} graded (LMU memory, readout)",
-        f"synapses: {s['synapses']} (LMU matrices: {s['lmu_synapses']})",
+        f"synapses: {s['synapses']} (LMU {'taps' if s.get('lmu_form') == 'taps' else 'matrices'}: "
+        f"{s['lmu_synapses']})",
         f"latency: {s['latency_frames']} frames; dt = {s['dt']} s",
     ]
+    for m in s.get("lmu", []):
+        if m.get("form") != "taps":
+            continue
+        line = (f"  {m['memory']}: {m['taps']} taps (delays 0..{m['max_delay']} steps, "
+                f"{m['relays']} relays), {m['synapses']} synapses; "
+                f"truncation error {m['truncation_error']:.2e} "
+                f"over {m['steps']} steps, {m['stream_truncation_error']:.2e} on a stream")
+        if "sops_per_inference" in m:
+            line += f"; {m['sops_per_inference']:.4g} SOPs per inference ({m['u_spikes']:.3g} u spikes)"
+        else:
+            line += f"; {m['sops_per_u_spike']} SOPs per u spike"
+        lines.append(line)
     if s["quantized"]:
         lines.append(
             f"quantised: learned weights as {s['weight_terms']} x {s['weight_bits']}-bit terms; "
-            f"LMU A-I and B as {s['lmu_terms']} x {s['lmu_bits']}-bit terms (one synapse per term)"
+            f"LMU {'taps' if s.get('lmu_form') == 'taps' else 'A-I and B'} as {s['lmu_terms']} x "
+            f"{s['lmu_bits']}-bit terms (one synapse per term)"
         )
         err = s["quantization_error"]
         for m in err["lmu"]:
+            if m.get("form") == "taps":
+                lines.append(
+                    f"  {m['memory']}: realised impulse response error {m['impulse_response_error']:.2e} "
+                    f"over {m['steps']} steps (taps as {s['lmu_terms']} x {s['lmu_bits']}-bit terms)"
+                )
+                continue
             lines.append(
                 f"  {m['memory']}: impulse response error {m['impulse_response_error']:.2e} over "
                 f"{m['steps']} steps (A {m['A_error']:.2e}, B {m['B_error']:.2e}, relative)"

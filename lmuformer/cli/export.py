@@ -16,6 +16,12 @@ import click
 @click.option("--weight-terms", default=2, show_default=True, help="Terms (synapses) per learned weight.")
 @click.option("--lmu-bits", default=8, show_default=True, help="Bits per term of the LMU matrices.")
 @click.option("--lmu-terms", default=2, show_default=True, help="Terms (synapses) per LMU weight.")
+@click.option("--lmu-form", type=click.Choice(["recurrent", "taps"]), default="recurrent", show_default=True,
+              help="LMU memory as the recurrent integrator (reference) or as spike-driven delay taps.")
+@click.option("--lmu-taps", type=int, help="Taps of --lmu-form taps [default: the fewest whose "
+              "truncation error over one sample is <= 1e-6].")
+@click.option("--lmu-max-delay", type=int, help="Longest synaptic delay (steps) for --lmu-form taps; "
+              "longer taps read a relay chain of LIF neurons [default: no limit].")
 @click.option("--float", "as_float", is_flag=True, help="Export without quantisation.")
 @click.option("--dt", default=0.01, show_default=True, help="Frame period in seconds.")
 @click.option("--eval", "eval_dataset", help="Also measure float and quantised accuracy on this dataset.")
@@ -23,7 +29,7 @@ import click
 @click.option("--samples", type=int, help="Evaluate on the first N test samples only.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def command(checkpoint, target, preset_name, output, weight_bits, weight_terms, lmu_bits, lmu_terms,
-            as_float, dt,
+            lmu_form, lmu_taps, lmu_max_delay, as_float, dt,
             eval_dataset, data_dir, samples, as_json) -> None:
     """Export a spiking LMUFormer (CHECKPOINT or --preset) to a NIR file."""
     from export.api import export_model
@@ -34,6 +40,7 @@ def command(checkpoint, target, preset_name, output, weight_bits, weight_terms, 
         checkpoint=checkpoint, preset_name=preset_name, output=output, quantize=not as_float,
         weight_bits=weight_bits, weight_terms=weight_terms, lmu_bits=lmu_bits, lmu_terms=lmu_terms, dt=dt,
         eval_dataset=eval_dataset, data_dir=data_dir, samples=samples, progress=not as_json,
+        lmu_form=lmu_form, lmu_taps=lmu_taps, lmu_max_delay=lmu_max_delay,
     )
     if as_json:
         click.echo(json.dumps(summary, indent=2))

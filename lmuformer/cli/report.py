@@ -32,8 +32,12 @@ BACKEND_NAMES = ("emulator", "lava", "torch")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Write the report here (default: stdout).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Also write a PNG of energy per layer.")
+@click.option("--lmu-forms", "lmu_forms", is_flag=True,
+              help="MODEL is a checkpoint (or a preset name): export it with the recurrent and the taps LMU "
+              "memory and put both reports side by side (markdown, or --format json).")
+@click.option("--lmu-taps", type=int, help="Taps of the taps form with --lmu-forms [default: export's].")
 def command(model, dataset, data_dir, use_random, seed, samples, backend, precision, profiles, fmt, output,
-            plot) -> None:
+            plot, lmu_forms, lmu_taps) -> None:
     """Per-layer spikes, synaptic operations (SOPs), MACs, neuron updates and energy of MODEL
     (a NIR file) simulated on a dataset's first test samples (or --random input).
 
@@ -48,9 +52,14 @@ def command(model, dataset, data_dir, use_random, seed, samples, backend, precis
     if use_random == (dataset is not None):
         raise click.UsageError("give either --dataset NAME or --random")
     prof = resolve_profiles(list(profiles))
+    if lmu_forms:
+        _compare(model, dataset, data_dir, use_random, seed, samples, backend, precision, prof, fmt, output,
+                 lmu_taps)
+        return
     graph = read_graph(model)
     x, _ = samples_for_graph(graph, dataset, data_dir, samples, use_random, seed)
-    result = simulate(graph, x, backend=backend, precision=precision, progress=sys.stderr.isatty())
+    record = {"record": True} if backend in ("emulator", "lava") else {}  # trains: SOPs as delivered
+    result = simulate(graph, x, backend=backend, precision=precision, progress=sys.stderr.isatty(), **record)
     report = build_report(graph, result, prof, source=str(model))
     text = render(report, fmt)
     if output:
@@ -61,3 +70,25 @@ def command(model, dataset, data_dir, use_random, seed, samples, backend, precis
         from lmuformer.report.plot import plot_report
 
         plot_report(report, plot)
+
+
+def _compare(model, dataset, data_dir, use_random, seed, samples, backend, precision, prof, fmt, output,
+             lmu_taps) -> None:
+    import json
+    import os
+
+    from backends.evaluate import samples_for_graph
+    from export.api import load_model
+    from lmuformer.report.compare import compare_forms, to_markdown
+
+    if fmt not in ("json", "markdown", "table"):
+        raise click.UsageError("--lmu-forms renders markdown (the default) or json")
+    is_file = os.path.exists(model)
+    net = load_model(model if is_file else None, None if is_file else model)
+    c = compare_forms(net, lambda g: samples_for_graph(g, dataset, data_dir, samples, use_random, seed)[0],
+                      prof, backend=backend, precision=precision, source=str(model), lmu_taps=lmu_taps)
+    text = json.dumps(c, indent=2, allow_nan=False) + "\n" if fmt == "json" else to_markdown(c)
+    if output:
+        write_text(output, text)
+    else:
+        click.echo(text, nl=False)

@@ -9,9 +9,14 @@ nonzero weights in column j of all those matrices.
 
 Per sample and per layer (then the mean and the standard deviation over samples):
 
-- spiking layers: ``sops = sum_j spikes_j x fanout_j`` (per-neuron spike counts when the
-  backend reports them in ``result.extra["neuron_spikes"]``, otherwise
-  ``spikes x mean fan-out``, exact in the mean when the fan-out is uniform);
+- spiking layers: SOPs as they happen when the backend reports spike trains
+  (``result.extra["spike_trains"]``, the emulator and Lava with ``record``): a spike of neuron
+  j at step t through a synapse node delayed d steps counts ``nnz_j`` of that node if it
+  arrives within the sample (``t + d < steps``; the LMU's delay taps, the conv taps);
+  otherwise ``sops = sum_j spikes_j x fanout_j`` (per-neuron spike counts when the backend
+  reports them in ``result.extra["neuron_spikes"]``, otherwise ``spikes x mean fan-out``,
+  exact in the mean when the fan-out is uniform), which also counts deliveries that would
+  land after the sample ends;
 - graded layers send a value every step: ``macs = synapses x steps``;
 - the input layer: dense ``macs = synapses x frames`` (the real-valued frames of the sample;
   the ``latency`` flush steps carry zeros);
@@ -45,7 +50,8 @@ KINDS = ("sop", "mac", "neuron_update")
 
 ASSUMPTIONS = (
     "Counts are per inference (one sample), mean over samples; std is the spread over samples.",
-    "SOP: one binary spike through one nonzero synapse (each delayed tap and each quantised term counts).",
+    "SOP: one binary spike through one nonzero synapse (each delayed tap and each quantised term counts); "
+    "with spike trains (emulator, Lava) counted when delivered within the sample, else spikes x fan-out.",
     "MAC: one graded or real-valued message through one nonzero synapse; graded layers send every step; "
     "the input layer sends its real-valued frames (not the zero flush steps).",
     "Neuron update: one neuron advanced one step; active = it spiked (spiking) or it sent (graded).",
@@ -130,6 +136,39 @@ def outgoing_synapses(graph: nir.NIRGraph, source: str) -> list[str]:
     return found
 
 
+def outgoing_delays(graph: nir.NIRGraph, source: str) -> dict[str, int]:
+    """Synapse node -> its delay in steps from ``source`` (the sum of the Delay nodes on the way)."""
+    dt = float(graph.metadata.get("dt", 1.0) or 1.0)
+    succ: dict[str, list[str]] = {}
+    for a, b in graph.edges:
+        succ.setdefault(a, []).append(b)
+    found: dict[str, int] = {}
+    stack = [(source, 0)]
+    seen = {source}
+    while stack:
+        n, d = stack.pop()
+        for m in succ.get(n, []):
+            node = graph.nodes[m]
+            if isinstance(node, nir.Delay) and m not in seen:
+                seen.add(m)
+                stack.append((m, d + int(round(float(np.asarray(node.delay).flat[0]) / dt))))
+            elif isinstance(node, SYNAPSES) and m not in found:
+                found[m] = d
+    return found
+
+
+def delivered_sops(graph: nir.NIRGraph, source: str, trains: np.ndarray) -> np.ndarray:
+    """SOPs per sample of ``source``'s spike trains (samples, steps, neurons) that reach their
+    synapse within the run: a spike at step t through a node delayed d counts if t + d < steps."""
+    samples, steps, n = trains.shape
+    cum = np.concatenate([np.zeros((samples, 1, n)), np.cumsum(trains, axis=1, dtype=np.float64)], axis=1)
+    sops = np.zeros(samples)
+    for syn, d in outgoing_delays(graph, source).items():
+        if d < steps:
+            sops += cum[:, steps - d] @ _column_nnz(graph.nodes[syn]).astype(np.float64)
+    return sops
+
+
 def fan_out(graph: nir.NIRGraph, source: str, neurons: int) -> tuple[np.ndarray, list[str]]:
     """Nonzero outgoing weights per neuron of ``source``, and the synapse nodes counted."""
     syn = outgoing_synapses(graph, source)
@@ -157,6 +196,7 @@ def layer_counts(graph: nir.NIRGraph, result: SimulationResult) -> list[Layer]:
     latency = int(graph.metadata.get("latency_frames", 0) or 0)
     frames = max(steps - latency, 0)
     per_neuron = result.extra.get("neuron_spikes", {}) if isinstance(result.extra, dict) else {}
+    trains = result.extra.get("spike_trains", {}) if isinstance(result.extra, dict) else {}
     zeros = np.zeros(samples)
     layers: list[Layer] = []
     for name in _order(graph):
@@ -189,7 +229,10 @@ def layer_counts(graph: nir.NIRGraph, result: SimulationResult) -> list[Layer]:
         spikes = np.asarray(result.spikes[name], dtype=np.float64).reshape(-1)
         if spikes.shape != (samples,):
             raise UserError(f"spike counts of {name!r} have shape {spikes.shape}, expected ({samples},)")
-        if name in per_neuron:
+        if name in trains:
+            tr = np.asarray(trains[name], dtype=bool).reshape(samples, steps, n)
+            sops = delivered_sops(graph, name, tr)
+        elif name in per_neuron:
             counts = np.asarray(per_neuron[name], dtype=np.float64).reshape(samples, n)
             sops = counts @ fo.astype(np.float64)
         else:
