@@ -58,7 +58,8 @@ MODULES: dict[str, Module] = {
     "lif": Module("lmuformer/functional/lif.py", ("tests/test_model.py", "-k", "lif")),
     "lmu": Module("lmuformer/functional/lmu.py",
                   ("tests/test_model.py", "-k", "matrices or zoh or memory or lmu")),
-    "quantize": Module("export/quantize.py", ("tests/test_export.py", "-k", "quant or term or grid")),
+    "quantize": Module("export/quantize.py",
+                       ("tests/test_export.py", "-k", "quantis or lmu_representation")),
     "fixed_point": Module("backends/fixed_point.py", ("tests/test_emulator.py",),
                           "being rewritten (round-to-nearest graded synapses)"),
     "emulator": Module("backends/emulator.py", ("tests/test_emulator.py",), "being rewritten"),
@@ -69,7 +70,7 @@ MODULES: dict[str, Module] = {
     "streaming": Module("lmuformer/streaming.py", ("tests/test_streaming.py",)),
     "checkpoint": Module("lmuformer/checkpoint.py",
                          ("tests/test_training.py", "-k", "checkpoint and not real_entry_point")),
-    "files": Module("lmuformer/files.py", ("tests/test_files.py",)),
+    "files": Module("lmuformer/files.py", ("tests/test_export.py", "-k", "atomic")),
 }
 
 
