@@ -54,6 +54,7 @@ class Module:
     note: str = ""
 
 
+_REPORT_TESTS = ("tests/test_report.py", "-k", "not lava and not plot")
 MODULES: dict[str, Module] = {
     "lif": Module("lmuformer/functional/lif.py", ("tests/test_model.py", "-k", "lif")),
     "lmu": Module("lmuformer/functional/lmu.py",
@@ -65,8 +66,8 @@ MODULES: dict[str, Module] = {
     "emulator": Module("backends/emulator.py", ("tests/test_emulator.py",), "being rewritten"),
     "lava_lowering": Module("backends/lava/lowering.py", ("tests/test_lava.py", "-k", "not ctrl_c"),
                             "being rewritten; needs Lava (Python 3.10)"),
-    "report_counts": Module("lmuformer/report/counts.py", ("tests/test_report.py",)),
-    "report_profiles": Module("lmuformer/report/profiles.py", ("tests/test_report.py",)),
+    "report_counts": Module("lmuformer/report/counts.py", _REPORT_TESTS),
+    "report_profiles": Module("lmuformer/report/profiles.py", _REPORT_TESTS),
     "streaming": Module("lmuformer/streaming.py", ("tests/test_streaming.py",)),
     "checkpoint": Module("lmuformer/checkpoint.py",
                          ("tests/test_training.py", "-k", "checkpoint and not real_entry_point")),

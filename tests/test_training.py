@@ -303,6 +303,9 @@ def test_ddp_two_processes(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("test accuracy") == 1  # only rank 0 reports
     ckpt = load_checkpoint(out / "best.pt")
-    assert ckpt.metrics["world_size"] == 2
-    assert 0.0 <= ckpt.metrics["test_accuracy"] <= 1.0
-    assert (out / "last.pt").is_file() and (out / "metrics.json").is_file()
+    assert ckpt.metrics["world_size"] == 2 and [h["epoch"] for h in ckpt.metrics["history"]] == [1]
+    # the reported accuracy is the saved model's on the whole test split (rank 0 did not see half of it)
+    loader = DataLoader(load_dataset("digits", "test"), batch_size=100)
+    assert ckpt.metrics["test_accuracy"] == pytest.approx(evaluate(ckpt.model, loader))
+    assert json.loads((out / "metrics.json").read_text())["test_accuracy"] == ckpt.metrics["test_accuracy"]
+    assert (out / "last.pt").is_file()
