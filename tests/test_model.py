@@ -15,6 +15,7 @@ from lmuformer.functional.lmu import (
     lmu_discrete,
     memory_fft,
     memory_step,
+    zoh_discretize,
 )
 from tests.conftest import activate
 
@@ -45,6 +46,16 @@ def test_zoh_matches_scipy(order: int, theta: float) -> None:
     np.testing.assert_allclose(bd, bd_ref[:, 0], atol=1e-10)
 
 
+def test_zoh_other_step_matches_scipy() -> None:
+    a, b = lmu_continuous(6, 9.0)
+    ad_ref, bd_ref, *_ = scipy.signal.cont2discrete(
+        (a, b[:, None], np.ones((1, 6)), np.zeros((1,))), dt=0.5, method="zoh"
+    )
+    ad, bd = zoh_discretize(a, b, dt=0.5)
+    np.testing.assert_allclose(ad, ad_ref, atol=1e-12)
+    np.testing.assert_allclose(bd, bd_ref[:, 0], atol=1e-12)
+
+
 def test_scv2_memory_facts() -> None:
     ad, bd = lmu_discrete(512, 128.0)
     assert max(abs(np.linalg.eigvals(ad))) == pytest.approx(0.83, abs=0.01)
@@ -53,9 +64,10 @@ def test_scv2_memory_facts() -> None:
 
 def test_memory_fft_equals_recurrence() -> None:
     ad, bd = lmu_discrete(32, 20.0)
-    h = torch.from_numpy(impulse_response(ad, bd, 50))
-    u = (torch.rand(3, 50, dtype=torch.float64) > 0.5).double()
-    m_fft = memory_fft(u, h)
+    h = torch.from_numpy(impulse_response(ad, bd, 60))  # longer than the input: only h[:50] is used
+    u = (torch.rand(3, 50, generator=torch.Generator().manual_seed(0)) > 0.5).float()  # spikes, float32
+    m_fft = memory_fft(u, h)  # computed in h's float64
+    assert m_fft.shape == (3, 50, 32) and m_fft.dtype == torch.float64
     m = torch.zeros(3, 32, dtype=torch.float64)
     a_t, b_t = torch.from_numpy(ad), torch.from_numpy(bd)
     for t in range(50):
