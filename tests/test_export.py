@@ -135,6 +135,7 @@ def test_quantisation_by_hand() -> None:
     assert [(t.mantissa.tolist(), t.exponent) for t in terms] == [([6, 1], -3), ([0, -6], -8)]
     assert dequantize(terms).tolist() == [0.75, 0.125 - 6 / 256]
     assert len(quantize_terms(np.array([0.75, 0.1]), 4, terms=3)) == 3
+    assert len(quantize_terms(np.array([0.75, 0.1]), 4)) == 1  # one term by default
     # an exact first term ends the list; an all-zero matrix is one zero term
     assert [t.exponent for t in quantize_terms(np.array([0.5, -0.25]), 8, terms=3)] == [-7]
     zero = quantize_terms(np.zeros((2, 2)), 8, terms=2)
@@ -142,6 +143,7 @@ def test_quantisation_by_hand() -> None:
     grid = quantize_to_grid(np.array([0.3, -0.3, 0.125, 0.375, 1.0]), -2)  # ties to even
     assert grid.tolist() == [0.25, -0.25, 0.0, 0.5, 1.0]
     assert quantize_to_grid(np.array([5.0, 6.0, 7.0]), 1).tolist() == [4.0, 6.0, 8.0]
+    assert quantize_to_grid(np.array([0.3], dtype=np.float32), -2).dtype == np.float64
     # impulse responses x = 1, 0.5, 0.25 against 1, 0.25, 0.0625: sqrt(sum of squared errors / sum of squares)
     a, b = np.array([[0.5]]), np.array([1.0])
     want = np.sqrt((0.25**2 + 0.1875**2) / (1 + 0.25 + 0.0625))
