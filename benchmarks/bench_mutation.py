@@ -4,7 +4,7 @@
     nice -n 15 python benchmarks/bench_mutation.py                      # all of MODULES
     python benchmarks/bench_mutation.py --list
 
-For each module: a scratch copy of the sources and tests under ``mutants/bench/<name>/``
+For each module: a scratch copy of the sources and tests under ``mutants/bench/wNN/``
 (git-ignored) gets a ``[tool.mutmut]`` that mutates only that file and runs only the tests
 selected for it (mutmut then runs, per mutant, the selected tests that call the mutated
 function).  Survivors whose mutation is listed in ``benchmarks/mutation_equivalents.toml``
@@ -98,7 +98,8 @@ def _mutated_line(diff: str) -> str:
 
 
 def _scratch(name: str, mod: Module, base: dict) -> Path:
-    work = SCRATCH / name
+    # a neutral folder name: pytest's -k also matches the names of the folders above a test
+    work = SCRATCH / f"w{list(MODULES).index(name):02d}"
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)

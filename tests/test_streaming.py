@@ -138,6 +138,7 @@ def test_emulator_curve_agrees_with_torch_on_quantised_graph() -> None:
 
 def test_cli_end_to_end_on_tiny_export(tmp_path) -> None:
     path = tmp_path / "tiny.nir"
+    torch.manual_seed(0)  # the weights: the same curve whichever tests ran before
     write_graph(model_to_nir(_tiny(), ExportOptions(quantize=False)), path)
     out, png = tmp_path / "s.json", tmp_path / "curve.png"
     res = CliRunner().invoke(cli, ["stream", str(path), "--dataset", "digits", "--samples", "16",
@@ -153,9 +154,9 @@ def test_cli_end_to_end_on_tiny_export(tmp_path) -> None:
     assert d["accuracy_by_frames"] == api.accuracy_by_frames and d["final_accuracy"] == api.final_accuracy
     assert all(float(a * 16).is_integer() for a in d["accuracy_by_frames"])  # 16 samples
     curve, final = d["accuracy_by_frames"], d["final_accuracy"]
-    want = next(i + 1 for i, a in enumerate(curve) if a >= 0.99 * final - 1e-12)  # never missing here:
-    assert curve[-1] == final  # the last frame already holds the final accuracy
+    want = next((i + 1 for i, a in enumerate(curve) if a >= 0.99 * final - 1e-12), None)
     n = d["frames_for_99pct"]
+    assert want is not None  # with these weights the curve reaches 99 % of the final accuracy
     assert n == want == api.frames_for_99pct and d["reduction"] == pytest.approx(1 - n / 8)
     assert f"99 % of final after {n}/8 frames" in res.output
     assert d["real_frames_mean"] == 8 and [e["margin"] for e in d["early"]] == [0.2]
