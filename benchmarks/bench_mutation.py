@@ -71,7 +71,7 @@ MODULES: dict[str, Module] = {
     "streaming": Module("lmuformer/streaming.py", ("tests/test_streaming.py",)),
     "checkpoint": Module("lmuformer/checkpoint.py",
                          ("tests/test_training.py", "-k", "checkpoint and not real_entry_point")),
-    "files": Module("lmuformer/files.py", ("tests/test_export.py", "-k", "atomic")),
+    "files": Module("lmuformer/files.py", ("tests/test_export.py", "-k", "atomic or utf8")),
 }
 
 

@@ -252,8 +252,24 @@ def test_atomic_files_details(tmp_path) -> None:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o640
     (tmp_path / "file").write_text("")
-    with pytest.raises(UserError, match="^cannot write .*file/x.json: "):
+    with pytest.raises(UserError, match="^cannot write .*file/x.json: File exists$"):  # the OS's words only
         write_text(tmp_path / "file" / "x.json", "{}")
     with pytest.raises(UserError, match="^cannot write "):
         atomic_write(tmp_path / "file" / "y.bin", writer)
     assert len(seen) == 2  # the writer was not called for an impossible path
+
+
+def test_write_text_is_utf8_whatever_the_locale(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0",  # an ASCII locale
+           "PYTHONPATH": str(root)}
+    code = "import sys; from lmuformer.files import write_text; write_text(sys.argv[1], '\\u00b5\\u2014')"
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "u.txt")], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "u.txt").read_bytes() == "\u00b5\u2014".encode()
