@@ -307,8 +307,8 @@ def test_report_document_by_hand(run):
 
     g, r = run
     rep = build_report(g, r, [BUILTIN["45nm"]], ann=True, source="hand.nir")
-    assert set(rep) == {"source", "backend", "precision", "samples", "steps", "frames", "dt", "layers", "total",
-                        "profiles", "ann_baseline", "assumptions"}
+    assert set(rep) == {"source", "backend", "precision", "samples", "steps", "frames", "dt", "layers",
+                        "total", "profiles", "ann_baseline", "assumptions"}
     assert (rep["source"], rep["backend"], rep["precision"]) == ("hand.nir", "torch", "float")
     assert (rep["samples"], rep["steps"], rep["frames"], rep["dt"]) == (2, STEPS, FRAMES, 1.0)
     assert rep["ann_baseline"] is None  # no model config in the graph's metadata
