@@ -434,3 +434,57 @@ def test_ann_baseline_in_report_uses_the_spiking_energy(tiny_nir):
         g, x, backend="torch", progress=False)))
     assert ann["frames"] == 8 and ann["spiking_energy_45nm_j"] == pytest.approx(spiking)
     assert ann["ratio"] == pytest.approx(ann["energy_j"] / spiking)
+
+
+def test_profiles_by_hand(tmp_path, monkeypatch):
+    from lmuformer.report.profiles import Profile
+
+    p = Profile("p", "src", sop_j=1.0, neuron_update_j=2.0)
+    assert p.figure("neuron_update_active") == 2.0  # defaults to the inactive figure
+    assert Profile("q", "s", mac_j=1.0, neuron_update_active_j=3.0).figure("neuron_update") is None
+    assert p.figure("mac") is None and p.unpriced() == ["mac"]
+    with pytest.raises(KeyError, match="'spike'"):
+        p.figure("spike")
+    assert p.to_dict() == {"name": "p", "source": "src", "unpriced": ["mac"], "notes": "",
+                           "figures_j": {"sop": 1.0, "mac": None, "neuron_update": 2.0,
+                                         "neuron_update_active": 2.0}}
+    for spelling in ("loihi2", "Loihi 2", "loihi-2", "LOIHI - 2"):
+        with pytest.raises(UserError, match=r"^No per-op.* Loihi 1\. Use 'loihi' or a profile file\.$"):
+            get_profile(spelling)
+    with pytest.raises(UserError, match=r"^unknown profile 'nope'; built in: 45nm, loihi, spinnaker2, or a "
+                                        r"\.toml/\.json file$"):
+        get_profile("nope")
+    # a path with a .toml/.json suffix (any case) is a file, found or not; an existing file is too
+    with pytest.raises(UserError, match="^profile file not found: missing.TOML$"):
+        get_profile("missing.TOML")
+    with pytest.raises(UserError, match="^profile file not found: missing.json$"):
+        get_profile("missing.json")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "hw").write_text('source = "s"\nsop_pj = 0\nnotes = "n"\n', encoding="utf-8")
+    hw = get_profile("hw")  # no suffix: read as TOML
+    assert (hw.name, hw.sop_j, hw.notes) == ("hw", 0.0, "n")  # zero is a valid figure
+    (tmp_path / "U.JSON").write_text('{"source": "s", "mac_pj": 2, "name": "\\u00b5hw"}', encoding="utf-8")
+    u = get_profile("U.JSON")
+    assert (u.name, u.mac_j, u.notes, u.sop_j) == ("\u00b5hw", 2e-12, "", None)
+    with pytest.raises(UserError, match="^profile 'hw' given twice$"):
+        resolve_profiles(["hw", "hw"])
+    assert [q.name for q in resolve_profiles(["hw", "U.JSON"])] == ["hw", "\u00b5hw"]
+    nonneg = "must be a non-negative number, got"
+    cases = {
+        "a.json": ('[1]', "a.json: a profile must be one table/object$"),
+        "b.toml": ('source = "s"\nsop_pj = 1\nwatts = 2\n',
+                   r"b.toml: unknown profile keys \['watts'\]; known: \['mac_pj', 'name', "),
+        "c.toml": ('source = "s"\nsop_pj = -1\n', f"c.toml: sop_pj {nonneg} -1$"),
+        "d.toml": ('source = "s"\nsop_pj = true\n', f"d.toml: sop_pj {nonneg} True$"),
+        "e.toml": ('source = "s"\nmac_pj = "x"\n', f"e.toml: mac_pj {nonneg} 'x'$"),
+        "f.toml": ('source = "s"\n', "f.toml: a profile needs at least one of sop_pj, mac_pj, "
+                                     "neuron_update_pj, neuron_update_active_pj$"),
+        "g.toml": ('sop_pj = 1\nsource = " "\n', r"g.toml: a profile needs a 'source' string \(where"),
+        "h.toml": ('sop_pj = [', r"h.toml: not a readable profile \(TOMLDecodeError: "),
+    }
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        with pytest.raises(UserError, match="^" + message):
+            load_profile_file(name)
+    with pytest.raises(UserError, match="^profile file not found: nowhere.toml$"):
+        load_profile_file("nowhere.toml")
