@@ -8,8 +8,10 @@ For each module: a scratch copy of the sources and tests under ``mutants/bench/w
 (git-ignored) gets a ``[tool.mutmut]`` that mutates only that file and runs only the tests
 selected for it (mutmut then runs, per mutant, the selected tests that call the mutated
 function).  Survivors whose mutation is listed in ``benchmarks/mutation_equivalents.toml``
-(by function and mutated line, with the reason) count as equivalent.  The score is
-(killed + timeout) / (mutants - equivalent), written per module, with the seconds and the
+(by function and mutated line, with the reason) count as equivalent, or, with
+``kind = "killed_outside"``, as killed by a test that mutmut cannot see switch mutants (one
+that runs the code in a subprocess; checked by hand).  The score is
+(killed + killed_outside + timeout) / (mutants - equivalent), written per module, with the seconds and the
 load average, to ``benchmarks/results/mutation.json`` (entries of modules not run
 this time are kept).  Survivors are listed with their diff: kill them with an assertion or
 list them as equivalent.
@@ -141,19 +143,23 @@ def run_module(name: str, mod: Module, base: dict, equivalents: list[dict], jobs
         out = subprocess.run([sys.executable, "-c", _DIFFS, mod.path], cwd=work, env=env, text=True,
                              input=json.dumps(alive), capture_output=True, check=True)
         diffs = json.loads(out.stdout)
-    table = {(e["function"], e["line"]): e["reason"] for e in equivalents}
-    counts = {"killed": 0, "survived": 0, "equivalent": 0, "timeout": 0, "no_tests": 0, "other": 0}
-    survivors, equivalent = [], []
+    table = {(e["function"], e["line"]): e for e in equivalents}
+    counts = {"killed": 0, "killed_outside": 0, "survived": 0, "equivalent": 0, "timeout": 0, "no_tests": 0,
+              "other": 0}
+    survivors, equivalent, outside = [], [], []
     for key, s in sorted(status.items(), key=lambda kv: (_function(kv[0]), int(kv[0].rpartition("_")[2]))):
         if s == "killed":
             counts["killed"] += 1
             continue
         entry = {"mutant": key.rpartition(".")[2], "function": _function(key), "status": s,
                  "line": _mutated_line(diffs.get(key, ""))}
-        reason = table.get((entry["function"], entry["line"]))
-        if reason is not None:
+        listed = table.get((entry["function"], entry["line"]))
+        if listed is not None and listed.get("kind", "equivalent") == "killed_outside":
+            counts["killed_outside"] += 1  # a test kills it where mutmut cannot switch mutants (a subprocess)
+            outside.append({**entry, "reason": listed["reason"]})
+        elif listed is not None:
             counts["equivalent"] += 1
-            equivalent.append({**entry, "reason": reason})
+            equivalent.append({**entry, "reason": listed["reason"]})
         elif s == "survived":
             counts["survived"] += 1
             survivors.append(entry)
@@ -165,7 +171,7 @@ def run_module(name: str, mod: Module, base: dict, equivalents: list[dict], jobs
         else:
             counts["other"] += 1
             survivors.append(entry)
-    detected = counts["killed"] + counts["timeout"]
+    detected = counts["killed"] + counts["killed_outside"] + counts["timeout"]
     relevant = len(status) - counts["equivalent"]
     return {
         "module": mod.path,
@@ -177,6 +183,7 @@ def run_module(name: str, mod: Module, base: dict, equivalents: list[dict], jobs
         "note": mod.note,
         "survivors": survivors,
         "equivalents": equivalent,
+        "killed_outside_mutmut": outside,
     }
 
 

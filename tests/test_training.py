@@ -174,6 +174,12 @@ def test_checkpoint_contents_checked(tmp_path: Path) -> None:
         "no metrics": ({**good, "metrics": [1]}, "missing 'metrics'"),
         "wrong shape": ({**good, "config": {**good["config"], "dim": good["config"]["dim"] * 2}},
                         "stored model does not match its config"),
+        # strict loading: a missing weight is an error (its first line is quoted), not a silent default
+        "missing weight": ({**good, "state_dict": dict(list(model.state_dict().items())[1:])},
+                           r"stored model does not match its config \(Error\(s\) in loading state_dict for "
+                           r"LMUFormer:\)$"),
+        "extra weight": ({**good, "state_dict": {**model.state_dict(), "extra": torch.ones(1)}},
+                         r"\(Error\(s\) in loading state_dict for LMUFormer:\)$"),
     }
     for name, (payload, message) in cases.items():
         path = tmp_path / f"{name}.pt"
@@ -198,11 +204,19 @@ def test_checkpoint_metrics_plain_and_update(tmp_path: Path) -> None:
                "w": torch.ones(2), "path": tmp_path, 7: (1, None, "x", b"y", True), 1.5: [np.float64(0.25)]}
     p = plain(metrics)
     assert p["acc"] == 0.5 and type(p["acc"]) is float and p["n"] == 3 and type(p["n"]) is int
-    assert p["curve"] == [1, 2] and p["t"] == 2.5 and torch.equal(p["w"], torch.ones(2))
+    assert p["curve"] == [1, 2] and p["t"] == 2.5 and type(p["t"]) is float
+    assert torch.equal(p["w"], torch.ones(2))
     assert p["path"] == str(tmp_path) and p[7] == (1, None, "x", b"y", True) and p["1.5"] == [0.25]
     assert type(p["1.5"][0]) is float  # np.float64 subclasses float; stored as such it is unreadable
     with pytest.raises(TypeError, match="cannot store a object"):
         plain({"x": object()})
+
+    class OnlyItem:  # has .item but no .dtype: not an array
+        def item(self):
+            return 1
+
+    with pytest.raises(TypeError, match="cannot store a OnlyItem"):
+        plain([OnlyItem()])
     model = build_model("tiny")
     wrapped = torch.nn.Sequential()
     wrapped.module = model  # what DistributedDataParallel looks like
