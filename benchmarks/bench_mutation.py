@@ -122,13 +122,30 @@ print(json.dumps({k: get_diff_for_mutant(k, path=path) for k in keys}))
 """
 
 
-def run_module(name: str, mod: Module, base: dict, equivalents: list[dict], jobs: int) -> dict:
-    work = _scratch(name, mod, base)
+def _previous_survivors(work: Path, mod: Module) -> list[str] | None:
+    """Mutants of the last full run in ``work`` that were not killed (None: no usable last run)."""
+    meta = work / "mutants" / (mod.path + ".meta")
+    if not meta.exists():
+        return None
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    return [k for k, v in codes.items() if STATUS.get(v) != "killed"]
+
+
+def run_module(name: str, mod: Module, base: dict, equivalents: list[dict], jobs: int,
+               survivors_only: bool = False) -> dict:
+    work = SCRATCH / f"w{list(MODULES).index(name):02d}"
+    again = _previous_survivors(work, mod) if survivors_only else None
+    if again is None:
+        survivors_only = False
+        work = _scratch(name, mod, base)
+    else:  # the sources are unchanged (mutmut re-mutates a changed file); take the current tests
+        shutil.copytree(ROOT / "tests", work / "tests", dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": ""}
     start = time.perf_counter()
     with open(work / "mutmut.log", "w") as log:
-        proc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs)],
-                              cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+        cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *(again or [])]
+        proc = subprocess.run(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - start
     meta = work / "mutants" / (mod.path + ".meta")
     if proc.returncode != 0 or not meta.exists():
@@ -180,6 +197,7 @@ def run_module(name: str, mod: Module, base: dict, equivalents: list[dict], jobs
         **counts,
         "score": round(detected / relevant, 4) if relevant else None,
         "seconds": round(seconds, 1),
+        "rerun": f"only the {len(again)} mutants not killed before" if survivors_only else "all mutants",
         "note": mod.note,
         "survivors": survivors,
         "equivalents": equivalent,
@@ -192,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("modules", nargs="*", help=f"names from {', '.join(MODULES)} (default: all)")
     ap.add_argument("--jobs", type=int, default=1, help="mutmut worker processes (default 1: shared machine)")
     ap.add_argument("--list", action="store_true", help="list the modules and their test selection")
+    ap.add_argument("--survivors", action="store_true",
+                    help="rerun only the mutants the last run of a module did not kill (after new tests)")
     args = ap.parse_args(argv)
     if args.list:
         for n, m in MODULES.items():
@@ -208,7 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"modules": {}}
     for name in args.modules or list(MODULES):
         load = os.getloadavg()
-        r = run_module(name, MODULES[name], base, equivalents.get(name, []), args.jobs)
+        r = run_module(name, MODULES[name], base, equivalents.get(name, []), args.jobs, args.survivors)
+        if args.survivors and name in results["modules"]:
+            r["seconds_full_run"] = results["modules"][name].get("seconds_full_run", results["modules"][name]
+                                                                  .get("seconds"))
         r["loadavg_before"] = [round(x, 2) for x in load]
         r["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
         r["ran_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
