@@ -56,6 +56,7 @@ class Module:
     note: str = ""
 
 
+_EMULATOR_TESTS = ("tests/test_emulator.py", "-k", "not fixed_agrees")  # the 8 s digits run left out
 _REPORT_TESTS = ("tests/test_report.py", "-k", "not lava and not plot")
 MODULES: dict[str, Module] = {
     "lif": Module("lmuformer/functional/lif.py", ("tests/test_model.py", "-k", "lif")),
@@ -63,9 +64,9 @@ MODULES: dict[str, Module] = {
                   ("tests/test_model.py", "-k", "matrices or zoh or memory or lmu")),
     "quantize": Module("export/quantize.py",
                        ("tests/test_export.py", "-k", "quantis or lmu_representation")),
-    "fixed_point": Module("backends/fixed_point.py", ("tests/test_emulator.py",),
+    "fixed_point": Module("backends/fixed_point.py", _EMULATOR_TESTS,
                           "being rewritten (round-to-nearest graded synapses)"),
-    "emulator": Module("backends/emulator.py", ("tests/test_emulator.py",), "being rewritten"),
+    "emulator": Module("backends/emulator.py", _EMULATOR_TESTS, "being rewritten"),
     "lava_lowering": Module("backends/lava/lowering.py", ("tests/test_lava.py", "-k", "not ctrl_c"),
                             "being rewritten; needs Lava (Python 3.10)"),
     "report_counts": Module("lmuformer/report/counts.py", _REPORT_TESTS),
