@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         if "error" in r:
             print(f"{name:16s} ERROR {r['error']}\n{r['log_tail']}")
         else:
-            print(f"{name:16s} {r['mutants']:4d} mutants  killed {r['killed']:4d}  "
+            print(f"{name:16s} {r['mutants']:4d} mutants  killed {r['killed'] + r['killed_outside']:4d}  "
                   f"timeout {r['timeout']:3d}  equivalent {r['equivalent']:3d}  survived {r['survived']:3d}  "
                   f"no tests {r['no_tests']:3d}  score {r['score']:.1%}  {r['seconds']:.0f} s")
             for s in r["survivors"]:
