@@ -133,9 +133,11 @@ def _previous_survivors(work: Path, mod: Module) -> list[str] | None:
 
 
 def run_module(name: str, mod: Module, base: dict, equivalents: list[dict], jobs: int,
-               survivors_only: bool = False) -> dict:
+               survivors_only: bool = False, rescore: bool = False) -> dict:
     work = SCRATCH / f"w{list(MODULES).index(name):02d}"
-    again = _previous_survivors(work, mod) if survivors_only else None
+    again = _previous_survivors(work, mod) if survivors_only or rescore else None
+    if rescore and again is None:
+        return {"module": mod.path, "error": "no previous run to rescore", "log_tail": "", "seconds": 0.0}
     if again is None:
         survivors_only = False
         work = _scratch(name, mod, base)
@@ -144,14 +146,17 @@ def run_module(name: str, mod: Module, base: dict, equivalents: list[dict], jobs
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": ""}
     start = time.perf_counter()
-    with open(work / "mutmut.log", "w") as log:
-        cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *(again or [])]
-        proc = subprocess.run(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+    returncode = 0
+    if not rescore:
+        with open(work / "mutmut.log", "w") as log:
+            cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *(again or [])]
+            proc = subprocess.run(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+            returncode = proc.returncode
     seconds = time.perf_counter() - start
     meta = work / "mutants" / (mod.path + ".meta")
-    if proc.returncode != 0 or not meta.exists():
+    if returncode != 0 or not meta.exists():
         tail = (work / "mutmut.log").read_text(errors="replace")[-1500:]
-        return {"module": mod.path, "error": f"mutmut exited {proc.returncode}", "log_tail": tail,
+        return {"module": mod.path, "error": f"mutmut exited {returncode}", "log_tail": tail,
                 "seconds": round(seconds, 1)}
     codes = json.loads(meta.read_text())["exit_code_by_key"]
     status = {k: STATUS.get(v, "suspicious") for k, v in codes.items()}
@@ -198,7 +203,8 @@ def run_module(name: str, mod: Module, base: dict, equivalents: list[dict], jobs
         **counts,
         "score": round(detected / relevant, 4) if relevant else None,
         "seconds": round(seconds, 1),
-        "rerun": f"only the {len(again)} mutants not killed before" if survivors_only else "all mutants",
+        "rerun": ("none: the last run's results with the current equivalents" if rescore else
+                  f"only the {len(again)} mutants not killed before" if survivors_only else "all mutants"),
         "note": mod.note,
         "survivors": survivors,
         "equivalents": equivalent,
@@ -211,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("modules", nargs="*", help=f"names from {', '.join(MODULES)} (default: all)")
     ap.add_argument("--jobs", type=int, default=1, help="mutmut worker processes (default 1: shared machine)")
     ap.add_argument("--list", action="store_true", help="list the modules and their test selection")
+    ap.add_argument("--rescore", action="store_true",
+                    help="no run: score the last run of each module again with the current equivalents")
     ap.add_argument("--survivors", action="store_true",
                     help="rerun only the mutants the last run of a module did not kill (after new tests)")
     args = ap.parse_args(argv)
@@ -226,16 +234,24 @@ def main(argv: list[str] | None = None) -> int:
     base = {k: v for k, v in pyproject["tool"]["mutmut"].items()
             if k not in ("only_mutate", "pytest_add_cli_args_test_selection")}
     equivalents = load_equivalents()
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"modules": {}}
     for name in args.modules or list(MODULES):
         load = os.getloadavg()
-        r = run_module(name, MODULES[name], base, equivalents.get(name, []), args.jobs, args.survivors)
-        if args.survivors and name in results["modules"]:
-            r["seconds_full_run"] = results["modules"][name].get("seconds_full_run", results["modules"][name]
-                                                                  .get("seconds"))
-        r["loadavg_before"] = [round(x, 2) for x in load]
-        r["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-        r["ran_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        r = run_module(name, MODULES[name], base, equivalents.get(name, []), args.jobs, args.survivors,
+                       args.rescore)
+        # read the file again: other runs (other modules) may have written it meanwhile
+        results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"modules": {}}
+        before = results["modules"].get(name, {})
+        if args.rescore and "error" not in r:
+            r["rerun"] = before.get("rerun", "all mutants").replace(" (rescored)", "") + " (rescored)"
+            for key in ("seconds", "seconds_full_run", "ran_at", "loadavg_before", "loadavg_after"):
+                if key in before:
+                    r[key] = before[key]
+        else:
+            if args.survivors and before:
+                r["seconds_full_run"] = before.get("seconds_full_run", before.get("seconds"))
+            r["loadavg_before"] = [round(x, 2) for x in load]
+            r["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+            r["ran_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         results["modules"][name] = r
         if "error" in r:
             print(f"{name:16s} ERROR {r['error']}\n{r['log_tail']}")
