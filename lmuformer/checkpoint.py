@@ -58,10 +58,10 @@ def plain(obj: Any) -> Any:
         return {(k if isinstance(k, (str, int)) else str(k)): plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return type(obj)(plain(v) for v in obj)
+    if hasattr(obj, "item") and hasattr(obj, "dtype"):  # numpy scalar / array (np.float64 is a float:
+        return obj.tolist()  # test it first, or torch.load(weights_only=True) cannot read it back)
     if isinstance(obj, (bool, int, float, str, bytes)) or obj is None:
         return obj
-    if hasattr(obj, "item") and hasattr(obj, "dtype"):  # numpy scalar / array
-        return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot store a {type(obj).__name__} in a checkpoint")

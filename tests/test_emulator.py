@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import nir
 import numpy as np
 import pytest
 import torch
@@ -132,3 +133,111 @@ def test_bad_input(tiny_graphs):
         simulate(tiny_graphs[0], np.zeros((2, 8, 5)), backend="emulator", precision="fixed", progress=False)
     with pytest.raises(UserError, match="samples, frames, features"):
         simulate(tiny_graphs[0], np.zeros((8, 8)), backend="emulator", precision="fixed", progress=False)
+
+
+# ---- hand-made graphs whose fixed-point run is exact, so the spikes and the readout are known by hand ----
+
+def _lif(n: int) -> nir.LIF:
+    """tau = 2 dt, r = 1, threshold 1: v <- v + (x - v) / 2, spike iff v > 1 (strict), reset to 0."""
+    return nir.LIF(tau=np.full(n, 2.0), r=np.ones(n), v_leak=np.zeros(n), v_threshold=np.ones(n),
+                   v_reset=np.zeros(n))
+
+
+def _linear(mantissa, exponent: int) -> nir.Linear:
+    m = np.asarray(mantissa, dtype=np.int64)
+    return nir.Linear(weight=m * 2.0**exponent,
+                      metadata={"weight_mantissa": m, "weight_exponent": exponent, "weight_bits": 10})
+
+
+# readout weights with mantissas wider than 8 bits: each row needs two 8-bit Dense terms
+WIDE = [[300, -173], [129, 0]]
+
+
+def edge_graph() -> nir.NIRGraph:
+    """input(2) -> identity -> LIF a(2) -> [300 -173; 129 0] * 2**-8 -> readout I(2) -> output."""
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([2])}),
+        "a.in": _linear(np.eye(2), 0),
+        "a": _lif(2),
+        "readout.in": _linear(WIDE, -8),
+        "readout": nir.I(r=np.ones(2)),
+        "output": nir.Output(output_type={"output": np.array([2])}),
+    }
+    edges = [("input", "a.in"), ("a.in", "a"), ("a", "readout.in"), ("readout.in", "readout"),
+             ("readout", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": 1.0, "latency_frames": 1})
+
+
+# neuron 0: v = 1.0 (== threshold: no spike), 0.5, 1.25 (spike, reset), 1.0 (tie again), 0.5
+# neuron 1: v = 1 + 2**-9 (one input step above the tie: spike), then 0
+EDGE_X = np.array([[[2.0, 2.0 + 2**-8], [0.0, 0.0], [2.0, 0.0], [2.0, 0.0]]], dtype=np.float64)
+EDGE_SPIKES = np.array([[[0, 1], [0, 0], [1, 0], [0, 0], [0, 0]]], dtype=bool)
+
+
+def edge_trace() -> np.ndarray:
+    """The readout by hand: the running sum of W @ spikes, W = WIDE * 2**-8 (exact in binary)."""
+    w = np.array(WIDE, dtype=np.float64) / 256
+    return np.cumsum(EDGE_SPIKES[0].astype(float) @ w.T, axis=0)[None]
+
+
+def wrap_graph() -> nir.NIRGraph:
+    """input(1) -> [1] -> readout I(1): an integrator fed a graded input has no static bound and
+    wraps at 24 bits (two's complement) in fixed point."""
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([1])}),
+        "readout.in": _linear([[1]], 0),
+        "readout": nir.I(r=np.ones(1)),
+        "output": nir.Output(output_type={"output": np.array([1])}),
+    }
+    edges = [("input", "readout.in"), ("readout.in", "readout"), ("readout", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": 1.0, "latency_frames": 0})
+
+
+WRAP_X = np.array([[[100.0], [100.0], [27.5]]])
+
+
+def wrapped_trace(frac: int) -> np.ndarray:
+    """The fixed-point readout by hand: running sums on the 2**-frac grid, wrapped to 24 bits."""
+    total = np.cumsum(WRAP_X[0, :, 0]) * 2**frac
+    assert total.max() >= 2**23  # the wrap is reached
+    wrapped = (total + 2**23) % 2**24 - 2**23
+    return (wrapped / 2**frac)[None, :, None]
+
+
+@pytest.mark.parametrize("precision", ["fixed", "float"])
+def test_threshold_ties_and_wide_weights_by_hand(precision):
+    g = edge_graph()
+    net = lower(g)
+    wide = next(s for s in net.synapses if s.name == "readout.in")
+    assert len(wide.terms) == 2  # the 9-bit mantissas are split into two 8-bit Dense terms
+    r = simulate(g, EDGE_X, backend="emulator", precision=precision, progress=False, record=True)
+    assert np.array_equal(r.extra["spike_trains"]["a"], EDGE_SPIKES)
+    assert np.array_equal(r.trace, edge_trace())  # exact: every value lies on the grids
+    assert r.trace[0, -1].tolist() == [127 / 256, 129 / 256]
+    ref = simulate(g, EDGE_X, backend="torch", progress=False)
+    assert np.array_equal(ref.trace, edge_trace())
+
+
+def test_integrator_wraps_at_24_bits():
+    g = wrap_graph()
+    net = lower(g)
+    frac = net.populations["readout"].frac
+    fixed = simulate(g, WRAP_X, backend="emulator", precision="fixed", progress=False)
+    assert np.array_equal(fixed.trace, wrapped_trace(frac))
+    assert fixed.trace[0, 1, 0] < 0  # 200 does not fit: it wrapped to a negative state
+    floating = simulate(g, WRAP_X, backend="emulator", precision="float", progress=False)
+    assert floating.trace[0, :, 0].tolist() == [100.0, 200.0, 227.5]
+
+
+def test_encode_input_rounds_off_grid_values_to_nearest():
+    """The input grid is 2**-8: rint (half to even) of x * 256, clipped to 16 bits."""
+    net = lower(wrap_graph())
+    lsb = 2.0**-8
+    x = np.array([1 / 3, -1 / 3, 0.7 * lsb, -0.7 * lsb, 0.3 * lsb, 0.5 * lsb, 1.5 * lsb, 2.5 * lsb,
+                  -1.5 * lsb,
+                  127.999, -128.0, -128.01])
+    assert net.encode_input(x).tolist() == [85, -85, 1, -1, 0, 0, 2, 2, -2, 2**15 - 1, -(2**15), -(2**15)]
+    assert net.encode_input(x).dtype == np.int32
+    # 127.999 * 256 rounds to 32768 and -128.01 to -32771: both outside 16 bits
+    assert net.clipped_fraction(x) == 2 / 12
+    assert net.clipped_fraction(np.zeros(0)) == 0.0

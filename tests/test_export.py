@@ -10,7 +10,14 @@ import torch
 from click.testing import CliRunner
 
 from export import ExportOptions, GraphRunner, model_to_nir, read_graph, write_graph
-from export.quantize import dequantize, impulse_response_error, quantize_term, quantize_terms
+from export.quantize import (
+    dequantize,
+    exponent_for,
+    impulse_response_error,
+    quantize_term,
+    quantize_terms,
+    quantize_to_grid,
+)
 from lmuformer import PRESETS, build_model
 from lmuformer.cli import cli
 from lmuformer.errors import UserError
@@ -99,6 +106,52 @@ def test_quantisation_functions() -> None:
     assert np.abs(dequantize(two) - w).max() < np.abs(quantize_term(w, 4).value - w).max()
 
 
+def test_quantisation_by_hand() -> None:
+    # the smallest exponent with max|w| / 2**e <= 127: 0.5 / 2**-7 = 64; 127 * 2**-7 fits exactly at -7
+    assert exponent_for(np.array([0.5, -0.1]), 8) == -7
+    assert exponent_for(np.array([127 * 2.0**-7]), 8) == -7
+    assert exponent_for(np.array([-128 * 2.0**-7]), 8) == -6
+    assert exponent_for(np.array([3.0]), 2) == 2 and exponent_for(np.array([3.0]), 3) == 0  # limits 1, 3
+    assert exponent_for(np.zeros(3), 8) == 0 and exponent_for(np.zeros(0), 8) == 0
+    t = quantize_term(np.array([[0.5, -0.25], [0.126, 0.0]]), 8)
+    assert t.exponent == -7 and t.bits == 8 and t.mantissa.dtype == np.int8
+    assert t.mantissa.tolist() == [[64, -32], [16, 0]]  # 0.126 * 128 = 16.128 rounds to 16
+    assert t.value.tolist() == [[0.5, -0.25], [0.125, 0.0]] and t.value.dtype == np.float64
+    # off-grid values: round half to even, clipped to +-(2**(bits-1) - 1)
+    t = quantize_term(np.array([0.5, 1.5, 2.5, -0.5, -1.5, 2.6, 200.0, -200.0]), 4, exponent=0)
+    assert t.mantissa.tolist() == [0, 2, 2, 0, -2, 3, 7, -7]
+    t = quantize_term(np.array([0.3, 0.6]), 8, exponent=-1)
+    assert t.mantissa.tolist() == [1, 1] and t.exponent == -1
+    assert quantize_term(np.ones(1), 9).mantissa.dtype == np.int16
+    assert quantize_term(np.ones(1), 16).mantissa.dtype == np.int16
+    assert quantize_term(np.ones(1), 17).mantissa.dtype == np.int32
+    assert quantize_term(np.ones(1), 32).mantissa.dtype == np.int32
+    assert quantize_term(np.ones(1), 33).mantissa.dtype == np.int64
+    assert quantize_term(np.ones(1), 2).mantissa.tolist() == [1]
+    with pytest.raises(ValueError, match="need at least 2 bits, got 1"):
+        quantize_term(np.ones(1), 1)
+    # two terms: [0.75, 0.1] at 4 bits -> [6, 1] * 2**-3, then the residual [0, -0.025] -> [0, -6] * 2**-8
+    terms = quantize_terms(np.array([0.75, 0.1]), 4, terms=2)
+    assert [(t.mantissa.tolist(), t.exponent) for t in terms] == [([6, 1], -3), ([0, -6], -8)]
+    assert dequantize(terms).tolist() == [0.75, 0.125 - 6 / 256]
+    assert len(quantize_terms(np.array([0.75, 0.1]), 4, terms=3)) == 3
+    assert len(quantize_terms(np.array([0.75, 0.1]), 4)) == 1  # one term by default
+    # an exact first term ends the list; an all-zero matrix is one zero term
+    assert [t.exponent for t in quantize_terms(np.array([0.5, -0.25]), 8, terms=3)] == [-7]
+    zero = quantize_terms(np.zeros((2, 2)), 8, terms=2)
+    assert len(zero) == 1 and zero[0].exponent == 0 and not zero[0].mantissa.any()
+    grid = quantize_to_grid(np.array([0.3, -0.3, 0.125, 0.375, 1.0]), -2)  # ties to even
+    assert grid.tolist() == [0.25, -0.25, 0.0, 0.5, 1.0]
+    assert quantize_to_grid(np.array([5.0, 6.0, 7.0]), 1).tolist() == [4.0, 6.0, 8.0]
+    assert quantize_to_grid(np.array([0.3], dtype=np.float32), -2).dtype == np.float64
+    # impulse responses x = 1, 0.5, 0.25 against 1, 0.25, 0.0625: sqrt(sum of squared errors / sum of squares)
+    a, b = np.array([[0.5]]), np.array([1.0])
+    want = np.sqrt((0.25**2 + 0.1875**2) / (1 + 0.25 + 0.0625))
+    assert impulse_response_error(a, b, np.array([[0.25]]), b, 3) == pytest.approx(want, rel=1e-12)
+    assert impulse_response_error(a, b, a, np.array([1.1]), 2) == pytest.approx(0.1, rel=1e-12)
+    assert impulse_response_error(a, b, a, b, 5) == 0.0
+
+
 def test_lmu_representation_keeps_dynamics() -> None:
     """Integrator form with two 8-bit terms vs a naive shared 8-bit scale on A (scv2 size)."""
     a, b = lmu_discrete(512, 128.0)
@@ -169,3 +222,54 @@ def test_outputs_are_written_atomically_with_ordinary_permissions(tmp_path) -> N
         atomic_write(path, fail)
     assert path.read_text() == '{\n  "x": 1\n}\n'  # the previous file is intact
     assert list(path.parent.iterdir()) == [path]  # no temporary left behind
+
+
+def test_atomic_files_details(tmp_path) -> None:
+    import os
+
+    from lmuformer.files import atomic_write, write_text
+
+    seen = []
+
+    def writer(tmp: str) -> None:
+        seen.append(tmp)
+        with open(tmp, "w") as f:
+            f.write("ok")
+
+    out = atomic_write(tmp_path / "deep" / "er" / "curve.png", writer)
+    assert out == tmp_path / "deep" / "er" / "curve.png" and out.read_text() == "ok"
+    assert os.path.dirname(seen[0]) == str(out.parent)  # the same folder: the rename is atomic
+    name = os.path.basename(seen[0])
+    assert name.startswith(".curve.png.") and name.endswith(".png")  # writers read the suffix
+    atomic_write(tmp_path / "noext", writer)
+    assert os.path.basename(seen[1]).startswith(".noext.") and seen[1].endswith(".tmp")
+    assert write_text(tmp_path / "u.txt", "µ—\n") == tmp_path / "u.txt"
+    assert (tmp_path / "u.txt").read_bytes() == "µ—\n".encode()
+    old = os.umask(0o027)
+    try:
+        path = write_text(tmp_path / "private.txt", "x")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o640
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match="^cannot write .*file/x.json: File exists$"):  # the OS's words only
+        write_text(tmp_path / "file" / "x.json", "{}")
+    with pytest.raises(UserError, match="^cannot write "):
+        atomic_write(tmp_path / "file" / "y.bin", writer)
+    assert len(seen) == 2  # the writer was not called for an impossible path
+
+
+def test_write_text_is_utf8_whatever_the_locale(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0",  # an ASCII locale
+           "PYTHONPATH": str(root)}
+    code = "import sys; from lmuformer.files import write_text; write_text(sys.argv[1], '\\u00b5\\u2014')"
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "u.txt")], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "u.txt").read_bytes() == "\u00b5\u2014".encode()

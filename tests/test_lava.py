@@ -17,7 +17,17 @@ from export import model_to_nir
 from export.graph import ExportOptions
 from lmuformer.errors import UserError
 from tests.conftest import skip_without_lava
-from tests.test_emulator import active_model, inputs
+from tests.test_emulator import (
+    EDGE_SPIKES,
+    EDGE_X,
+    WRAP_X,
+    active_model,
+    edge_graph,
+    edge_trace,
+    inputs,
+    wrap_graph,
+    wrapped_trace,
+)
 
 skip_without_lava(module_level=True)  # lava 0.10 fails to import on Python >= 3.11
 
@@ -125,6 +135,22 @@ def test_fixed_equals_emulator_digits(digits_graph):
     assert sum(v.sum() for v in lava.spikes.values()) > 1000
     assert lava.spikes["block0.lmu.u.lif"].sum() > 0  # the memory path carries data
     assert np.array_equal(lava.predictions, emu.predictions)
+
+
+def test_threshold_ties_wide_weights_and_wrap_by_hand():
+    """Lava fixed_pt on the hand-made graphs: strict threshold at the tie, both 8-bit Dense terms of
+    9-bit weights, and the 24-bit wrap of the integrator; equal to the emulator and to the hand values."""
+    from backends.fixed_point import lower
+
+    g = edge_graph()
+    lava = simulate(g, EDGE_X, backend="lava", precision="fixed", progress=False, record=True)
+    emu = simulate(g, EDGE_X, backend="emulator", precision="fixed", progress=False, record=True)
+    assert_same_spikes(lava, emu)
+    assert np.array_equal(lava.extra["spike_trains"]["a"], EDGE_SPIKES)
+    assert np.array_equal(lava.trace, edge_trace())
+    g = wrap_graph()
+    lava = simulate(g, WRAP_X, backend="lava", precision="fixed", progress=False)
+    assert np.array_equal(lava.trace, wrapped_trace(lower(g).populations["readout"].frac))
 
 
 def test_fixed_equals_emulator_two_chunks_tiny():

@@ -15,6 +15,7 @@ from lmuformer.functional.lmu import (
     lmu_discrete,
     memory_fft,
     memory_step,
+    zoh_discretize,
 )
 from tests.conftest import activate
 
@@ -45,6 +46,16 @@ def test_zoh_matches_scipy(order: int, theta: float) -> None:
     np.testing.assert_allclose(bd, bd_ref[:, 0], atol=1e-10)
 
 
+def test_zoh_other_step_matches_scipy() -> None:
+    a, b = lmu_continuous(6, 9.0)
+    ad_ref, bd_ref, *_ = scipy.signal.cont2discrete(
+        (a, b[:, None], np.ones((1, 6)), np.zeros((1,))), dt=0.5, method="zoh"
+    )
+    ad, bd = zoh_discretize(a, b, dt=0.5)
+    np.testing.assert_allclose(ad, ad_ref, atol=1e-12)
+    np.testing.assert_allclose(bd, bd_ref[:, 0], atol=1e-12)
+
+
 def test_scv2_memory_facts() -> None:
     ad, bd = lmu_discrete(512, 128.0)
     assert max(abs(np.linalg.eigvals(ad))) == pytest.approx(0.83, abs=0.01)
@@ -53,9 +64,10 @@ def test_scv2_memory_facts() -> None:
 
 def test_memory_fft_equals_recurrence() -> None:
     ad, bd = lmu_discrete(32, 20.0)
-    h = torch.from_numpy(impulse_response(ad, bd, 50))
-    u = (torch.rand(3, 50, dtype=torch.float64) > 0.5).double()
-    m_fft = memory_fft(u, h)
+    h = torch.from_numpy(impulse_response(ad, bd, 60))  # longer than the input: only h[:50] is used
+    u = (torch.rand(3, 50, generator=torch.Generator().manual_seed(0)) > 0.5).float()  # spikes, float32
+    m_fft = memory_fft(u, h)  # computed in h's float64
+    assert m_fft.shape == (3, 50, 32) and m_fft.dtype == torch.float64
     m = torch.zeros(3, 32, dtype=torch.float64)
     a_t, b_t = torch.from_numpy(ad), torch.from_numpy(bd)
     for t in range(50):
@@ -85,10 +97,75 @@ def test_lif_semantics_by_hand() -> None:
     assert z[:, 0].tolist() == [0.0, 0.0]
 
 
-def test_lif_surrogate_gradient_flows() -> None:
-    x = torch.randn(10, 4, requires_grad=True)
+class _Spike(torch.autograd.Function):
+    """Heaviside forward (strict >), derivative of sigmoid(4 v) backward: the reference surrogate."""
+
+    @staticmethod
+    def forward(ctx, v):
+        ctx.save_for_backward(v)
+        return (v > 0).to(v.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        (v,) = ctx.saved_tensors
+        s = torch.sigmoid(4.0 * v)
+        return g * 4.0 * s * (1 - s)
+
+
+def _lif_autograd(x: torch.Tensor, v_th: float = 1.0, k: float = 0.5) -> torch.Tensor:
+    """The LIF written step by step for autograd, with the reset detached (the reference's
+    ``detach_reset``): the BPTT that ``lif_sequence``'s hand-written backward must equal."""
+    v, out = torch.zeros_like(x[0]), []
+    for xt in x:
+        v = v + k * (xt - v)
+        z = _Spike.apply(v - v_th)
+        out.append(z)
+        v = v * (1 - z.detach())
+    return torch.stack(out)
+
+
+def test_lif_surrogate_gradient_by_hand() -> None:
+    # one step, x = 2: v = 1 = v_th (no spike); dz/dx = k * 4 * sigmoid(0) * (1 - sigmoid(0)) = 0.5 * 4 / 4
+    x = torch.tensor([[2.0]], dtype=torch.float64, requires_grad=True)
+    z = lif_sequence(x, LIFParams())
+    assert z.dtype == torch.float64 and z.item() == 0.0
+    z.sum().backward()
+    assert x.grad.item() == 0.5  # slope alpha = 4: alpha = 2 would give 0.25
+    # two steps, no spike: v0 = 0.5, v1 = 0.25; dz1/dx0 = sg(v1) * (1 - k) * k, dz1/dx1 = sg(v1) * k
+    x = torch.tensor([[1.0], [0.0]], dtype=torch.float64, requires_grad=True)
+    lif_sequence(x, LIFParams())[1].sum().backward()
+    s = torch.sigmoid(torch.tensor(4 * (0.25 - 1), dtype=torch.float64))
+    sg = (4 * s * (1 - s)).item()
+    assert x.grad[:, 0].tolist() == pytest.approx([sg * 0.25, sg * 0.5], rel=1e-12)
+    # a spike at step 0 (v0 = 1.5) resets v; the reset is detached, so z1 does not depend on x0
+    x = torch.tensor([[3.0], [0.0]], dtype=torch.float64, requires_grad=True)
+    z = lif_sequence(x, LIFParams())
+    assert z[:, 0].tolist() == [1.0, 0.0]
+    z[1].sum().backward()
+    s = torch.sigmoid(torch.tensor(-4.0, dtype=torch.float64))  # v1 = 0: sigmoid(4 (0 - 1))
+    assert x.grad[0, 0].item() == 0.0
+    assert x.grad[1, 0].item() == pytest.approx(0.5 * 4 * s.item() * (1 - s.item()), rel=1e-12)
+    x.grad = None
     lif_sequence(x, LIFParams()).sum().backward()
-    assert x.grad is not None and x.grad.abs().sum() > 0
+    # dz0/dx0 = k * sg(0.5) (dz1/dx0 = 0); dz1/dx1 = k * sg(-1)
+    s0 = torch.sigmoid(torch.tensor(2.0, dtype=torch.float64))  # v0 = 1.5: sigmoid(4 * 0.5)
+    sg0 = 4 * s0 * (1 - s0)
+    assert x.grad[0, 0].item() == pytest.approx(0.5 * sg0.item(), rel=1e-12)
+    assert x.grad[1, 0].item() == pytest.approx(0.5 * 4 * s.item() * (1 - s.item()), rel=1e-12)
+
+
+@pytest.mark.parametrize("v_th", [1.0, 0.5])
+def test_lif_backward_equals_autograd_reference(v_th: float) -> None:
+    g = torch.Generator().manual_seed(2)
+    x = (torch.randn(12, 3, 5, generator=g, dtype=torch.float64) * 1.5).requires_grad_()
+    w = torch.randn(12, 3, 5, generator=g, dtype=torch.float64)  # a loss that weighs every step
+    z = lif_sequence(x, LIFParams(v_th=v_th))
+    (z * w).sum().backward()
+    x_ref = x.detach().clone().requires_grad_()
+    z_ref = _lif_autograd(x_ref, v_th)
+    (z_ref * w).sum().backward()
+    assert torch.equal(z, z_ref) and 0 < z.sum() < z.numel()
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

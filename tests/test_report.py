@@ -299,3 +299,192 @@ def test_emulator_and_lava_fixed_point_give_identical_counts(tiny_nir, other):
     keys = ("spikes", "sops", "macs", "neuron_updates", "energy_j")
     assert [[r[k] for k in keys] for r in reports[0]["layers"]] == [
         [r[k] for k in keys] for r in reports[1]["layers"]]
+
+
+def test_report_document_by_hand(run):
+    """Every top-level field and the total row of the hand graph's report."""
+    from lmuformer.report.counts import ASSUMPTIONS
+
+    g, r = run
+    rep = build_report(g, r, [BUILTIN["45nm"]], ann=True, source="hand.nir")
+    assert set(rep) == {"source", "backend", "precision", "samples", "steps", "frames", "dt", "layers",
+                        "total", "profiles", "ann_baseline", "assumptions"}
+    assert (rep["source"], rep["backend"], rep["precision"]) == ("hand.nir", "torch", "float")
+    assert (rep["samples"], rep["steps"], rep["frames"], rep["dt"]) == (2, STEPS, FRAMES, 1.0)
+    assert rep["ann_baseline"] is None  # no model config in the graph's metadata
+    assert rep["assumptions"] == list(ASSUMPTIONS) and list(rep["profiles"]) == ["45nm"]
+    t = rep["total"]
+    # neurons: a 3 + mem 2 + b 2 + readout 2 (not the input); synapses 4 + 9 + 4 + 3 + 0 over the
+    # 9 neurons that have any (input 2, a 3, mem 2, b 2)
+    assert (t["name"], t["kind"], t["neurons"], t["synapses"], t["steps"]) == ("total", "total", 9, 20, STEPS)
+    assert t["fan_out"] == pytest.approx(20 / 9)
+    assert (t["spikes"], t["spikes_std"], t["sops"], t["sops_std"], t["macs"]) == (5, 1, 15, 3, 28)
+    assert t["firing_rate"] == 5 / (5 * STEPS)  # spikes over the spiking neurons (a, b) x steps
+    # updates: a 12, mem 8, b 8, readout 8; active: a's 5 spikes and mem's 8 (readout sends nothing)
+    assert (t["neuron_updates"], t["active_neuron_updates"]) == (36, 13)
+    L = _by_name(rep)
+    assert L["input"]["firing_rate"] is None and L["mem"]["firing_rate"] is None
+    assert L["input"]["fan_out"] == 2.0 and L["readout"]["fan_out"] == 0.0 and L["a"]["fan_out"] == 3.0
+    assert L["input"]["steps"] == FRAMES and L["mem"]["steps"] == STEPS
+    for layer in layer_counts(g, r):
+        assert layer.fan_out.shape == (layer.neurons,) and layer.fan_out.dtype == np.int64
+        for a in (layer.spikes, layer.sops, layer.macs, layer.neuron_updates, layer.active_updates):
+            assert a.shape == (2,)
+    outgoing = {la.name: sorted(la.outgoing) for la in layer_counts(g, r)}
+    assert outgoing == {"input": ["a.in"], "a": ["b.syn0", "b.syn1", "mem.in"], "mem": ["b.syn2", "mem.rec"],
+                        "b": ["readout.syn0"], "readout": []}
+    # one sample: the standard deviation is 0
+    one = SimulationResult(r.backend, r.precision, r.readout[:1], r.trace[:1],
+                           {k: v[:1] for k, v in r.spikes.items()}, r.neurons, r.steps, 0.0, extra=None)
+    rep1 = build_report(g, one, [BUILTIN["45nm"]], ann=False)
+    assert rep1["total"]["spikes"] == 4 and rep1["total"]["spikes_std"] == 0.0
+    assert rep1["total"]["energy_j_std"]["45nm"] == 0.0
+
+
+def test_report_metadata_edges(run):
+    g, r = run
+    bare = nir.NIRGraph(nodes=g.nodes, edges=g.edges, metadata={})  # no dt, no latency: all steps are frames
+    rep = build_report(bare, r, [BUILTIN["45nm"]], ann=False)
+    assert rep["dt"] is None and rep["frames"] == STEPS
+    assert _by_name(rep)["input"]["macs"] == 4 * STEPS
+    flushed = nir.NIRGraph(nodes=g.nodes, edges=g.edges, metadata={"dt": 1.0, "latency_frames": STEPS})
+    assert _by_name(build_report(flushed, r, [BUILTIN["45nm"]], ann=False))["input"]["macs"] == 0
+
+
+def test_report_errors(run):
+    g, r = run
+    with pytest.raises(UserError, match="^select at least one energy profile$"):
+        build_report(g, r, [])
+    missing = SimulationResult(r.backend, r.precision, r.readout, r.trace, {"b": r.spikes["b"]}, r.neurons,
+                               r.steps, 0.0)
+    with pytest.raises(UserError, match="^the torch backend reported no spike counts for population 'a'$"):
+        layer_counts(g, missing)
+    bad = SimulationResult(r.backend, r.precision, r.readout, r.trace, {**r.spikes, "a": np.zeros(3)},
+                           r.neurons, r.steps, 0.0)
+    with pytest.raises(UserError, match=r"^spike counts of 'a' have shape \(3,\), expected \(2,\)$"):
+        layer_counts(g, bad)
+
+
+def test_sizes_scale_synapses_and_fan_out_errors():
+    from lmuformer.report.counts import _size, fan_out, outgoing_synapses
+
+    node = nir.Input(input_type={"input": np.array([4])})
+    assert _size(node) == 4
+    node.input_type = {"other": np.array([9]), "input": np.array([4])}  # the "input" port, not the first
+    assert _size(node) == 4
+    node.input_type = {"x": np.array([2, 3])}  # no "input" port: the only one
+    assert _size(node) == 6
+    assert _size(_lif(5, 1.0)) == 5 and _size(nir.I(r=np.ones(7))) == 7
+    with pytest.raises(UserError, match="^cannot tell the size of a Delay node$"):
+        _size(nir.Delay(delay=np.ones(2)))
+    nodes = {
+        "a": _lif(3, 1.0),
+        "s": nir.Scale(scale=np.array([1.0, 0.0, 2.0])),
+        "d": nir.Delay(delay=np.ones(3)),
+        "flat": nir.Linear(weight=np.ones((1, 1, 3))),
+        "narrow": nir.Linear(weight=np.ones((1, 2))),
+        "z": _lif(3, 1.0),
+    }
+    g = nir.NIRGraph(nodes=nodes, edges=[("a", "s"), ("s", "z"), ("a", "d"), ("d", "flat"), ("d", "narrow")],
+                     metadata={"dt": 1.0}, type_check=False)
+    assert outgoing_synapses(g, "z") == []  # no successors at all
+    g1 = nir.NIRGraph(nodes={k: nodes[k] for k in ("a", "s", "z")}, edges=[("a", "s"), ("s", "z")],
+                      metadata={}, type_check=False)
+    fo, syn = fan_out(g1, "a", 3)
+    assert fo.tolist() == [1, 0, 1] and syn == ["s"]
+    with pytest.raises(UserError, match=r"^synapse weights must be 2-D \(out, in\), got shape \(1, 1, 3\)$"):
+        fan_out(g, "a", 3)
+    g2 = nir.NIRGraph(nodes={k: nodes[k] for k in ("a", "d", "narrow")}, edges=[("a", "d"), ("d", "narrow")],
+                      metadata={}, type_check=False)
+    with pytest.raises(UserError, match="^synapse 'narrow' takes 2 inputs but 'a' has 3 neurons$"):
+        fan_out(g2, "a", 3)
+
+
+def test_graded_layer_with_one_synapse_and_total_fan_out():
+    """input(3) -> m(1 I) -> [2] -> readout(1 I): m has a single synapse and still sends every step;
+    the total fan-out is synapses over the neurons that have any (input 3 + m 1), not over all."""
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([3])}),
+        "m.in": nir.Linear(weight=np.ones((1, 3))),
+        "m": nir.I(r=np.ones(1)),
+        "readout.in": nir.Linear(weight=np.array([[2.0]])),
+        "readout": nir.I(r=np.ones(1)),
+        "output": nir.Output(output_type={"output": np.array([1])}),
+    }
+    edges = [("input", "m.in"), ("m.in", "m"), ("m", "readout.in"), ("readout.in", "readout"),
+             ("readout", "output")]
+    g = nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": 1.0, "latency_frames": 0})
+    r = simulate(g, np.ones((1, 2, 3), np.float32), backend="torch", progress=False)
+    rep = build_report(g, r, [BUILTIN["45nm"]], ann=False)
+    m = _by_name(rep)["m"]
+    assert (m["synapses"], m["macs"], m["neuron_updates"], m["active_neuron_updates"]) == (1, 2, 2, 2)
+    t = rep["total"]
+    assert (t["neurons"], t["synapses"]) == (2, 4) and t["fan_out"] == 1.0
+    assert t["firing_rate"] is None  # no spiking population
+
+
+def test_ann_baseline_in_report_uses_the_spiking_energy(tiny_nir):
+    from export import read_graph
+
+    g = read_graph(tiny_nir)
+    x = np.random.default_rng(0).random((2, 8, 8)).astype(np.float32)
+    rep = build_report(g, simulate(g, x, backend="torch", progress=False), [BUILTIN["loihi"]], ann=True)
+    ann = rep["ann_baseline"]
+    spiking = sum(la.energy(BUILTIN["45nm"]).mean() for la in layer_counts(g, simulate(
+        g, x, backend="torch", progress=False)))
+    assert ann["frames"] == 8 and ann["spiking_energy_45nm_j"] == pytest.approx(spiking)
+    assert ann["ratio"] == pytest.approx(ann["energy_j"] / spiking)
+
+
+def test_profiles_by_hand(tmp_path, monkeypatch):
+    from lmuformer.report.profiles import Profile
+
+    p = Profile("p", "src", sop_j=1.0, neuron_update_j=2.0)
+    assert p.figure("neuron_update_active") == 2.0  # defaults to the inactive figure
+    assert Profile("q", "s", mac_j=1.0, neuron_update_active_j=3.0).figure("neuron_update") is None
+    assert p.figure("mac") is None and p.unpriced() == ["mac"]
+    with pytest.raises(KeyError, match="'spike'"):
+        p.figure("spike")
+    assert p.to_dict() == {"name": "p", "source": "src", "unpriced": ["mac"], "notes": "",
+                           "figures_j": {"sop": 1.0, "mac": None, "neuron_update": 2.0,
+                                         "neuron_update_active": 2.0}}
+    for spelling in ("loihi2", "Loihi 2", "loihi-2", "LOIHI - 2"):
+        with pytest.raises(UserError, match=r"^No per-op.* Loihi 1\. Use 'loihi' or a profile file\.$"):
+            get_profile(spelling)
+    with pytest.raises(UserError, match=r"^unknown profile 'nope'; built in: 45nm, loihi, spinnaker2, or a "
+                                        r"\.toml/\.json file$"):
+        get_profile("nope")
+    # a path with a .toml/.json suffix (any case) is a file, found or not; an existing file is too
+    with pytest.raises(UserError, match="^profile file not found: missing.TOML$"):
+        get_profile("missing.TOML")
+    with pytest.raises(UserError, match="^profile file not found: missing.json$"):
+        get_profile("missing.json")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "hw").write_text('source = "s"\nsop_pj = 0\nnotes = "n"\n', encoding="utf-8")
+    hw = get_profile("hw")  # no suffix: read as TOML
+    assert (hw.name, hw.sop_j, hw.notes) == ("hw", 0.0, "n")  # zero is a valid figure
+    (tmp_path / "U.JSON").write_text('{"source": "s", "mac_pj": 2, "name": "\\u00b5hw"}', encoding="utf-8")
+    u = get_profile("U.JSON")
+    assert (u.name, u.mac_j, u.notes, u.sop_j) == ("\u00b5hw", 2e-12, "", None)
+    with pytest.raises(UserError, match="^profile 'hw' given twice$"):
+        resolve_profiles(["hw", "hw"])
+    assert [q.name for q in resolve_profiles(["hw", "U.JSON"])] == ["hw", "\u00b5hw"]
+    nonneg = "must be a non-negative number, got"
+    cases = {
+        "a.json": ('[1]', "a.json: a profile must be one table/object$"),
+        "b.toml": ('source = "s"\nsop_pj = 1\nwatts = 2\n',
+                   r"b.toml: unknown profile keys \['watts'\]; known: \['mac_pj', 'name', "),
+        "c.toml": ('source = "s"\nsop_pj = -1\n', f"c.toml: sop_pj {nonneg} -1$"),
+        "d.toml": ('source = "s"\nsop_pj = true\n', f"d.toml: sop_pj {nonneg} True$"),
+        "e.toml": ('source = "s"\nmac_pj = "x"\n', f"e.toml: mac_pj {nonneg} 'x'$"),
+        "f.toml": ('source = "s"\n', "f.toml: a profile needs at least one of sop_pj, mac_pj, "
+                                     "neuron_update_pj, neuron_update_active_pj$"),
+        "g.toml": ('sop_pj = 1\nsource = " "\n', r"g.toml: a profile needs a 'source' string \(where"),
+        "h.toml": ('sop_pj = [', r"h.toml: not a readable profile \(TOMLDecodeError: "),
+    }
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        with pytest.raises(UserError, match="^" + message):
+            load_profile_file(name)
+    with pytest.raises(UserError, match="^profile file not found: nowhere.toml$"):
+        load_profile_file("nowhere.toml")

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lmuformer import build_model
-from lmuformer.checkpoint import load_checkpoint, save_checkpoint
+from lmuformer.checkpoint import load_checkpoint, save_checkpoint, update_metrics
 from lmuformer.data import load_dataset
 from lmuformer.errors import UserError
 from lmuformer.training import evaluate, train
@@ -115,8 +115,8 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
 
 
 @pytest.fixture()
-def bad_files(tmp_path: Path, run_a: tuple[dict[str, Any], Path]) -> dict[str, Path]:
-    good = (run_a[1] / "best.pt").read_bytes()
+def bad_files(tmp_path: Path) -> dict[str, Path]:
+    good = save_checkpoint(tmp_path / "good.pt", build_model("tiny"), {}).read_bytes()
     files = {
         "truncated": tmp_path / "truncated.pt",
         "text": tmp_path / "notes.txt",
@@ -129,6 +129,107 @@ def bad_files(tmp_path: Path, run_a: tuple[dict[str, Any], Path]) -> dict[str, P
     torch.save({"weights": torch.ones(3)}, files["foreign"])
     files["empty"].write_bytes(b"")
     return files
+
+
+class _RunsCode:
+    """Unpickling this calls ``open(path, "w")``: a file that would run code when loaded."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_checkpoint_loader_refuses_a_pickle_that_runs_code(tmp_path: Path) -> None:
+    from lmuformer.checkpoint import FORMAT, VERSION
+
+    model = build_model("tiny")
+    marker = tmp_path / "code-was-run"
+    payload = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(),
+               "state_dict": model.state_dict(), "metrics": {"note": _RunsCode(marker)}, "train_state": None}
+    path = tmp_path / "evil.pt"
+    torch.save(payload, path)
+    assert not marker.exists()
+    for load in (load_checkpoint, lambda p: update_metrics(p, {"x": 1})):
+        with pytest.raises(UserError, match="cannot read checkpoint") as info:
+            load(path)
+        assert "\n" not in str(info.value) and str(path) in str(info.value)
+        assert not marker.exists()  # nothing in the file was executed
+
+
+def test_checkpoint_contents_checked(tmp_path: Path) -> None:
+    from lmuformer.checkpoint import FORMAT, VERSION
+
+    model = build_model("tiny")
+    good = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(),
+            "state_dict": model.state_dict(), "metrics": {}, "train_state": {"epoch": 1}}
+    cases = {
+        "newer": ({**good, "version": VERSION + 1}, f"version {VERSION + 1}; this lmuformer reads up to 1"),
+        "no version": ({**good, "version": "1"}, "format version '1'"),
+        "no marker": ({**good, "format": "other"}, "is not an lmuformer checkpoint"),
+        "list": ([good], "is not an lmuformer checkpoint"),
+        "no config": ({**good, "config": None}, r"damaged lmuformer checkpoint \(missing 'config'\)"),
+        "no weights": ({k: v for k, v in good.items() if k != "state_dict"}, "missing 'state_dict'"),
+        "no metrics": ({**good, "metrics": [1]}, "missing 'metrics'"),
+        "wrong shape": ({**good, "config": {**good["config"], "dim": good["config"]["dim"] * 2}},
+                        "stored model does not match its config"),
+        # strict loading: a missing weight is an error (its first line is quoted), not a silent default
+        "missing weight": ({**good, "state_dict": dict(list(model.state_dict().items())[1:])},
+                           r"stored model does not match its config \(Error\(s\) in loading state_dict for "
+                           r"LMUFormer:\)$"),
+        "extra weight": ({**good, "state_dict": {**model.state_dict(), "extra": torch.ones(1)}},
+                         r"\(Error\(s\) in loading state_dict for LMUFormer:\)$"),
+    }
+    for name, (payload, message) in cases.items():
+        path = tmp_path / f"{name}.pt"
+        torch.save(payload, path)
+        with pytest.raises(UserError, match=message):
+            load_checkpoint(path)
+    (tmp_path / "dir.pt").mkdir()
+    with pytest.raises(UserError, match="checkpoint is not a file"):
+        load_checkpoint(tmp_path / "dir.pt")
+    path = tmp_path / "ok.pt"
+    torch.save({**good, "version": 0, "train_state": "junk"}, path)  # older versions are read
+    ckpt = load_checkpoint(path)
+    assert ckpt.train_state is None and ckpt.path == path and ckpt.metrics == {}
+
+
+def test_checkpoint_metrics_plain_and_update(tmp_path: Path) -> None:
+    import numpy as np
+
+    from lmuformer.checkpoint import plain, unwrap
+
+    metrics = {"acc": np.float32(0.5), "n": np.int64(3), "curve": np.array([1, 2]), "t": torch.tensor(2.5),
+               "w": torch.ones(2), "path": tmp_path, 7: (1, None, "x", b"y", True), 1.5: [np.float64(0.25)]}
+    p = plain(metrics)
+    assert p["acc"] == 0.5 and type(p["acc"]) is float and p["n"] == 3 and type(p["n"]) is int
+    assert p["curve"] == [1, 2] and p["t"] == 2.5 and type(p["t"]) is float
+    assert torch.equal(p["w"], torch.ones(2))
+    assert p["path"] == str(tmp_path) and p[7] == (1, None, "x", b"y", True) and p["1.5"] == [0.25]
+    assert type(p["1.5"][0]) is float  # np.float64 subclasses float; stored as such it is unreadable
+    with pytest.raises(TypeError, match="cannot store a object"):
+        plain({"x": object()})
+
+    class OnlyItem:  # has .item but no .dtype: not an array
+        def item(self):
+            return 1
+
+    with pytest.raises(TypeError, match="cannot store a OnlyItem"):
+        plain([OnlyItem()])
+    model = build_model("tiny")
+    wrapped = torch.nn.Sequential()
+    wrapped.module = model  # what DistributedDataParallel looks like
+    assert unwrap(wrapped) is model
+    with pytest.raises(TypeError, match="expected an LMUFormer, got Linear"):
+        unwrap(torch.nn.Linear(1, 1))
+    path = save_checkpoint(tmp_path / "m.pt", wrapped, {"acc": 0.5, "keep": 1})
+    before = load_checkpoint(path).model.state_dict()
+    update_metrics(path, {"acc": np.float64(0.75), "new": "x"})
+    ckpt = load_checkpoint(path)
+    assert ckpt.metrics == {"acc": 0.75, "keep": 1, "new": "x"} and ckpt.train_state is None
+    assert all(torch.equal(before[k], v) for k, v in ckpt.model.state_dict().items())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]  # atomic rewrite, no temporaries
 
 
 @pytest.mark.parametrize("kind", ["truncated", "text", "foreign", "missing", "empty"])
@@ -216,6 +317,9 @@ def test_ddp_two_processes(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("test accuracy") == 1  # only rank 0 reports
     ckpt = load_checkpoint(out / "best.pt")
-    assert ckpt.metrics["world_size"] == 2
-    assert 0.0 <= ckpt.metrics["test_accuracy"] <= 1.0
-    assert (out / "last.pt").is_file() and (out / "metrics.json").is_file()
+    assert ckpt.metrics["world_size"] == 2 and [h["epoch"] for h in ckpt.metrics["history"]] == [1]
+    # the reported accuracy is the saved model's on the whole test split (rank 0 did not see half of it)
+    loader = DataLoader(load_dataset("digits", "test"), batch_size=100)
+    assert ckpt.metrics["test_accuracy"] == pytest.approx(evaluate(ckpt.model, loader))
+    assert json.loads((out / "metrics.json").read_text())["test_accuracy"] == ckpt.metrics["test_accuracy"]
+    assert (out / "last.pt").is_file()
