@@ -210,6 +210,7 @@ class _Dist:
     world: int = 1
     local_world: int = 1
     created: bool = False  # this call initialised the process group
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # collectives' tensors
 
     @property
     def main(self) -> bool:
@@ -225,15 +226,26 @@ def _init_distributed(device: torch.device) -> _Dist:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         created = True
     return _Dist(dist.get_rank(), dist.get_world_size(),
-                 int(os.environ.get("LOCAL_WORLD_SIZE", str(world))), created)
+                 int(os.environ.get("LOCAL_WORLD_SIZE", str(world))), created,
+                 _collective_device(str(dist.get_backend()), device))
+
+
+def _collective_device(backend: str, device: torch.device) -> torch.device:
+    """Where a collective's tensors must live: this rank's GPU for NCCL (it rejects CPU
+    tensors), the CPU for gloo."""
+    if backend == "nccl":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        return device if device.index is not None else torch.device("cuda", local)
+    return torch.device("cpu")
 
 
 def _all_sum(values: list[float], d: _Dist) -> list[float]:
+    """Element-wise sum over ranks of a few float64 counters (on ``d.device``)."""
     if d.world == 1:
         return values
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device=d.device)
     dist.all_reduce(t)
-    return t.tolist()
+    return t.cpu().tolist()
 
 
 def _barrier(d: _Dist) -> None:
