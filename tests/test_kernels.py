@@ -85,3 +85,16 @@ def test_knob_routes_the_model_through_the_kernels(monkeypatch: pytest.MonkeyPat
     scale = max(float(r.abs().max()) for r in ref_grads)  # some entries are sums that cancel
     for g, r in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6 * scale)
+
+
+def test_cuda_build_has_no_fma_contraction() -> None:
+    """The kernels compile ahead of time for an H100/H200 (sm_90, no GPU needed) with the
+    launch options, and the PTX holds no fused multiply-add: ``v + k (x - v)`` is rounded op
+    by op as in PyTorch.  Triton's default (fusion on) would contract it: the check bites."""
+    import re
+
+    fma = re.compile(r"\bfma\.rn\.f32")
+    ptx = lif_triton.compile_ptx(90)
+    assert ".entry" in ptx["lif_fwd"] and ".entry" in ptx["lif_bwd"]
+    assert not fma.search(ptx["lif_fwd"]) and not fma.search(ptx["lif_bwd"])
+    assert fma.search(lif_triton.compile_ptx(90, enable_fp_fusion=True)["lif_fwd"])

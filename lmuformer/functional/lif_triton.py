@@ -119,7 +119,37 @@ def _kernels(interpret: bool) -> tuple[Any, Any]:
         from triton.runtime.interpreter import InterpretedFunction
 
         return InterpretedFunction(_lif_fwd), InterpretedFunction(_lif_bwd)
-    return triton.jit(_lif_fwd), triton.jit(_lif_bwd)
+    return (triton.jit(_lif_fwd, do_not_specialize=_NO_SPECIALIZE),
+            triton.jit(_lif_bwd, do_not_specialize=_NO_SPECIALIZE))
+
+
+# Compile options of every CUDA launch.  enable_fp_fusion=False: no FMA contraction (the
+# bit-exactness of the forward depends on it; tests/test_kernels.py checks the PTX).
+# T and N are never specialised (Triton would turn a value 1 into a constant).
+_OPTIONS = {"num_warps": 4, "enable_fp_fusion": False}
+_NO_SPECIALIZE = ["T", "N"]
+_SIGNATURES = {
+    "lif_fwd": ({"x_ptr": "*fp32", "z_ptr": "*fp32", "vs_ptr": "*fp32", "T": "i32", "N": "i32",
+                 "v_th": "fp32", "k": "fp32", "SAVE": "constexpr", "BLOCK": "constexpr"},
+                {"SAVE": True, "BLOCK": 128}),
+    "lif_bwd": ({"gz_ptr": "*fp32", "vs_ptr": "*fp32", "gx_ptr": "*fp32", "T": "i32", "N": "i32",
+                 "v_th": "fp32", "k": "fp32", "alpha": "fp32", "BLOCK": "constexpr"}, {"BLOCK": 128}),
+}
+
+
+def compile_ptx(arch: int = 90, **overrides: Any) -> dict[str, str]:
+    """PTX of both kernels compiled ahead of time for CUDA compute capability ``arch`` (90:
+    H100/H200) with the launch options (``overrides`` replace some); needs no GPU."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    out = {}
+    for name, fn in (("lif_fwd", _lif_fwd), ("lif_bwd", _lif_bwd)):
+        sig, const = _SIGNATURES[name]
+        src = ASTSource(triton.jit(fn, do_not_specialize=_NO_SPECIALIZE), sig, const)
+        kernel = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={**_OPTIONS, **overrides})
+        out[name] = kernel.asm["ptx"]
+    return out
 
 
 def _block(n: int) -> int:
@@ -131,7 +161,7 @@ def _launch(kernel: Any, grid: tuple[int], interpret: bool, *args: Any, **meta: 
     if interpret:
         kernel[grid](*args, **meta)
     else:
-        kernel[grid](*args, **meta, num_warps=4, enable_fp_fusion=False)
+        kernel[grid](*args, **meta, **_OPTIONS)
 
 
 class _LIFTriton(torch.autograd.Function):
