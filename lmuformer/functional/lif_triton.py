@@ -26,6 +26,7 @@ prove the kernels on machines without a GPU.
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 import torch
@@ -47,7 +48,12 @@ def available() -> bool:
 
 def interpret_requested() -> bool:
     """Triton's ``runtime.interpret`` knob (env ``TRITON_INTERPRET``, read at call time)."""
-    return available() and bool(triton.knobs.runtime.interpret)
+    if not available():
+        return False
+    knobs = getattr(triton, "knobs", None)  # triton >= 3.4; older ones read the variable
+    if knobs is None:
+        return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+    return bool(knobs.runtime.interpret)
 
 
 def supports(x: torch.Tensor) -> bool:
