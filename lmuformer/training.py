@@ -21,6 +21,7 @@ processes and threads.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -55,8 +56,9 @@ class TrainOptions:
     (0: constant LR); ``mixup`` is the mixup rate (probability that a sample is mixed, the
     reference's 0.6 for scv2; 0: off); ``threads``
     per process (None: the cores available to this process divided by the local ranks);
-    ``device`` None picks CUDA when available, else the CPU; ``model`` holds ModelConfig
-    overrides (e.g. ``{"dim": 32}``).
+    ``device`` None picks CUDA when available, else the CPU; ``precision`` of the training
+    forward/backward (:data:`PRECISIONS`; None: :func:`default_precision` of the device);
+    ``model`` holds ModelConfig overrides (e.g. ``{"dim": 32}``).
     """
 
     dataset: str = "digits"
@@ -79,6 +81,7 @@ class TrainOptions:
     num_workers: int = 0
     threads: int | None = None
     device: str | None = None
+    precision: str | None = None
     model: dict[str, Any] = field(default_factory=dict)
 
 
@@ -99,6 +102,17 @@ RECIPES: dict[str, dict[str, Any]] = {
 _OPTION_NAMES = {f.name for f in fields(TrainOptions)}
 _MODEL_NAMES = {f.name for f in fields(ModelConfig)}
 _LOSSES = ("ce", "bce")
+# Mixed precision of training (autocast): matmuls/convolutions in bf16 or fp16; LIF membranes
+# (lif_sequence upcasts), the LMU memory, the loss and the weights and optimiser stay float32.
+# fp16 adds a GradScaler.  Evaluation (validation, test) always runs in float32.
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def default_precision(device: torch.device) -> str:
+    """bf16 on CUDA devices that support it (no loss scaling needed), else fp32."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
 
 
 def recipe(dataset: str) -> TrainOptions:
@@ -148,7 +162,8 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "out_dir": (str, type(None)), "epochs": int, "batch_size": int, "lr": float,
     "weight_decay": float, "lr_step": int, "lr_gamma": float, "loss": str,
     "label_smoothing": float, "mixup": float, "augment": bool, "grad_clip": float, "seed": int,
-    "num_workers": int, "threads": (int, type(None)), "device": (str, type(None)), "model": dict,
+    "num_workers": int, "threads": (int, type(None)), "device": (str, type(None)),
+    "precision": (str, type(None)), "model": dict,
 }
 
 
@@ -198,6 +213,8 @@ def resolve_options(base: TrainOptions, overrides: dict[str, Any]) -> TrainOptio
             raise UserError(f"{name} must be {need}, got {getattr(o, name)!r}")
     if o.loss not in _LOSSES:
         raise UserError(f"loss must be one of {', '.join(_LOSSES)}, not {o.loss!r}")
+    if o.precision is not None and o.precision not in PRECISIONS:
+        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, not {o.precision!r}")
     return o
 
 
@@ -210,6 +227,7 @@ class _Dist:
     world: int = 1
     local_world: int = 1
     created: bool = False  # this call initialised the process group
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # collectives' tensors
 
     @property
     def main(self) -> bool:
@@ -225,15 +243,26 @@ def _init_distributed(device: torch.device) -> _Dist:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         created = True
     return _Dist(dist.get_rank(), dist.get_world_size(),
-                 int(os.environ.get("LOCAL_WORLD_SIZE", str(world))), created)
+                 int(os.environ.get("LOCAL_WORLD_SIZE", str(world))), created,
+                 _collective_device(str(dist.get_backend()), device))
+
+
+def _collective_device(backend: str, device: torch.device) -> torch.device:
+    """Where a collective's tensors must live: this rank's GPU for NCCL (it rejects CPU
+    tensors), the CPU for gloo."""
+    if backend == "nccl":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        return device if device.index is not None else torch.device("cuda", local)
+    return torch.device("cpu")
 
 
 def _all_sum(values: list[float], d: _Dist) -> list[float]:
+    """Element-wise sum over ranks of a few float64 counters (on ``d.device``)."""
     if d.world == 1:
         return values
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device=d.device)
     dist.all_reduce(t)
-    return t.tolist()
+    return t.cpu().tolist()
 
 
 def _barrier(d: _Dist) -> None:
@@ -421,7 +450,12 @@ def train(
         raise UserError(f"cannot change the model when resuming: {resume} holds another model than "
                         f"preset {preset_name!r} with these settings")
 
-    device = torch.device(o.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        device = torch.device(o.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as e:
+        raise UserError(f"bad device {o.device!r}: {str(e).splitlines()[0]}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {o.device!r} asked for but CUDA is not available")
     d = _init_distributed(device)
     if device.type == "cuda" and d.world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -458,6 +492,8 @@ def _train(o: TrainOptions, preset_name: str, cfg: ModelConfig, ckpt: Any, info:
     scheduler = torch.optim.lr_scheduler.StepLR(
         optimizer, step_size=o.lr_step or 10**9, gamma=o.lr_gamma if o.lr_step else 1.0
     )
+    precision = o.precision or default_precision(device)
+    amp = _Amp(device, precision)
     start, history, best = 0, [], (-1.0, math.inf, 0)  # best: (val acc, val loss, epoch)
     if ckpt is not None:
         ts = ckpt.train_state
@@ -468,6 +504,8 @@ def _train(o: TrainOptions, preset_name: str, cfg: ModelConfig, ckpt: Any, info:
         if (out / "best.pt").exists():
             best = tuple(ts["best"])
         _set_rng_state(ts["rng"], gen)
+        if "grad_scaler" in ts:
+            amp.scaler.load_state_dict(ts["grad_scaler"])
         if start >= o.epochs:
             raise UserError(f"{resume} already holds {start} epochs; ask for more than {start} --epochs")
     if d.world > 1:
@@ -478,11 +516,13 @@ def _train(o: TrainOptions, preset_name: str, cfg: ModelConfig, ckpt: Any, info:
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
     meta = dict(dataset=o.dataset, preset=preset_name, variant=cfg.variant, parameters=params, seed=o.seed,
-                world_size=d.world, options=asdict(o), frame_period_s=info.get("frame_period_s"))
+                world_size=d.world, options=asdict(o), frame_period_s=info.get("frame_period_s"),
+                device=device.type, precision=precision)
     if show:
         print(f"training {preset_name} ({cfg.variant}, {params:,} parameters) on {o.dataset}: "
               f"{len(train_set)} train / {len(val_set)} val / {len(test_set)} test samples, "
-              f"epochs {start + 1}..{o.epochs}, {d.world} process(es) x {torch.get_num_threads()} thread(s)",
+              f"epochs {start + 1}..{o.epochs}, {d.world} process(es) x {torch.get_num_threads()} thread(s), "
+              f"{device.type} {precision}",
               file=sys.stderr)
 
     t_start = time.perf_counter()
@@ -497,7 +537,7 @@ def _train(o: TrainOptions, preset_name: str, cfg: ModelConfig, ckpt: Any, info:
         bar = _progress(len(loader), f"epoch {epoch + 1}/{o.epochs}", show)
         for x, y in loader:
             x, y = x.to(device), y.to(device)
-            loss, correct = _train_step(model, optimizer, x, y, o, cfg.num_classes, gen)
+            loss, correct = _train_step(model, optimizer, x, y, o, cfg.num_classes, gen, amp)
             sums[0] += loss * len(y)
             sums[1] += correct
             sums[2] += len(y)
@@ -520,6 +560,8 @@ def _train(o: TrainOptions, preset_name: str, cfg: ModelConfig, ckpt: Any, info:
         if d.main:
             state = dict(epoch=epoch + 1, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                          best=list(best), history=history, options=asdict(o), rng=_rng_state(gen))
+            if amp.scaler.is_enabled():
+                state["grad_scaler"] = amp.scaler.state_dict()
             if improved:
                 save_checkpoint(out / "best.pt", net, metrics)
             save_checkpoint(out / "last.pt", net, metrics, train_state=state)
@@ -538,9 +580,39 @@ def _train(o: TrainOptions, preset_name: str, cfg: ModelConfig, ckpt: Any, info:
     return metrics
 
 
+class _Amp:
+    """Autocast and (fp16 only) gradient scaling for one device and precision name."""
+
+    def __init__(self, device: torch.device, precision: str):
+        self.device_type, self.dtype = device.type, PRECISIONS[precision]
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+    def autocast(self) -> Any:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+
 def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                o: TrainOptions, classes: int, gen: torch.Generator) -> tuple[float, int]:
+                o: TrainOptions, classes: int, gen: torch.Generator,
+                amp: _Amp | None = None) -> tuple[float, int]:
     """One optimisation step on a batch x (B, T, F), y (B,); returns (mean loss, correct count)."""
+    amp = amp or _Amp(x.device, "fp32")
+    with amp.autocast():
+        logits, loss, labels = _forward_loss(model, x, y, o, classes, gen)
+    optimizer.zero_grad(set_to_none=True)
+    amp.scaler.scale(loss).backward()
+    if o.grad_clip > 0:
+        amp.scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+    amp.scaler.step(optimizer)
+    amp.scaler.update()
+    return float(loss.detach()), int((logits.detach().argmax(1) == labels).sum())
+
+
+def _forward_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, o: TrainOptions, classes: int,
+                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits, loss, labels) of a training batch; the loss is taken in float32."""
     if o.mixup > 0 or o.loss == "bce":
         target = F.one_hot(y, classes).to(x.dtype)
         if o.mixup > 0:
@@ -549,22 +621,18 @@ def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Ten
             x, target = mixup(x, target, o.mixup, gen)
         if o.label_smoothing > 0:
             target = target * (1 - o.label_smoothing) + o.label_smoothing / classes
-        logits = model(x)
+        logits = model(x).float()
         if o.loss == "bce":
             loss = F.binary_cross_entropy_with_logits(logits, target)
         else:
             loss = F.cross_entropy(logits, target)
         labels = target.argmax(1)
     else:
-        logits = model(x)
+        logits = model(x).float()
         loss = F.cross_entropy(logits, y, label_smoothing=o.label_smoothing)
         labels = y
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if o.grad_clip > 0:
-        nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
-    optimizer.step()
-    return float(loss.detach()), int((logits.detach().argmax(1) == labels).sum())
+    return logits, loss, labels
 
 
-__all__ = ["RECIPES", "TrainOptions", "evaluate", "load_config", "recipe", "resolve_options", "train"]
+__all__ = ["PRECISIONS", "RECIPES", "TrainOptions", "default_precision", "evaluate",
+           "load_config", "recipe", "resolve_options", "train"]

@@ -23,6 +23,10 @@ import click
               help="TOML or JSON file with any training option; flags given here win.")
 @click.option("--resume", type=click.Path(dir_okay=False), help="Continue from a checkpoint (last.pt).")
 @click.option("--threads", type=int, help="Torch threads per process (default: cores / local processes).")
+@click.option("--device", help="Torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]),
+              help="Training precision (autocast; fp16 with loss scaling). Default: bf16 on CUDA, "
+                   "fp32 on the CPU. Evaluation runs in fp32.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def command(config_file: str | None, no_progress: bool, **flags: Any) -> None:
     """Train with the paper's recipe scaled to the dataset; keeps best.pt (on validation

@@ -94,5 +94,15 @@ def lif_sequence(x: torch.Tensor, p: LIFParams) -> torch.Tensor:
     """Spikes for a whole sequence, time first: x (T, ...) -> z (T, ...), state from rest.
 
     Surrogate gradient: derivative of sigmoid(4 (v - v_th)); the reset is detached.
+    CUDA tensors (float32/16, bfloat16) run the fused Triton kernels
+    (:mod:`lmuformer.functional.lif_triton`, same spikes bit for bit), as do CPU tensors
+    while ``TRITON_INTERPRET=1``; otherwise the PyTorch loop below.  float16/bfloat16
+    input (autocast) is integrated in float32 on both paths and gives float32 spikes.
     """
+    from lmuformer.functional import lif_triton
+
+    if lif_triton.supports(x):
+        return lif_triton.lif_sequence_triton(x, p.v_th, p.dt_over_tau)
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
     return _LIFSequence.apply(x, p.v_th, p.dt_over_tau)

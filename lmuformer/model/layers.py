@@ -93,8 +93,11 @@ class Delay1(nn.Module):
 class LMUMemory(nn.Module):
     """Fixed LMU memory ``m[t] = A_d m[t-1] + B_d u[t]`` of order d over ``theta`` steps.
 
-    Computed in float64 in both modes (FFT convolution in parallel, the recurrence when
-    streaming) so that the two agree to ~1e-12 before the cast back to the input dtype.
+    Parallel mode: FFT convolution in ``fft_dtype``; None (default) picks float32 for
+    float32/half input on CUDA (cuFFT; its deviation from float64 is ~3e-7 of max|m|,
+    bounded in tests/test_model.py) and float64 everywhere else, so that the CPU path and
+    the exactness tests agree with the float64 recurrence (streaming) to ~1e-12 before the
+    cast back to the input dtype.  Set ``fft_dtype = torch.float64`` to force float64.
     A_d (d, d) and B_d (d,) are fixed buffers, never trained and not saved.
     """
 
@@ -103,18 +106,31 @@ class LMUMemory(nn.Module):
         a_d, b_d = lmu_discrete(order, theta)
         self.register_buffer("A", torch.from_numpy(a_d), persistent=False)
         self.register_buffer("B", torch.from_numpy(b_d), persistent=False)
+        self.fft_dtype: torch.dtype | None = None
         self._impulse: torch.Tensor | None = None
+        self._on_device: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
-    def impulse(self, steps: int) -> torch.Tensor:
-        """Impulse response ``H[k] = A_d^k B_d``, (steps, d) float64, cached."""
+    def impulse(self, steps: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """Impulse response ``H[k] = A_d^k B_d``, (steps, d), computed in float64, cached
+        (also per device and dtype, so that CUDA runs copy it once)."""
         if self._impulse is None or self._impulse.shape[0] < steps:
             h = impulse_response(self.A.cpu().numpy(), self.B.cpu().numpy(), steps)
             self._impulse = torch.from_numpy(np.ascontiguousarray(h))
-        return self._impulse[:steps].to(self.A.device)
+            self._on_device.clear()
+        key = (self.A.device, dtype)
+        if key not in self._on_device:
+            self._on_device[key] = self._impulse.to(device=self.A.device, dtype=dtype)
+        return self._on_device[key][:steps]
+
+    def compute_dtype(self, u: torch.Tensor) -> torch.dtype:
+        """The FFT's dtype for input ``u`` (see the class docstring)."""
+        if self.fft_dtype is not None:
+            return self.fft_dtype
+        return torch.float32 if u.is_cuda and u.dtype != torch.float64 else torch.float64
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """u: (steps, batch) -> m: (steps, batch, d) in u's dtype."""
-        m = memory_fft(u.T, self.impulse(u.shape[0]))  # (batch, steps, d)
+        m = memory_fft(u.T, self.impulse(u.shape[0], self.compute_dtype(u)))  # (batch, steps, d)
         return m.transpose(0, 1).to(u.dtype)
 
     def step(self, u: torch.Tensor, state: State) -> torch.Tensor:

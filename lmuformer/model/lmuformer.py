@@ -262,12 +262,27 @@ class LMUFormer(nn.Module):
         return self._features(frame, state)
 
     @torch.no_grad()
-    def stream_outputs(self, x: torch.Tensor) -> torch.Tensor:
-        """Head output at every step, streaming mode; same layout as :meth:`step_outputs`."""
+    def stream_outputs(self, x: torch.Tensor, lean: bool | None = None) -> torch.Tensor:
+        """Head output at every step, streaming mode; same layout as :meth:`step_outputs`.
+
+        ``lean`` (default: for the spiking variant) runs the frames through
+        :mod:`lmuformer.model.lean_stream` (BN folded, preallocated state; a CUDA graph on
+        CUDA) instead of :meth:`step` layer by layer: the same function, float roundings
+        reordered (float64: equal to ~1e-15).
+        """
         self._check(x)
-        state = self.initial_state()
         flush = x.new_zeros(x.shape[0], x.shape[2])
         frames = [*x.unbind(1), *([flush] * self.latency)]
+        if lean is None:
+            lean = self.config.variant == "spiking"
+        if lean:
+            from lmuformer.model.lean_stream import stepper
+
+            if self.training:
+                raise RuntimeError("streaming runs in eval mode: call model.eval() first")
+            fast = stepper(self, x.shape[0])
+            return torch.stack([fast.step(f).clone() for f in frames], dim=1)
+        state = self.initial_state()
         return torch.stack([self.step(f, state) for f in frames], dim=1)
 
     def stream(self, x: torch.Tensor) -> torch.Tensor:
