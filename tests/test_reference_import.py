@@ -234,3 +234,20 @@ def test_cli_imports_and_rejects_bad_keys(tmp_path: Path) -> None:
         convert_state_dict(bad_shape, "spiking")
     assert not (tmp_path / "x.pt").exists()
     np.testing.assert_equal(load_checkpoint(out).metrics["variant"], "spiking")
+
+
+def test_init_follows_reference() -> None:
+    """trunc normal 0.02 / zero bias for the reference's nn.Linear layers (W_u, W_h, head); PyTorch's
+    Conv1d default (U(+-1/sqrt(fan_in)) weight and bias) for its kernel-1 convs (proj, fc1, fc2)."""
+    from lmuformer import build_model
+
+    torch.manual_seed(0)
+    model = build_model("scv2")
+    mixer, channel = model.blocks[0]
+    for layer in (model.head, mixer.to_u[0], mixer.to_h[0]):
+        assert layer.weight.std().item() == pytest.approx(0.02, rel=0.1) and not layer.bias.any()
+    for layer, std in ((mixer.proj[0], 0.036), (channel.layers[2], 0.036), (channel.layers[5], 0.018)):
+        bound = layer.in_features ** -0.5
+        assert layer.weight.std().item() == pytest.approx(std, rel=0.05)
+        assert layer.weight.abs().max() <= bound and layer.bias.abs().max() <= bound
+        assert layer.bias.std().item() == pytest.approx(bound / 3**0.5, rel=0.25)
