@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
 
@@ -12,16 +14,17 @@ from export.summary import summarize
 from lmuformer.errors import UserError
 
 
-def load_model(checkpoint: str | None = None, preset_name: str | None = None) -> torch.nn.Module:
-    """A model in eval mode from a checkpoint file or a preset name."""
+def load_model(checkpoint: str | None = None, preset_name: str | None = None,
+               seed: int = 0) -> torch.nn.Module:
+    """A model in eval mode from a checkpoint file, or a preset seeded and batch-norm calibrated."""
     if checkpoint is not None:
         from lmuformer.checkpoint import load_checkpoint
 
         return load_checkpoint(checkpoint).model.eval()
-    from lmuformer.model import build_model
+    from lmuformer.model.calibrate import calibrated_preset
 
     try:
-        return build_model(preset_name).eval()
+        return calibrated_preset(preset_name, seed)
     except ValueError as e:
         raise UserError(str(e)) from None
 
@@ -43,13 +46,16 @@ def export_model(
     lmu_form: str = "recurrent",
     lmu_taps: int | None = None,
     lmu_max_delay: int | None = None,
+    seed: int = 0,
 ) -> dict:
     """Export to ``output`` and return the summary (with accuracies if ``eval_dataset``)."""
-    model = load_model(checkpoint, preset_name)
+    model = load_model(checkpoint, preset_name, seed)
     opts = ExportOptions(dt=dt, quantize=quantize, weight_bits=weight_bits, weight_terms=weight_terms,
                          lmu_bits=lmu_bits, lmu_terms=lmu_terms, lmu_form=lmu_form, lmu_taps=lmu_taps,
                          lmu_max_delay=lmu_max_delay)
     graph = model_to_nir(model, opts)
+    if getattr(model, "calibration", None):  # a preset: how its batch norms were set
+        graph.metadata["calibration"] = json.dumps(model.calibration)
     write_graph(graph, output)
     summary = summarize(graph)
     if eval_dataset is not None:

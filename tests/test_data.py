@@ -202,7 +202,7 @@ def test_read_wav(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- Speech Commands
 
-WORDS = ("yes", "no", "go")  # sorted: go, no, yes
+WORDS = ("yes", "no", "go")  # reference class order: no (22), yes (28), go (33)
 
 
 def _make_scv2(root: Path) -> Path:
@@ -229,14 +229,14 @@ def test_speech_commands_splits_and_items(tmp_path: Path) -> None:
     root = str(_make_scv2(tmp_path / "sc"))
     train, val, test = (load_dataset("scv2", s, root) for s in ("train", "val", "test"))
     assert (len(train), len(val), len(test)) == (6, 3, 3)
-    assert train.classes == ["go", "no", "yes"]
+    assert train.classes == ["no", "yes", "go"]
     assert sorted(train.files) == sorted(f"{w}/spk{k}_nohash_0.wav" for w in WORDS for k in (2, 3))
-    assert val.targets.tolist() == [2, 1, 0]  # yes, no, go in list order
+    assert val.targets.tolist() == [1, 0, 2]  # yes, no, go in list order
     for f, y in zip(train.files, train.targets.tolist(), strict=True):
         assert train.classes[y] == f.split("/")[0]
     x, y = test[0]
     assert x.shape == (128, 128) and x.dtype == torch.float32
-    assert y.dtype == torch.int64 and y.dim() == 0 and int(y) == 2
+    assert y.dtype == torch.int64 and y.dim() == 0 and int(y) == 1
 
 
 def test_speech_commands_bad_layouts(tmp_path: Path) -> None:

@@ -19,10 +19,10 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from lmuformer.cli import export, info, report, simulate, stream, train
+    from lmuformer.cli import export, import_reference, info, report, simulate, stream, train
     from lmuformer.cli import map as map_command
 
-    for module in (export, info, report, simulate, stream, train, map_command):
+    for module in (export, info, report, simulate, stream, train, map_command, import_reference):
         cli.add_command(module.command)
 
 

@@ -27,10 +27,11 @@ import click
 @click.option("--eval", "eval_dataset", help="Also measure float and quantised accuracy on this dataset.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder of the --eval dataset.")
 @click.option("--samples", type=int, help="Evaluate on the first N test samples only.")
+@click.option("--seed", default=0, show_default=True, help="Seed of a --preset's weights and BN calibration.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def command(checkpoint, target, preset_name, output, weight_bits, weight_terms, lmu_bits, lmu_terms,
             lmu_form, lmu_taps, lmu_max_delay, as_float, dt,
-            eval_dataset, data_dir, samples, as_json) -> None:
+            eval_dataset, data_dir, samples, seed, as_json) -> None:
     """Export a spiking LMUFormer (CHECKPOINT or --preset) to a NIR file."""
     from export.api import export_model
 
@@ -39,7 +40,7 @@ def command(checkpoint, target, preset_name, output, weight_bits, weight_terms, 
     summary = export_model(
         checkpoint=checkpoint, preset_name=preset_name, output=output, quantize=not as_float,
         weight_bits=weight_bits, weight_terms=weight_terms, lmu_bits=lmu_bits, lmu_terms=lmu_terms, dt=dt,
-        eval_dataset=eval_dataset, data_dir=data_dir, samples=samples, progress=not as_json,
+        eval_dataset=eval_dataset, data_dir=data_dir, samples=samples, progress=not as_json, seed=seed,
         lmu_form=lmu_form, lmu_taps=lmu_taps, lmu_max_delay=lmu_max_delay,
     )
     if as_json:

@@ -3,8 +3,11 @@
 Layout of ``data_dir`` (the extracted ``speech_commands_v0.02`` archive): ``validation_list.txt``
 and ``testing_list.txt`` (one ``word/file.wav`` per line), one folder of 16 kHz 16-bit mono wavs
 per word, and ``_background_noise_/`` (like every folder starting with "_", not a class).
-Classes: the sorted word folder names; label = index. val / test = the files of the two lists,
-train = every other wav of the word folders.
+Classes: the word folders in the reference's order (:data:`REFERENCE_CLASSES`, the order of its
+label CSV ``speechcommands_class_labels_indices.csv``: backward, follow, five, bed, ...), words
+outside that list after them, sorted; label = index. On the full data set label k is the
+reference's class k, so its checkpoints' heads need no permutation. val / test = the files of
+the two lists, train = every other wav of the word folders.
 
 Items: x float32 (128 frames of 10 ms, 128 log-mel bins), normalised as the reference (see
 :mod:`lmuformer.data.audio`); y int64 class index.
@@ -44,6 +47,20 @@ NOISE_SCALE = 0.1
 MIXUP_RATE = 0.6  # probability that a sample is mixed
 MIXUP_BETA = 10.0  # lambda ~ Beta(10, 10), as the reference
 
+# The reference's class indices 0..34 (its label CSV, from the AST recipe it builds on).
+REFERENCE_CLASSES: tuple[str, ...] = (
+    "backward", "follow", "five", "bed", "zero", "on", "learn", "two", "house", "tree",
+    "dog", "stop", "seven", "eight", "down", "six", "forward", "cat", "right", "visual",
+    "four", "wow", "no", "nine", "off", "three", "left", "marvin", "yes", "up",
+    "sheila", "happy", "bird", "go", "one",
+)
+
+
+def class_order(words: set[str] | list[str]) -> list[str]:
+    """``words`` in the reference's class order; words it does not know after them, sorted."""
+    known = [w for w in REFERENCE_CLASSES if w in set(words)]
+    return known + sorted(set(words) - set(REFERENCE_CLASSES))
+
 
 def _read_list(root: Path, name: str, classes: set[str]) -> list[str]:
     """The relative paths (``word/file.wav``) of a split list, checked against the folder."""
@@ -65,11 +82,12 @@ def _read_list(root: Path, name: str, classes: set[str]) -> list[str]:
 
 
 def scan_folder(root: Path) -> tuple[list[str], dict[str, list[str]]]:
-    """Classes (sorted word folders) and the relative wav paths of each split of a SCv2 folder."""
+    """Classes (word folders, :func:`class_order`) and the relative wav paths of each split of a
+    SCv2 folder."""
     for name in (VALIDATION_LIST, TESTING_LIST):
         if not (root / name).is_file():
             raise UserError(f"data folder {root} is not a Speech Commands V2 folder: {name} missing")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
+    classes = class_order([p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_")])
     if not classes:
         raise UserError(f"data folder {root} is not a Speech Commands V2 folder: no word folders")
     names = set(classes)
