@@ -4,6 +4,11 @@
 integer parameters of :mod:`backends.fixed_point`; ``"float"`` runs the ``floating_pt`` models
 with the NIR float parameters.  Samples run back to back in one Lava run per chunk of
 ``samples_per_run``; the runtime is always stopped (exceptions, KeyboardInterrupt included).
+While it runs, SIGINT, SIGTERM and SIGHUP raise in this process (KeyboardInterrupt,
+:class:`~lmuformer.errors.Terminated`), start-up included; a runtime that never ran is
+stopped by force (its children wait for a first command), and any child forked since the
+chunk began is terminated afterwards, so no Lava process or shared-memory segment outlives
+the call.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import multiprocessing as mp
+import os
 import signal
 import sys
 import threading
@@ -21,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from backends.base import SimulationResult
-from lmuformer.errors import UserError
+from lmuformer.errors import Terminated, UserError
 
 
 def _lava_missing() -> UserError:
@@ -57,22 +63,103 @@ def unavailable_reason() -> str | None:
     return None
 
 
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 @contextlib.contextmanager
-def _sigint_deferred():
-    """While Lava forks its processes: they inherit a SIGINT handler that only records the
-    signal, so a terminal Ctrl-C (sent to the whole process group) cannot kill them half-way
-    through a step; the parent raises KeyboardInterrupt afterwards and stops them cleanly."""
+def _signals_raise():
+    """SIGINT raises KeyboardInterrupt and SIGTERM/SIGHUP raise :class:`Terminated` in this
+    process at once, Lava's start-up included, so that the ``finally`` stops the runtime.
+
+    A Lava child forked meanwhile inherits the handler: there SIGINT is ignored (a terminal
+    Ctrl-C reaches the whole process group; the parent stops the children cleanly) and
+    SIGTERM/SIGHUP kill it as by default (what :func:`shutdown`'s fallback sends)."""
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield _Guard()
         return
-    pending: list[int] = []
-    old = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    parent = os.getpid()
+    guard = _Guard()
+
+    def handler(signum, frame) -> None:
+        if os.getpid() != parent:
+            if signum != signal.SIGINT:
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+            return
+        if guard.stopping:  # do not abandon the clean-up half-way: raise once it is done
+            guard.pending.append(signum)
+            return
+        guard.raise_for(signum)
+
+    old = {sig: signal.signal(sig, handler) for sig in _SIGNALS}
     try:
-        yield
+        yield guard
     finally:
-        signal.signal(signal.SIGINT, old)
-    if pending:
-        raise KeyboardInterrupt
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+class _Guard:
+    """Signals that arrived while the runtime was being stopped (raised afterwards)."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self.pending: list[int] = []
+
+    @staticmethod
+    def raise_for(signum: int) -> None:
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Terminated(signum)
+
+    @contextlib.contextmanager
+    def cleanup(self):
+        self.stopping = True
+        try:
+            yield
+        finally:
+            self.stopping = False
+        if self.pending:
+            self.raise_for(self.pending[0])
+
+
+def _children() -> dict[int, str]:
+    """This process's live child processes (pid -> command line), from /proc."""
+    me, out = os.getpid(), {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                st = f.read()
+            fields = st[st.rindex(")") + 2 :].split()
+            if int(fields[1]) != me or fields[0] == "Z":
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                out[int(entry)] = f.read().decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def _reap_new_children(before: set[int], grace: float = 2.0) -> None:
+    """SIGTERM, then SIGKILL, the children forked since ``before`` that are still alive
+    (e.g. one forked just as a signal interrupted start-up), except multiprocessing's
+    resource tracker, which unlinks leaked shared memory when this process exits."""
+    pids = [p for p, cmd in _children().items() if p not in before and "resource_tracker" not in cmd]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(p, sig)
+        deadline = time.monotonic() + grace
+        while pids and time.monotonic() < deadline:
+            for p in list(pids):
+                with contextlib.suppress(ChildProcessError, OSError):
+                    if os.waitpid(p, os.WNOHANG)[0] == p:
+                        pids.remove(p)
+            time.sleep(0.05)
+        if not pids:
+            return
 
 
 def shutdown(root, timeout: float = 60.0) -> None:
@@ -82,6 +169,11 @@ def shutdown(root, timeout: float = 60.0) -> None:
     if runtime is None:
         return
     errors: list[BaseException] = []
+    if not getattr(runtime, "_is_started", False):
+        # created but never run (or interrupted while starting): Lava's stop() would wait
+        # forever on children that are still waiting for their first command
+        _force_stop(runtime)
+        return
 
     def stop() -> None:
         try:
@@ -93,25 +185,32 @@ def shutdown(root, timeout: float = 60.0) -> None:
     worker.start()
     worker.join(timeout)
     if worker.is_alive() or errors:
-        infra = getattr(runtime, "_messaging_infrastructure", None)
-        for actor in list(getattr(infra, "actors", [])):
-            try:
-                if actor.is_alive():
-                    actor.terminate()
-                    mp.Process.join(actor, 2.0)
-                if actor.is_alive():
-                    actor.kill()
-                    mp.Process.join(actor, 2.0)
-            except (ValueError, AssertionError, OSError):
-                pass
-        runtime._is_started = False  # a later Process.__del__ -> stop() must not wait on them
-        try:
-            if getattr(infra, "smm", None) is not None:
-                infra.smm.shutdown()
-        except Exception:  # noqa: BLE001 - best effort
-            pass
+        _force_stop(runtime)
         reason = f"did not stop within {timeout:.0f} s" if worker.is_alive() else repr(errors[0])
         warnings.warn(f"Lava runtime {reason}; its processes were terminated", RuntimeWarning, stacklevel=2)
+
+
+def _force_stop(runtime) -> None:
+    """Terminate, then kill, the runtime's OS processes and release its shared memory."""
+    infra = getattr(runtime, "_messaging_infrastructure", None)
+    for actor in list(getattr(infra, "actors", [])):
+        try:
+            if actor.is_alive():
+                actor.terminate()
+                mp.Process.join(actor, 2.0)
+            if actor.is_alive():
+                actor.kill()
+                mp.Process.join(actor, 2.0)
+        except (ValueError, AssertionError, OSError):
+            pass
+    runtime._is_started = False  # a later Process.__del__ -> stop() must not wait on them
+    try:
+        if getattr(infra, "smm", None) is not None:
+            infra.smm.shutdown()
+    except Exception:  # noqa: BLE001 - best effort
+        pass
+    with contextlib.suppress(Exception):
+        runtime._watchdog_manager.stop()
 
 
 def run(graph, x: np.ndarray, precision: str = "fixed", progress: bool = True, record: bool = False,
@@ -159,13 +258,15 @@ def run(graph, x: np.ndarray, precision: str = "fixed", progress: bool = True, r
     lava_steps = 0
     run_s = 0.0
     n_procs = 0
-    with tqdm(total=len(x), desc=f"lava ({precision})", unit="sample", disable=not progress) as bar:
+    with _signals_raise() as guard, tqdm(total=len(x), desc=f"lava ({precision})", unit="sample",
+                                         disable=not progress) as bar:
         for c0 in range(0, len(x), samples_per_run):
             chunk = x[c0 : c0 + samples_per_run]
             lnet = lowering.build(net, sched, chunk, fixed)
             total = sched.total_steps(len(chunk))
+            before = set(_children())
             try:
-                with warnings.catch_warnings(), _sigint_deferred():
+                with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message="Cannot import module")  # Lava's model search
                     lnet.root.create_runtime(run_cfg=cfg)
                 done = 0
@@ -181,7 +282,11 @@ def run(graph, x: np.ndarray, precision: str = "fixed", progress: bool = True, r
                 run_s += time.perf_counter() - t0
                 data = {n: np.asarray(s.data.get()) for n, s in lnet.sinks.items()}
             finally:
-                shutdown(lnet.root)
+                with guard.cleanup():
+                    try:
+                        shutdown(lnet.root)
+                    finally:
+                        _reap_new_children(before)
             lava_steps += total
             n_procs = len(lnet.processes)
             for i in range(len(chunk)):
