@@ -37,6 +37,7 @@ TMP_PREFIX = ".lmuf-tmp."
 LOCK_PREFIX = ".lmuf-lock"
 _TMP_RE = re.compile(r"^\.lmuf-tmp\.(\d+)\.")
 
+_allow_special = [False]  # process-wide default of allow_special (the CLI's --allow-special-output)
 _protected: dict[tuple[int, int], str] = {}  # (st_dev, st_ino) of this command's inputs -> name
 _live_temps: set[str] = set()
 _held_locks: dict[str, int] = {}  # lock file -> fd, for locks held by this process
@@ -52,6 +53,11 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def allow_special_outputs(flag: bool) -> None:
+    """Set the default of ``allow_special``: write into an existing device or FIFO target."""
+    _allow_special[0] = bool(flag)
 
 
 def protect(*paths: str | os.PathLike | None) -> None:
@@ -72,13 +78,14 @@ def unprotect_all() -> None:
 
 
 def check_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = (),
-                 allow_special: bool = False, what: str = "output") -> Path:
+                 allow_special: bool | None = None, what: str = "output") -> Path:
     """``path`` if it is a usable output target; UserError (one line) otherwise.
 
     Refused: an existing directory; a device, FIFO or socket unless ``allow_special``; the
     same file as one of ``inputs`` or of the :func:`protect`-ed inputs (compared by inode,
     so links and other spellings of the same file count)."""
     path = Path(path)
+    allow_special = _allow_special[0] if allow_special is None else allow_special
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -88,8 +95,8 @@ def check_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike | N
     if stat.S_ISDIR(st.st_mode):
         raise UserError(f"{what} {path} is a directory; give a file name")
     if not stat.S_ISREG(st.st_mode) and not allow_special:
-        raise UserError(f"{what} {path} is not a regular file (a device, FIFO or socket); "
-                        "refusing to replace it")
+        raise UserError(f"{what} {path} is not a regular file (a device, FIFO or socket); refusing to "
+                        "replace it (lmuf --allow-special-output writes into it)")
     for p in inputs:
         if p is None:
             continue
@@ -103,7 +110,7 @@ def check_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike | N
 
 
 def check_outputs(outputs: dict[str, str | os.PathLike | None],
-                  inputs: Iterable[str | os.PathLike | None] = (), allow_special: bool = False) -> None:
+                  inputs: Iterable[str | os.PathLike | None] = (), allow_special: bool | None = None) -> None:
     """:func:`check_output` for each named output (``{"--json": path}``); also refuses two
     outputs that are the same file, and records ``inputs`` with :func:`protect`."""
     inputs = [p for p in inputs if p is not None]
@@ -144,7 +151,8 @@ def cleanup_temporaries() -> None:
         _live_temps.discard(tmp)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None], allow_special: bool = False) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None], allow_special: bool | None = None
+                 ) -> Path:
     """Call ``write(tmp_name)`` then rename the temporary file to ``path``; returns the path.
 
     The temporary name keeps ``path``'s name and suffix (writers such as matplotlib read it).
@@ -269,12 +277,12 @@ def _acquire(lock_path: Path, what: str) -> int:
     raise UserError(f"cannot lock {what}: too many concurrent writers")
 
 
-def write_text(path: str | os.PathLike, text: str, allow_special: bool = False) -> Path:
+def write_text(path: str | os.PathLike, text: str, allow_special: bool | None = None) -> Path:
     """Write text (UTF-8) atomically."""
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), allow_special)
 
 
-def write_json(path: str | os.PathLike, obj: Any, allow_special: bool = False) -> Path:
+def write_json(path: str | os.PathLike, obj: Any, allow_special: bool | None = None) -> Path:
     """Write an indented JSON document atomically (strict JSON: NaN/Infinity are refused)."""
     try:
         text = json.dumps(obj, indent=2, allow_nan=False) + "\n"

@@ -16,8 +16,13 @@ from lmuformer.errors import Terminated, UserError
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="lmuformer")
-def cli() -> None:
+@click.option("--allow-special-output", is_flag=True,
+              help="Let output options write into a device or FIFO (e.g. /dev/stdout), not refuse it.")
+def cli(allow_special_output: bool) -> None:
     """Train, export (NIR), simulate (Lava, emulator) and report the Spiking LMUFormer."""
+    from lmuformer.files import allow_special_outputs
+
+    allow_special_outputs(allow_special_output)
 
 
 def _register() -> None:
@@ -54,7 +59,7 @@ def install_signal_handlers() -> None:
 def run(args: list[str] | None = None) -> int:
     """Run the CLI on ``args``; returns the exit code: 0, 2 (one ``error:`` line on stderr),
     130 (Ctrl-C) or 128 + signal number (SIGTERM 143, SIGHUP 129)."""
-    from lmuformer.files import cleanup_temporaries, unprotect_all
+    from lmuformer.files import allow_special_outputs, cleanup_temporaries, unprotect_all
 
     try:
         cli.main(args=args, standalone_mode=False)
@@ -62,7 +67,11 @@ def run(args: list[str] | None = None) -> int:
     except Terminated as e:
         click.echo(f"terminated ({signal.Signals(e.signum).name})", err=True)
         return 128 + e.signum
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:  # click turns KeyboardInterrupt (and Terminated) into Abort
+        cause = e.__cause__ or e.__context__
+        if isinstance(cause, Terminated):
+            click.echo(f"terminated ({signal.Signals(cause.signum).name})", err=True)
+            return 128 + cause.signum
         click.echo("aborted", err=True)
         return 130
     except KeyboardInterrupt:
@@ -82,6 +91,7 @@ def run(args: list[str] | None = None) -> int:
     finally:
         cleanup_temporaries()
         unprotect_all()
+        allow_special_outputs(False)
 
 
 def main() -> None:

@@ -27,9 +27,11 @@ def command(checkpoint, target, preset_name, output, weight_bits, weight_terms, 
             eval_dataset, data_dir, samples, as_json) -> None:
     """Export a spiking LMUFormer (CHECKPOINT or --preset) to a NIR file."""
     from export.api import export_model
+    from lmuformer.files import check_outputs
 
     if (checkpoint is None) == (preset_name is None):
         raise click.UsageError("give either a CHECKPOINT or --preset NAME")
+    check_outputs({"--output": output}, inputs=[checkpoint])
     summary = export_model(
         checkpoint=checkpoint, preset_name=preset_name, output=output, quantize=not as_float,
         weight_bits=weight_bits, weight_terms=weight_terms, lmu_bits=lmu_bits, lmu_terms=lmu_terms, dt=dt,
