@@ -63,8 +63,16 @@ def session_processes(sid: int) -> set[int]:
     return out
 
 
-def shm() -> set[str]:
-    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+def mapped_segments(pids: set[int]) -> set[str]:
+    """Names of the /dev/shm segments that ``pids`` have mapped (other users' runs excluded)."""
+    out = set()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                out.update(m.group(1) for m in re.finditer(r"/dev/shm/(\S+)", f.read()))
+        except OSError:
+            continue
+    return out
 
 
 def temporaries(folder: Path) -> list[str]:
@@ -252,26 +260,29 @@ def test_signal_during_lava_leaves_nothing(tmp_path, sig, phase, group):
 
     graph = model_to_nir(active_model("digits", seed=1), ExportOptions(quantize=True))
     write_graph(graph, tmp_path / "d.nir")
-    shm_before = shm()
     err = tmp_path / "err.txt"
     proc = start("simulate", "d.nir", "--backend", "lava", "--random", "--samples", "32", "--no-compare",
                  stderr_path=err, cwd=tmp_path)
-    seen: set[int] = set()
+    segments: set[str] = set()  # shared memory of this run (its processes' mappings)
     try:
         deadline = time.monotonic() + 240
         while True:
             assert proc.poll() is None, err.read_text()[-2000:]
             assert time.monotonic() < deadline, f"never reached {phase}"
-            seen |= session_processes(proc.pid)
-            if (phase == "start-up" and len(seen) > 20) or (phase == "run" and _progress_seen(err)):
+            pids = session_processes(proc.pid)
+            segments |= mapped_segments(pids)
+            if (phase == "start-up" and len(pids) > 20) or (phase == "run" and _progress_seen(err)):
                 break
-            time.sleep(0.05)
+            time.sleep(0.1)
         t0 = time.monotonic()
         if group:
             os.killpg(proc.pid, sig)
         else:
             proc.send_signal(sig)
-        rc = proc.wait(timeout=60)
+        while proc.poll() is None and time.monotonic() - t0 < 60:
+            segments |= mapped_segments(session_processes(proc.pid))
+            time.sleep(0.1)
+        rc = proc.wait(timeout=1)
         waited = time.monotonic() - t0
     finally:
         if proc.poll() is None:
@@ -286,5 +297,6 @@ def test_signal_during_lava_leaves_nothing(tmp_path, sig, phase, group):
     assert rc == (130 if sig == signal.SIGINT else 128 + sig), err.read_text()[-2000:]
     assert "Traceback" not in err.read_text()
     assert waited < 30, f"took {waited:.1f} s to stop"
-    leaked = shm() - shm_before
+    assert segments, "saw no shared memory of the run"
+    leaked = {n for n in segments if os.path.exists(f"/dev/shm/{n}")}
     assert not leaked, f"{len(leaked)} shared-memory segments left behind"

@@ -73,7 +73,9 @@ def _signals_raise():
 
     A Lava child forked meanwhile inherits the handler: there SIGINT is ignored (a terminal
     Ctrl-C reaches the whole process group; the parent stops the children cleanly) and
-    SIGTERM/SIGHUP kill it as by default (what :func:`shutdown`'s fallback sends)."""
+    SIGTERM/SIGHUP kill it as by default (what :func:`shutdown`'s fallback sends).  An
+    exception raised inside an at-fork hook is swallowed by Python, so until one reaches
+    this block the signal is sent again every 0.3 s."""
     if threading.current_thread() is not threading.main_thread():
         yield _Guard()
         return
@@ -89,22 +91,42 @@ def _signals_raise():
         if guard.stopping:  # do not abandon the clean-up half-way: raise once it is done
             guard.pending.append(signum)
             return
-        guard.raise_for(signum)
+        guard.resend(signum)
+        if not _in_fork_hook(frame):
+            guard.raise_for(signum)
 
     old = {sig: signal.signal(sig, handler) for sig in _SIGNALS}
     try:
         yield guard
+    except BaseException:
+        guard.delivered = True
+        raise
     finally:
+        guard.closed = True
         for sig, h in old.items():
             signal.signal(sig, h)
+    if guard.received:  # received, but the exception was swallowed and the run ended anyway
+        guard.raise_for(guard.received[0])
+
+
+def _in_fork_hook(frame) -> bool:
+    """Whether ``frame`` is an at-fork hook run by multiprocessing's fork (an exception raised
+    there is printed and swallowed: the re-sent signal raises a moment later instead)."""
+    caller = frame.f_back if frame is not None else None
+    return (caller is not None and caller.f_code.co_filename.endswith("popen_fork.py")
+            and not frame.f_code.co_filename.endswith("popen_fork.py"))
 
 
 class _Guard:
-    """Signals that arrived while the runtime was being stopped (raised afterwards)."""
+    """Signal bookkeeping of :func:`_signals_raise`."""
 
     def __init__(self) -> None:
-        self.stopping = False
-        self.pending: list[int] = []
+        self.stopping = False  # the runtime is being stopped: record signals, raise afterwards
+        self.pending: list[int] = []  # signals that arrived while stopping
+        self.received: list[int] = []  # signals raised (perhaps swallowed) outside clean-up
+        self.delivered = False  # an exception reached the clean-up or left the block
+        self.closed = False
+        self._resender: threading.Thread | None = None
 
     @staticmethod
     def raise_for(signum: int) -> None:
@@ -112,8 +134,25 @@ class _Guard:
             raise KeyboardInterrupt
         raise Terminated(signum)
 
+    def resend(self, signum: int) -> None:
+        self.received.append(signum)
+        if self._resender is not None:
+            return
+        pid = os.getpid()
+
+        def loop() -> None:
+            while True:
+                time.sleep(0.3)
+                if self.delivered or self.closed or self.stopping:
+                    return
+                os.kill(pid, signum)
+
+        self._resender = threading.Thread(target=loop, name="lava-signal-resend", daemon=True)
+        self._resender.start()
+
     @contextlib.contextmanager
     def cleanup(self):
+        self.delivered = True
         self.stopping = True
         try:
             yield
