@@ -214,6 +214,8 @@ def shutdown(root, timeout: float = 60.0) -> None:
         _force_stop(runtime)
         return
 
+    _patient_shared_memory(getattr(runtime, "_messaging_infrastructure", None))
+
     def stop() -> None:
         try:
             root.stop()
@@ -243,13 +245,49 @@ def _force_stop(runtime) -> None:
         except (ValueError, AssertionError, OSError):
             pass
     runtime._is_started = False  # a later Process.__del__ -> stop() must not wait on them
-    try:
-        if getattr(infra, "smm", None) is not None:
-            infra.smm.shutdown()
-    except Exception:  # noqa: BLE001 - best effort
-        pass
+    _stop_shared_memory(getattr(infra, "smm", None))
     with contextlib.suppress(Exception):
         runtime._watchdog_manager.stop()
+
+
+def _ask_server_to_stop(smm, timeout: float = 30.0) -> None:
+    """Ask the SharedMemoryManager's server to shut down (it unlinks every segment) and wait
+    up to ``timeout`` s: multiprocessing's own ``shutdown()`` terminates a server that has not
+    finished within 1 s, leaving its segments (hundreds per run) in /dev/shm on a busy machine."""
+    process = getattr(smm, "_process", None)
+    with contextlib.suppress(Exception):
+        if process is not None and process.is_alive():
+            from multiprocessing.managers import dispatch
+
+            conn = smm._Client(smm._address, authkey=smm._authkey)
+            try:
+                dispatch(conn, None, "shutdown")
+            finally:
+                conn.close()
+            process.join(timeout)
+
+
+def _patient_shared_memory(infra) -> None:
+    """Make Lava's own stop (``smm.shutdown()``) wait for the server (:func:`_ask_server_to_stop`)."""
+    smm = getattr(infra, "smm", None)
+    if smm is None or getattr(smm, "_lmuf_patient", False):
+        return
+    finalize = smm.shutdown
+
+    def shutdown() -> None:
+        _ask_server_to_stop(smm)
+        finalize()
+
+    smm.shutdown = shutdown
+    smm._lmuf_patient = True
+
+
+def _stop_shared_memory(smm) -> None:
+    if smm is None:
+        return
+    _ask_server_to_stop(smm)
+    with contextlib.suppress(Exception):
+        smm.shutdown()
 
 
 def run(graph, x: np.ndarray, precision: str = "fixed", progress: bool = True, record: bool = False,
