@@ -44,6 +44,7 @@ from lmuformer.errors import UserError
 from lmuformer.files import lock, write_json
 from lmuformer.model import ModelConfig, build_model
 from lmuformer.model.config import preset as get_preset
+from lmuformer.validation import check_model_config
 
 # ----------------------------------------------------------------------------- options
 
@@ -197,6 +198,9 @@ def resolve_options(base: TrainOptions, overrides: dict[str, Any]) -> TrainOptio
     ):
         if not ok:
             raise UserError(f"{name} must be {need}, got {getattr(o, name)!r}")
+    for name in ("lr", "weight_decay", "lr_gamma", "label_smoothing", "mixup", "grad_clip"):
+        if not math.isfinite(getattr(o, name)):
+            raise UserError(f"{name} must be a finite number, got {getattr(o, name)!r}")
     if o.loss not in _LOSSES:
         raise UserError(f"loss must be one of {', '.join(_LOSSES)}, not {o.loss!r}")
     return o
@@ -322,6 +326,7 @@ def _model_config(o: TrainOptions, info: dict[str, Any]) -> tuple[str, ModelConf
         cfg = cfg.with_overrides(**auto)
     try:
         cfg = cfg.with_overrides(**o.model)
+        cfg = ModelConfig.from_dict(check_model_config(cfg, where="model settings"))
         build_model(cfg)  # validates variant etc. early
     except (TypeError, ValueError) as e:
         raise UserError(f"bad model settings: {e}") from None
