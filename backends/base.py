@@ -12,6 +12,7 @@ import nir
 import numpy as np
 
 from lmuformer.errors import UserError
+from lmuformer.validation import check_frames
 
 
 @dataclass
@@ -81,6 +82,7 @@ def simulate(
     module, func = BACKENDS[backend].split(":")
     run: Runner = getattr(importlib.import_module(module), func)
     start = time.perf_counter()
-    result = run(graph, np.asarray(x), precision=precision, progress=progress, **options)
+    x = check_frames(x)  # 3-d, non-empty, finite (lmuformer.validation)
+    result = run(graph, x, precision=precision, progress=progress, **options)
     result.wall_s = time.perf_counter() - start
     return result

@@ -12,6 +12,7 @@ from backends.base import SimulationResult, simulate
 from export.interpret import graph_config
 from export.io import read_graph
 from lmuformer.errors import UserError
+from lmuformer.validation import check_input_size, number
 
 
 def graph_input_shape(graph: nir.NIRGraph) -> tuple[int | None, int]:
@@ -35,6 +36,10 @@ def samples_for_graph(graph: nir.NIRGraph, dataset: str | None, data_dir: str | 
     if random:
         if frames is None:
             raise UserError("random input needs the frame count recorded in the graph: use --dataset")
+        number(seed, "--seed", int, 0, 2**63 - 1)
+        outputs = sum(int(np.prod(np.asarray(t))) for n in graph.nodes.values() if isinstance(n, nir.Output)
+                      for t in n.output_type.values())
+        check_input_size(samples or 8, frames, features, "the --random input", outputs)
         x = np.random.default_rng(seed).standard_normal((samples or 8, frames, features))
         return x.astype(np.float32), None
     if dataset is None:

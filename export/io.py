@@ -8,6 +8,7 @@ import nir
 
 from lmuformer.errors import UserError
 from lmuformer.files import atomic_write
+from lmuformer.validation import check_graph, check_hdf5_size
 
 SUPPORTED = ("Input", "Output", "Affine", "Linear", "Scale", "Delay", "LIF", "LI", "I", "IF", "Threshold")
 
@@ -20,14 +21,24 @@ def write_graph(graph: nir.NIRGraph, path: str | Path) -> None:
 def read_graph(path: str | Path) -> nir.NIRGraph:
     """Read a NIR file (type-checked) whose nodes we can run; UserError otherwise."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"NIR file not found: {path}")
+    if not path.is_file():
+        raise UserError(f"{path} is not a file")
+    check_hdf5_size(path)  # before nir.read allocates what the file declares
     try:
         graph = nir.read(path, type_check=True)
     except Exception as e:  # h5py/nir raise many types for foreign or corrupt files
-        raise UserError(f"{path} is not a readable NIR file ({type(e).__name__}: {e})") from None
+        raise UserError(f"{path} is not a readable NIR file ({type(e).__name__}: {_short(e)})") from None
     check_supported(graph, path)
+    check_graph(graph, str(path))
     return graph
+
+
+def _short(e: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, at most ``limit`` characters."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def check_supported(graph: nir.NIRGraph, where: str | Path = "graph") -> None:

@@ -20,6 +20,7 @@ from torch import nn
 from lmuformer.errors import UserError
 from lmuformer.files import atomic_write
 from lmuformer.model import LMUFormer, ModelConfig, build_model
+from lmuformer.validation import check_model_config
 
 FORMAT = "lmuformer-checkpoint"
 VERSION = 1
@@ -135,12 +136,13 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """
     path, payload = _read(path)
     try:
-        config = ModelConfig.from_dict(payload["config"])
+        config = ModelConfig.from_dict(check_model_config(payload["config"], where=str(path)))
         model = build_model(config)
-        model.load_state_dict(payload["state_dict"], strict=True)
     except (ValueError, TypeError, RuntimeError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: stored model does not match its config ({first})") from None
+        raise UserError(f"{path}: bad model config ({first})") from None
+    _check_state_dict(payload["state_dict"], model.state_dict(), path)
+    model.load_state_dict(payload["state_dict"], strict=True)
     model.eval()
     train_state = payload.get("train_state")
     return Checkpoint(
@@ -150,6 +152,31 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         train_state=train_state if isinstance(train_state, dict) else None,
         path=path,
     )
+
+
+def _check_state_dict(stored: dict[str, Any], expected: dict[str, torch.Tensor], path: Path) -> None:
+    """The stored weights against the model the config builds: the first missing, unexpected
+    or wrongly shaped key, or a NaN/infinite weight, is named in one line."""
+    missing = [k for k in expected if k not in stored]
+    unexpected = [k for k in stored if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[0]!r}"
+                         + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+        if unexpected:
+            parts.append(f"unexpected {unexpected[0]!r}"
+                         + (f" and {len(unexpected) - 1} more" if len(unexpected) > 1 else ""))
+        raise UserError(f"{path}: stored weights do not match its config ({'; '.join(parts)})")
+    for k, want in expected.items():
+        got = stored[k]
+        if not isinstance(got, torch.Tensor):
+            raise UserError(f"{path}: weight {k!r} is a {type(got).__name__}, not a tensor")
+        if tuple(got.shape) != tuple(want.shape):
+            raise UserError(f"{path}: weight {k!r} has shape {tuple(got.shape)}; its config needs "
+                            f"{tuple(want.shape)}")
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            raise UserError(f"{path}: weight {k!r} holds NaN or infinite values")
 
 
 def update_metrics(path: str | os.PathLike, metrics: dict[str, Any]) -> None:

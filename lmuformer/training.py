@@ -41,9 +41,10 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from lmuformer.checkpoint import load_checkpoint, save_checkpoint, unwrap, update_metrics
 from lmuformer.errors import UserError
-from lmuformer.files import write_json
+from lmuformer.files import lock, write_json
 from lmuformer.model import ModelConfig, build_model
 from lmuformer.model.config import preset as get_preset
+from lmuformer.validation import check_model_config
 
 # ----------------------------------------------------------------------------- options
 
@@ -211,6 +212,9 @@ def resolve_options(base: TrainOptions, overrides: dict[str, Any]) -> TrainOptio
     ):
         if not ok:
             raise UserError(f"{name} must be {need}, got {getattr(o, name)!r}")
+    for name in ("lr", "weight_decay", "lr_gamma", "label_smoothing", "mixup", "grad_clip"):
+        if not math.isfinite(getattr(o, name)):
+            raise UserError(f"{name} must be a finite number, got {getattr(o, name)!r}")
     if o.loss not in _LOSSES:
         raise UserError(f"loss must be one of {', '.join(_LOSSES)}, not {o.loss!r}")
     if o.precision is not None and o.precision not in PRECISIONS:
@@ -350,6 +354,7 @@ def _model_config(o: TrainOptions, info: dict[str, Any]) -> tuple[str, ModelConf
         cfg = cfg.with_overrides(**auto)
     try:
         cfg = cfg.with_overrides(**o.model)
+        cfg = ModelConfig.from_dict(check_model_config(cfg, where="model settings"))
         build_model(cfg)  # validates variant etc. early
     except (TypeError, ValueError) as e:
         raise UserError(f"bad model settings: {e}") from None
@@ -462,19 +467,26 @@ def train(
     old_threads = torch.get_num_threads()
     torch.set_num_threads(o.threads or max(1, _available_cores() // d.local_world))
     try:
-        return _train(o, preset_name, cfg, ckpt, info, device, d, progress, load_dataset, resume)
+        # one writer per output folder (rank 0 writes); a dead or finished run's lock is taken over
+        with lock(_out_dir(o, preset_name, ckpt), folder=True, what="training folder") if d.main \
+                else contextlib.nullcontext():
+            return _train(o, preset_name, cfg, ckpt, info, device, d, progress, load_dataset, resume)
     finally:
         torch.set_num_threads(old_threads)
         if d.created:
             dist.destroy_process_group()
 
 
+def _out_dir(o: TrainOptions, preset_name: str, ckpt: Any) -> Path:
+    return Path(o.out_dir) if o.out_dir else (
+        ckpt.path.parent if ckpt is not None else Path("runs") / f"{o.dataset}-{preset_name}"
+    )
+
+
 def _train(o: TrainOptions, preset_name: str, cfg: ModelConfig, ckpt: Any, info: dict[str, Any],
            device: torch.device, d: _Dist, progress: bool, load_dataset: Any,
            resume: Any) -> dict[str, Any]:
-    out = Path(o.out_dir) if o.out_dir else (
-        ckpt.path.parent if ckpt is not None else Path("runs") / f"{o.dataset}-{preset_name}"
-    )
+    out = _out_dir(o, preset_name, ckpt)
     show = progress and d.main
     try:
         train_set = load_dataset(o.dataset, "train", data_dir=o.data_dir, augment=o.augment, seed=o.seed)

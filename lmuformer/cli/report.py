@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from lmuformer.files import write_text
+from lmuformer.files import check_outputs, write_text
 
 BACKEND_NAMES = ("emulator", "lava", "torch")
 
@@ -51,6 +51,7 @@ def command(model, dataset, data_dir, use_random, seed, samples, backend, precis
 
     if use_random == (dataset is not None):
         raise click.UsageError("give either --dataset NAME or --random")
+    check_outputs({"--output": output, "--plot": plot}, inputs=[model, *profiles])
     prof = resolve_profiles(list(profiles))
     if lmu_forms:
         _compare(model, dataset, data_dir, use_random, seed, samples, backend, precision, prof, fmt, output,

@@ -22,7 +22,9 @@ def command(model, backend, precision, dataset, data_dir, samples, use_random, s
             json_path) -> None:
     """Simulate MODEL (a NIR file) on a dataset's test samples."""
     from backends.evaluate import simulate_file
-    from lmuformer.files import write_json
+    from lmuformer.files import check_outputs, write_json
+
+    check_outputs({"--json": json_path}, inputs=[model])
 
     res = simulate_file(model, backend=backend, precision=precision, dataset=dataset, data_dir=data_dir,
                         samples=samples, random=use_random, seed=seed, compare=not no_compare)

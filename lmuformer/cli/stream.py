@@ -37,9 +37,11 @@ def command(source, dataset, data_dir, backend, precision, samples, margin, plot
     emitted so far; the final accuracy adds the latency flush steps.
     """
     from lmuformer import streaming
+    from lmuformer.files import check_outputs
 
     if plot_path is not None and Path(plot_path).suffix.lower() not in PLOT_FORMATS:
         raise UserError(f"--plot must end in one of {', '.join(PLOT_FORMATS)}")
+    check_outputs({"--json": json_path, "--plot": plot_path}, inputs=[source])
     margins = tuple(margin) if margin else streaming.DEFAULT_MARGINS
     r = streaming.stream_eval(source, dataset, backend=backend, samples=samples, data_dir=data_dir,
                               precision=precision, margins_=margins, progress=not quiet)

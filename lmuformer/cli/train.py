@@ -31,7 +31,10 @@ import click
 def command(config_file: str | None, no_progress: bool, **flags: Any) -> None:
     """Train with the paper's recipe scaled to the dataset; keeps best.pt (on validation
     accuracy) and last.pt, and reports the test accuracy of best.pt."""
+    from lmuformer.files import protect
     from lmuformer.training import load_config, train
+
+    protect(config_file)  # no output of the run may replace its config file
 
     options: dict[str, Any] = load_config(config_file) if config_file else {}
     options.update({k: v for k, v in flags.items() if v is not None})

@@ -36,8 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmuformer.errors import UserError
+from lmuformer.validation import number
 
 PJ = 1e-12
+MAX_PJ = 1e9  # 1 mJ per operation: far above any hardware, small enough that totals stay finite
 
 LOIHI2_NOTE = (
     "No per-operation energy figure is published for Loihi 2 (Intel reports whole-system "
@@ -137,16 +139,19 @@ def load_profile_file(path: str | Path) -> Profile:
     for op in OPERATIONS:
         v = data.get(f"{op}_pj")
         if v is not None:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise UserError(f"{path}: {op}_pj must be a non-negative number, got {v!r}")
-            v = float(v) * PJ
+            v = number(v, f"{op}_pj", float, 0.0, MAX_PJ, where=str(path)) * PJ
         figures[f"{op}_j"] = v
     if all(v is None for v in figures.values()):
         raise UserError(f"{path}: a profile needs at least one of {', '.join(k + '_pj' for k in OPERATIONS)}")
     source = data.get("source")
     if not isinstance(source, str) or not source.strip():
         raise UserError(f"{path}: a profile needs a 'source' string (where its figures come from)")
+    for key in ("name", "notes"):
+        if key in data and not isinstance(data[key], str):
+            raise UserError(f"{path}: {key} = {data[key]!r} is not a string")
     name = str(data.get("name") or path.stem)
+    if not name.strip() or len(name) > 100 or any(not c.isprintable() for c in name):
+        raise UserError(f"{path}: name = {name[:40]!r} must be 1 to 100 printable characters")
     return Profile(name=name, source=source, notes=str(data.get("notes", "")), **figures)
 
 
