@@ -112,7 +112,7 @@ def test_two_term_export_is_rounded_not_broken(tiny_graphs):
         assert all(np.abs(t.weights).max() <= 254 for t in s.terms)
     for p in net.populations.values():
         if p.kind == "lif":
-            assert 8 <= p.frac <= 10 and p.vth < 2**17
+            assert p.frac == 10 and p.vth < 2**17
             assert np.abs(p.bias_mant).max() <= 4095 and p.bias_exp.max() <= 7
 
 
@@ -132,3 +132,34 @@ def test_bad_input(tiny_graphs):
         simulate(tiny_graphs[0], np.zeros((2, 8, 5)), backend="emulator", precision="fixed", progress=False)
     with pytest.raises(UserError, match="samples, frames, features"):
         simulate(tiny_graphs[0], np.zeros((8, 8)), backend="emulator", precision="fixed", progress=False)
+
+
+def test_graded_synapses_round_half_up(digits_graph):
+    """Every graded synapse term (input, memory) is rounded half up onto the target's grid
+    by its source's constant channel: the emulator's Dense output == floor(exact + 1/2),
+    computed in Python integers; floor without the channel (round_graded=False)."""
+    from backends.emulator import Emulator
+
+    net = lower(digits_graph, steps=13)
+    graded = [s for s in net.synapses if s.graded]
+    assert {s.source for s in graded} == {"input", "block0.lmu.memory"}
+    emu = Emulator(net, fixed=True)
+    rng = np.random.default_rng(7)
+    floors = Emulator(lower(digits_graph, steps=13, round_graded=False), fixed=True)
+    for s in graded:
+        n_in = net.populations[s.source].size
+        src = rng.integers(-(2**15), 2**15, size=(64, n_in)).astype(np.int64)
+        src[0] = 0
+        for j, t in enumerate(s.terms):
+            assert t.shift >= 2 and t.round_channel is not None
+            assert net.populations[s.source].consts[t.round_channel] == 2 ** (t.shift - 2)
+            exact = src @ t.weights.astype(np.int64).T  # int64, exact
+            want = (exact + 2 ** (t.shift - 1)) // 2**t.shift
+            emu.w[s.name + "#"] = [emu.w[s.name][j]]
+            got = emu._synapse(s.name + "#", src, True)
+            assert np.array_equal(got, want), s.name
+            assert np.all(got[0] == 0)  # a zero sum stays 0
+            floors.w[s.name + "#"] = [floors.w[s.name][j]]
+            assert np.array_equal(floors._synapse(s.name + "#", src, True), exact // 2**t.shift)
+            err = got * 2**t.shift - exact
+            assert np.all(np.abs(err) <= 2 ** (t.shift - 1))
