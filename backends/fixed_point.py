@@ -27,7 +27,7 @@ Integer units (one per population, ``frac`` = k):
       largest ``-e`` over its binary synapse terms (exact input) unless the bound forces it
       lower (noted).  The fine grid makes the memory's rounded recurrence (below) nearly
       exact: a one-term digits export then spikes exactly as its float graph on all 360 test
-      samples (36 % of the samples differed with k = the largest ``-e``).
+      samples (140 of them differed with k = the largest ``-e``).
       ``fine_state=False`` restores k = the largest ``-e``.
 
 Synapses (Lava ``Dense``/``DelayDense``, fixed-point model, ``num_weight_bits=8``):

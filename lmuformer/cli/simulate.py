@@ -37,7 +37,8 @@ def command(model, backend, precision, dataset, data_dir, samples, use_random, s
                 f"({ident['identical_samples']}/{ident['samples']} samples)")
         if ident["first_divergence"] is not None:
             firsts = ", ".join(f"{k} {v}" for k, v in ident["first_divergence_samples"].items())
-            line += f"; first diverging layer: {ident['first_divergence']} (samples by first divergence: {firsts})"
+            line += (f"; first diverging layer: {ident['first_divergence']} "
+                     f"(samples by first divergence: {firsts})")
         click.echo(line)
     width = max(len(layer["name"]) for layer in res["layers"])
     for layer in res["layers"]:
