@@ -19,9 +19,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from lmuformer.cli import export, info, report, simulate, stream, train
+    from lmuformer.cli import export, finetune, info, report, simulate, stream, train
 
-    for module in (export, info, report, simulate, stream, train):
+    for module in (export, finetune, info, report, simulate, stream, train):
         cli.add_command(module.command)
 
 
