@@ -62,11 +62,16 @@ def test_finetuned_export_spikes_as_the_finetuned_model(tiny_ckpt, tmp_path):
     changed = any(not torch.equal(a, b) for a, b in zip(before.parameters(), ck.model.parameters(),
                                                          strict=True))
     assert changed  # it trained
-    export_model(checkpoint=str(tmp_path / "ft" / "best.pt"), output=str(tmp_path / "ft.nir"),
-                 weight_terms=1, lmu_terms=1)
+    # the export takes the recorded options (one term) unless told otherwise; a mismatch is an error
+    export_model(checkpoint=str(tmp_path / "ft" / "best.pt"), output=str(tmp_path / "ft.nir"))
+    with pytest.raises(UserError, match="fine-tuned for another export"):
+        export_model(checkpoint=str(tmp_path / "ft" / "best.pt"), output=str(tmp_path / "x.nir"),
+                     weight_terms=2)
+    assert not (tmp_path / "x.nir").exists()
     from export.io import read_graph
 
     graph = read_graph(tmp_path / "ft.nir")
+    assert graph.metadata["weight_terms"] == 1 and graph.metadata["lmu_terms"] == 1
     x, _ = load_test_split("digits", samples=48)
     logits, trains = _forward_trains(ck.model, graph, x)
     emu = simulate(graph, x, backend="emulator", precision="fixed", progress=False, record=True)
