@@ -246,12 +246,15 @@ def _same_integers(fwd: IntegerForward, net: Network) -> bool:
     return True
 
 
-def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 3, lr: float = 2e-4,
+def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 2, lr: float = 2e-4,
              batch_size: int = 64, seed: int = 0, data_dir: str | None = None, progress: bool = True,
-             train_samples: int | None = None, test_samples: int | None = None) -> dict:
+             train_samples: int | None = None, test_samples: int | None = None, select: bool = True) -> dict:
     """Fine-tune ``checkpoint`` for ``opts`` on its dataset; write ``out_dir/best.pt`` (a normal
-    checkpoint whose metrics record ``finetuned_for``) and return the metrics.  ``train_samples``
-    / ``test_samples``: use only the first N of each split (tests)."""
+    checkpoint whose metrics record ``finetuned_for``) and return the metrics.  The deployed
+    (integer) accuracy on the validation split after each epoch selects the state kept (the
+    start included); ``deployed_accuracy`` is the test accuracy of that state.  ``train_samples``
+    / ``test_samples``: use only the first N of the train / the validation and test splits;
+    ``select=False`` keeps the last epoch's state (tests)."""
     from lmuformer.checkpoint import load_checkpoint, save_checkpoint
     from lmuformer.data import load_dataset, load_test_split
 
@@ -276,14 +279,21 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 3
     xs = torch.stack([torch.as_tensor(np.asarray(train[i][0], np.float32)) for i in range(n_train)])
     ys = torch.as_tensor([int(train[i][1]) for i in range(n_train)])
 
-    def accuracy() -> float:
+    val = load_dataset(dataset, "val", data_dir)
+    n_val = len(val) if test_samples is None else min(test_samples, len(val))
+    x_val = np.stack([np.asarray(val[i][0], np.float32) for i in range(n_val)])
+    y_val = np.asarray([int(val[i][1]) for i in range(n_val)])
+
+    def accuracy(x: np.ndarray, y: np.ndarray) -> float:
         with torch.no_grad():
-            pred = torch.cat([fwd(torch.as_tensor(x_test[i : i + 256]))[0].argmax(1)
-                              for i in range(0, len(x_test), 256)])
-        return float((pred.numpy() == y_test).mean())
+            pred = torch.cat([fwd(torch.as_tensor(x[i : i + 512]))[0].argmax(1)
+                              for i in range(0, len(x), 512)])
+        return float((pred.numpy() == y).mean())
 
     start = time.perf_counter()
-    acc0 = accuracy()
+    test0 = accuracy(x_test, y_test)
+    best_val, best_epoch = accuracy(x_val, y_val), 0
+    best_state = {k: v.clone() for k, v in model.state_dict().items()}
     history = []
     gen = torch.Generator().manual_seed(seed)
     for epoch in range(epochs):
@@ -291,13 +301,18 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 3
         for i in range(0, len(xs), batch_size):
             idx = perm[i : i + batch_size]
             logits, _ = fwd(xs[idx])
-            loss = nn.functional.cross_entropy(logits.float() * 1.0, ys[idx])
+            loss = nn.functional.cross_entropy(logits.float(), ys[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
-        history.append(accuracy())
+        history.append(accuracy(x_val, y_val))
+        if history[-1] > best_val or not select:
+            best_val, best_epoch = history[-1], epoch + 1
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
         if progress:
-            print(f"epoch {epoch + 1}/{epochs}: deployed test accuracy {history[-1]:.4f}")
+            print(f"epoch {epoch + 1}/{epochs}: deployed validation accuracy {history[-1]:.4f}")
+    model.load_state_dict(best_state)
+    test1 = accuracy(x_test, y_test)
     wall = time.perf_counter() - start
     after = lower(model_to_nir(model, opts), steps=steps)
     if _signature(after) != _signature(net) or not _same_integers(fwd, after):
@@ -305,8 +320,8 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 3
     metrics = dict(ck.metrics)
     metrics.update(
         finetuned_for=asdict(opts), finetune_epochs=epochs, finetune_lr=lr, finetune_wall_s=wall,
-        deployed_accuracy_before=acc0, deployed_accuracy=history[-1] if history else acc0,
-        finetune_history=history, finetuned_from=str(checkpoint),
+        deployed_accuracy_before=test0, deployed_accuracy=test1, finetune_best_epoch=best_epoch,
+        finetune_val_history=history, deployed_val_accuracy=best_val, finetuned_from=str(checkpoint),
     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -54,7 +54,7 @@ def _forward_trains(model, graph, x):
 
 def test_finetuned_export_spikes_as_the_finetuned_model(tiny_ckpt, tmp_path):
     metrics = finetune(str(tiny_ckpt), str(tmp_path / "ft"), ONE_TERM, epochs=1, lr=1e-3,
-                       train_samples=192, test_samples=48, progress=False)
+                       train_samples=192, test_samples=48, progress=False, select=False)
     assert metrics["finetuned_for"]["weight_terms"] == 1
     ck = load_checkpoint(tmp_path / "ft" / "best.pt")
     assert ck.metrics["finetuned_for"] == metrics["finetuned_for"]

@@ -14,7 +14,7 @@ import click
 @click.option("--lmu-bits", default=8, show_default=True, help="Bits per term of the LMU matrices.")
 @click.option("--lmu-terms", default=1, show_default=True, help="Terms per LMU weight (1 only).")
 @click.option("--dt", default=0.01, show_default=True, help="Frame period in seconds.")
-@click.option("--epochs", default=3, show_default=True, type=click.IntRange(min=0))
+@click.option("--epochs", default=2, show_default=True, type=click.IntRange(min=0))
 @click.option("--lr", default=2e-4, show_default=True, type=click.FloatRange(min=0, min_open=True))
 @click.option("--seed", default=0, show_default=True)
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder of the checkpoint's dataset.")
