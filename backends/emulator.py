@@ -65,16 +65,19 @@ class Emulator:
         self.order = [n for n, p in net.populations.items() if p.kind != "input"]
         self.incoming = {n: net.incoming(n) for n in self.order}
         self.history = max(net.max_delay, 0) + 1
-        self.w: dict[str, list[tuple[np.ndarray, int]]] = {}
+        self.w: dict[str, list[tuple[np.ndarray, int, int]]] = {}
         for s in net.synapses:
             if fixed:
-                dt = np.float64 if s.graded else np.float32
-                self.w[s.name] = [(t.weights.astype(dt).T.copy(), t.weight_exp) for t in s.terms]
                 peak = sum(int(np.abs(t.weights).sum(axis=1).max(initial=0)) for t in s.terms)
-                if not s.graded and peak >= _F32_EXACT:
-                    self.w[s.name] = [(t.weights.astype(np.float64).T.copy(), t.weight_exp) for t in s.terms]
+                dt = np.float64 if s.graded or peak >= _F32_EXACT else np.float32
+                consts = net.populations[s.source].consts
+                self.w[s.name] = [
+                    (t.weights.astype(dt).T.copy(), t.weight_exp,
+                     0 if t.round_channel is None else 2 * consts[t.round_channel])
+                    for t in s.terms
+                ]
             else:
-                self.w[s.name] = [(s.weight.T.copy(), 0)]
+                self.w[s.name] = [(s.weight.T.copy(), 0, 0)]
         self.bias_eff = {}
         for n in self.order:
             p = net.populations[n]
@@ -83,9 +86,10 @@ class Emulator:
 
     def _synapse(self, name: str, src: np.ndarray, graded: bool) -> np.ndarray:
         out = None
-        for w, we in self.w[name]:
+        for w, we, offset in self.w[name]:
             if self.fixed:
-                a = np.rint(src.astype(w.dtype, copy=False) @ w).astype(np.int64)
+                # ``offset``: the constant channel's product (weight 2) in Lava's Dense, 2**(shift-1)
+                a = np.rint(src.astype(w.dtype, copy=False) @ w).astype(np.int64) + offset
                 a = a << we if we > 0 else a >> -we
                 a = _wrap32(a)  # Dense a_out is an int32 port
             else:

@@ -8,6 +8,14 @@ shared exponent) and (b) ours (integrator form: A_d - I and B_d as 1 or 2 terms)
 bit width.  With a checkpoint: the test accuracy of the quantised graph (torch re-import)
 per (weight bits and terms, LMU bits and terms), against the float model, and the synapses each
 representation costs.  Prints a table and writes benchmarks/results/quantization.json.
+
+    python benchmarks/bench_quantization.py --checkpoint runs/digits/best.pt --finetune-seeds 3
+
+also measures the deployed (emulator, fixed point) test accuracy of the one- and two-term
+exports, their agreement and spike identity with their float graphs, and fine-tunes the
+one-term export (``lmuf finetune``) with each seed: deployed accuracy, seconds (wall and
+CPU, with the load average), and the spike identity of the fine-tuned export on the
+emulator against the fine-tuned model's own integer forward pass (whole test split).
 """
 
 from __future__ import annotations
@@ -79,19 +87,94 @@ def accuracy_sweep(checkpoint: str, samples: int | None) -> dict:
     return {"checkpoint": checkpoint, "samples": len(y), "accuracy_float": acc_float, "rows": rows}
 
 
+def deployed_sweep(checkpoint: str, seeds: int, out_dir: str) -> dict:
+    import os
+    import tempfile
+    import time
+
+    from backends.base import simulate
+    from backends.evaluate import spike_identity
+    from backends.finetune import IntegerForward, finetune
+    from backends.fixed_point import lower
+    from lmuformer.checkpoint import load_checkpoint
+
+    model = load_checkpoint(checkpoint).model.eval()
+    x, y = load_test_split("digits")
+    with torch.no_grad():
+        acc_float = float((model(torch.as_tensor(x)).argmax(1).numpy() == y).mean())
+    exports = []
+    for terms in (1, 2):
+        graph = model_to_nir(model, ExportOptions(weight_terms=terms, lmu_terms=terms))
+        fx = simulate(graph, x, backend="emulator", precision="fixed", progress=False, record=True)
+        fl = simulate(graph, x, backend="emulator", precision="float", progress=False, record=True)
+        ident = spike_identity(fx.extra["spike_trains"], fl.extra["spike_trains"], list(fx.neurons))
+        exports.append({
+            "terms": terms, "deployed_accuracy": float((fx.predictions == y).mean()),
+            "float_graph_accuracy": float((fl.predictions == y).mean()),
+            "agreement": float((fx.predictions == fl.predictions).mean()),
+            "identical_spike_trains": ident["identical"], "synapses": summarize(graph)["synapses"],
+        })
+    runs = []
+    opts = ExportOptions(weight_terms=1, lmu_terms=1)
+    for seed in range(seeds):
+        d = tempfile.mkdtemp(dir=out_dir)
+        load0, cpu0, t0 = os.getloadavg(), time.process_time(), time.perf_counter()
+        m = finetune(checkpoint, d, opts, seed=seed, progress=False)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        tuned = load_checkpoint(Path(d) / "best.pt").model.eval()
+        graph = model_to_nir(tuned, opts)
+        steps = tuned.config.frames + tuned.latency
+        with torch.no_grad():
+            _, trains = IntegerForward(tuned, lower(graph, steps=steps), steps)(torch.as_tensor(x))
+        fx = simulate(graph, x, backend="emulator", precision="fixed", progress=False, record=True)
+        own = {k: v.numpy().astype(bool) for k, v in trains.items()}
+        ident = spike_identity(fx.extra["spike_trains"], own, list(fx.neurons))
+        runs.append({
+            "seed": seed, "deployed_accuracy_before": m["deployed_accuracy_before"],
+            "deployed_accuracy": float((fx.predictions == y).mean()), "best_epoch": m["finetune_best_epoch"],
+            "val_history": m["finetune_val_history"], "wall_s": wall, "cpu_s": cpu,
+            "loadavg_before": load0, "loadavg_after": os.getloadavg(),
+            "identical_spike_trains_vs_own_forward": ident["identical"],
+        })
+        print(f"seed {seed}: deployed {m['deployed_accuracy_before']:.4f} -> "
+              f"{runs[-1]['deployed_accuracy']:.4f}, {wall:.0f} s wall, {cpu:.0f} s CPU, "
+              f"identical spike trains {ident['identical']:.4f}", flush=True)
+    accs = [r["deployed_accuracy"] for r in runs]
+    return {"checkpoint": checkpoint, "samples": len(y), "accuracy_float": acc_float, "exports": exports,
+            "finetune_one_term": runs, "bar": "deployed >= float - 0.2 pp",
+            "median_deployed_accuracy": float(np.median(accs)) if accs else None}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", help="a trained digits checkpoint (accuracy sweep)")
     ap.add_argument("--samples", type=int, help="test samples (default: all 360)")
     ap.add_argument("--out", default="benchmarks/results/quantization.json")
+    ap.add_argument("--finetune-seeds", type=int, default=0, help="fine-tune the one-term export N times")
+    ap.add_argument("--skip-sweep", action="store_true", help="only the deployed / fine-tuning part")
     args = ap.parse_args()
     result: dict = {"impulse_response": impulse_sweep()}
+    if args.skip_sweep and Path(args.out).exists():  # keep the sweep of an earlier run
+        import json
+
+        result = {**json.loads(Path(args.out).read_text()), **result}
     print("LMU impulse-response relative error (naive shared scale vs integrator form)")
     print(f"{'preset':>7} {'bits':>4} {'naive':>10} {'int.1term':>10} {'int.2terms':>10}")
     for r in result["impulse_response"]:
         print(f"{r['preset']:>7} {r['bits']:>4} {r['naive']:>10.2e} {r['integrator_1term']:>10.2e} "
               f"{r['integrator_2term']:>10.2e}")
-    if args.checkpoint:
+    if args.checkpoint and args.finetune_seeds:
+        import tempfile
+
+        dep = deployed_sweep(args.checkpoint, args.finetune_seeds, tempfile.mkdtemp())
+        result["deployed"] = dep
+        print(f"\nfloat model {dep['accuracy_float']:.4f}; exports on the emulator (fixed point):")
+        for r in dep["exports"]:
+            print(f"  {r['terms']} term(s): deployed {r['deployed_accuracy']:.4f}, float graph "
+                  f"{r['float_graph_accuracy']:.4f}, agreement {r['agreement']:.4f}, identical spike trains "
+                  f"{r['identical_spike_trains']:.4f}, {r['synapses']} synapses")
+        print(f"  one term fine-tuned: median deployed accuracy {dep['median_deployed_accuracy']:.4f}")
+    if args.checkpoint and not args.skip_sweep:
         acc = accuracy_sweep(args.checkpoint, args.samples)
         result["accuracy"] = acc
         print(f"\ndigits test accuracy: float model {acc['accuracy_float']:.4f} ({acc['samples']} samples)")

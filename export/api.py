@@ -29,16 +29,26 @@ def load_model(checkpoint: str | None = None, preset_name: str | None = None,
         raise UserError(str(e)) from None
 
 
+def _finetuned_for(checkpoint: str | None) -> dict | None:
+    """The export options a fine-tuned checkpoint records (``lmuf finetune``), else None."""
+    if checkpoint is None:
+        return None
+    from lmuformer.checkpoint import load_checkpoint
+
+    tuned = load_checkpoint(checkpoint).metrics.get("finetuned_for")
+    return dict(tuned) if isinstance(tuned, dict) else None
+
+
 def export_model(
     checkpoint: str | None = None,
     preset_name: str | None = None,
     output: str = "model.nir",
     quantize: bool = True,
-    weight_bits: int = 8,
-    weight_terms: int = 2,
-    lmu_bits: int = 8,
-    lmu_terms: int = 2,
-    dt: float = 0.01,
+    weight_bits: int | None = None,
+    weight_terms: int | None = None,
+    lmu_bits: int | None = None,
+    lmu_terms: int | None = None,
+    dt: float | None = None,
     eval_dataset: str | None = None,
     data_dir: str | None = None,
     samples: int | None = None,
@@ -48,11 +58,27 @@ def export_model(
     lmu_max_delay: int | None = None,
     seed: int = 0,
 ) -> dict:
-    """Export to ``output`` and return the summary (with accuracies if ``eval_dataset``)."""
+    """Export to ``output`` and return the summary (with accuracies if ``eval_dataset``).
+
+    Options left None take the :class:`ExportOptions` defaults, or, for a checkpoint made by
+    ``lmuf finetune --for-export``, the options it was fine-tuned for (recorded in its
+    metrics as ``finetuned_for``); an option given that differs from those is a UserError."""
     model = load_model(checkpoint, preset_name, seed)
-    opts = ExportOptions(dt=dt, quantize=quantize, weight_bits=weight_bits, weight_terms=weight_terms,
-                         lmu_bits=lmu_bits, lmu_terms=lmu_terms, lmu_form=lmu_form, lmu_taps=lmu_taps,
-                         lmu_max_delay=lmu_max_delay)
+    given = {"weight_bits": weight_bits, "weight_terms": weight_terms, "lmu_bits": lmu_bits,
+             "lmu_terms": lmu_terms, "dt": dt}
+    tuned = _finetuned_for(checkpoint)
+    if tuned is not None:
+        wrong = [k for k, v in given.items() if v is not None and v != tuned.get(k)]
+        if not quantize or wrong:
+            what = ("--float" if not quantize
+                    else ", ".join(f"--{k.replace('_', '-')} {given[k]}" for k in wrong))
+            raise UserError(f"the checkpoint was fine-tuned for another export ({what}); export it with "
+                            + " ".join(f"--{k.replace('_', '-')} {tuned[k]}" for k in given if k in tuned))
+        given = {k: tuned.get(k) if v is None else v for k, v in given.items()}
+    defaults = ExportOptions()
+    given = {k: getattr(defaults, k) if v is None else v for k, v in given.items()}
+    opts = ExportOptions(quantize=quantize, lmu_form=lmu_form, lmu_taps=lmu_taps, lmu_max_delay=lmu_max_delay,
+                         **given)
     graph = model_to_nir(model, opts)
     if getattr(model, "calibration", None):  # a preset: how its batch norms were set
         graph.metadata["calibration"] = json.dumps(model.calibration)

@@ -128,6 +128,10 @@ def test_lif_step_matches_lava_model():
 
 
 def test_fixed_equals_emulator_digits(digits_graph):
+    from backends.fixed_point import lower
+
+    net = lower(digits_graph)  # the input and the memory send rounding channels (graded rounding)
+    assert net.populations["input"].consts and net.populations["block0.lmu.memory"].consts
     x = inputs(4, seed=11)
     lava = simulate(digits_graph, x, backend="lava", precision="fixed", progress=False, record=True)
     emu = simulate(digits_graph, x, backend="emulator", precision="fixed", progress=False, record=True)

@@ -18,6 +18,12 @@ extra Dense delay ``depth[target] - depth[source] + delay - 1 >= 0`` (0 for the 
 recurrent synapse: the Dense latency is its Delay(1)).  NIR Delay nodes become these
 synaptic delays.
 
+Rounding channels (fixed point).  A graded source with constant channels (``Population.consts``,
+see :mod:`backends.fixed_point`) sends them after its outputs: the input RingBuffer has one
+extra row per constant, the integrator appends them to its message; every Dense from that
+source has one extra weight column per constant (2 on its term's channel, else 0), so that
+Lava's Dense adds ``2**(shift - 1)`` before its right shift.
+
 Samples run back to back in one Lava run, ``period = steps + gap`` apart.  Each LIF is reset
 (``LIFReset``: u = v = 0) at the first step of its window; outside its windows the gate adds
 -2**15 to its input so that its bias cannot make it spike (the gap is at least
@@ -116,10 +122,14 @@ def build(net: Network, sched: Schedule, x: np.ndarray, fixed: bool) -> LavaNetw
     inputs: dict[str, object] = {}  # population -> its input port
 
     xin = net.encode_input(x) if fixed else np.asarray(x, np.float64)
-    data = np.zeros((pops[net.input].size, total), np.int32 if fixed else np.float64)
+    n_in = pops[net.input].size
+    consts = pops[net.input].consts if fixed else []
+    data = np.zeros((n_in + len(consts), total), np.int32 if fixed else np.float64)
     for i in range(samples):
         cols = sched.columns(net.input, i)[:frames]
-        data[:, cols] = xin[i].T
+        data[:n_in, cols] = xin[i].T
+    for j, c in enumerate(consts):  # rounding channels: constant at every step
+        data[n_in + j] = c
     source = Source(data=data)
     procs.append(source)
     ports[net.input] = source.s_out
@@ -146,11 +156,11 @@ def build(net: Network, sched: Schedule, x: np.ndarray, fixed: bool) -> LavaNetw
         elif p.kind == "integrator":
             bias = p.bias_int if fixed else p.bias_f
             integ = GradedIntegrator(shape=(p.size,), bias=bias, period=sched.period, offset=offset,
-                                     window=sched.steps, name=n)
+                                     window=sched.steps, consts=p.consts if fixed else (), name=n)
             procs.append(integ)
             ports[n], inputs[n] = integ.s_out, integ.a_in
         if p.kind in ("lif", "integrator") and (p.kind == "lif" or n == net.readout):
-            sink = Sink(shape=(p.size,), buffer=total)
+            sink = Sink(shape=(p.size + (len(p.consts) if fixed else 0),), buffer=total)
             ports[n].connect(sink.a_in)
             sinks[n] = sink
             procs.append(sink)
@@ -158,8 +168,15 @@ def build(net: Network, sched: Schedule, x: np.ndarray, fixed: bool) -> LavaNetw
     for s in net.synapses:
         delay = synapse_delay(sched, s)
         if fixed:
+            consts = pops[s.source].consts
             for k, t in enumerate(s.terms):
-                d = _dense(t.weights.astype(np.int32), delay, s.graded, weight_exp=t.weight_exp,
+                w = t.weights.astype(np.int32)
+                if consts:  # the source's constant channels: weight 2 on this term's rounding channel
+                    wc = np.zeros((w.shape[0], len(consts)), np.int32)
+                    if t.round_channel is not None:
+                        wc[:, t.round_channel] = 2
+                    w = np.concatenate([w, wc], axis=1)
+                d = _dense(w, delay, s.graded, weight_exp=t.weight_exp,
                            num_weight_bits=8, name=f"{s.name}.term{k}")
                 ports[s.source].connect(d.s_in)
                 d.a_out.connect(inputs[s.target])

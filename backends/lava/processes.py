@@ -7,10 +7,12 @@ periodic window (one window per sample, so samples can run back to back in one L
 
     in window:   sigma <- wrap24(sigma + a_in + bias)   (fixed_pt; float_pt without wrap)
     otherwise:   sigma <- 0
-    send sigma as a graded message every step
+    send sigma as a graded message every step, followed by the constants ``consts``
 
 with ``in window = (time_step - offset) mod period < window``.  wrap24 is the two's
-complement wrap to 24 bits.  The fixed-point model sends int64 messages so that the
+complement wrap to 24 bits.  ``consts`` (fixed point only; default none) are the rounding
+channels of :mod:`backends.fixed_point`: sent after sigma at every step, so the message has
+``shape[0] + len(consts)`` entries.  The fixed-point model sends int64 messages so that the
 receiving ``Dense`` accumulates ``weights @ sigma`` in int64 (exact).
 """
 
@@ -35,11 +37,12 @@ class GradedIntegrator(AbstractProcess):
     modulo ``period`` (in Lava time steps, which start at 1)."""
 
     def __init__(self, *, shape: tuple[int, ...], bias=0, period: int, offset: int, window: int,
-                 name: str | None = None) -> None:
+                 consts=(), name: str | None = None) -> None:
+        consts = [int(c) for c in consts]
         super().__init__(shape=shape, bias=bias, period=int(period), offset=int(offset), window=int(window),
-                         name=name)
+                         consts=consts, name=name)
         self.a_in = InPort(shape=shape)
-        self.s_out = OutPort(shape=shape)
+        self.s_out = OutPort(shape=(shape[0] + len(consts),))
         self.sigma = Var(shape=shape, init=0)
         self.bias = Var(shape=shape, init=bias)
 
@@ -50,6 +53,7 @@ class _IntegratorBase(PyLoihiProcessModel):
         self.period = proc_params["period"]
         self.offset = proc_params["offset"]
         self.window = proc_params["window"]
+        self.consts = np.asarray(proc_params.get("consts", []), np.int64)
 
     def in_window(self) -> bool:
         return (self.time_step - self.offset) % self.period < self.window
@@ -63,7 +67,7 @@ class _IntegratorBase(PyLoihiProcessModel):
             self.sigma[:] = self.update(a)
         else:
             self.sigma[:] = 0
-        self.s_out.send(self.sigma)
+        self.s_out.send(np.concatenate([self.sigma, self.consts]) if self.consts.size else self.sigma)
 
 
 @implements(proc=GradedIntegrator, protocol=LoihiProtocol)

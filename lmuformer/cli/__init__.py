@@ -26,10 +26,10 @@ def cli(allow_special_output: bool) -> None:
 
 
 def _register() -> None:
-    from lmuformer.cli import export, import_reference, info, report, simulate, stream, train
+    from lmuformer.cli import export, finetune, import_reference, info, report, simulate, stream, train
     from lmuformer.cli import map as map_command
 
-    for module in (export, info, report, simulate, stream, train, map_command, import_reference):
+    for module in (export, finetune, info, report, simulate, stream, train, map_command, import_reference):
         cli.add_command(module.command)
 
 

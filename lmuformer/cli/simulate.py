@@ -33,6 +33,15 @@ def command(model, backend, precision, dataset, data_dir, samples, use_random, s
                f"accuracy {acc}, {res['steps_per_second']:.1f} steps/s")
     if "agreement" in res:
         click.echo(f"agreement with the float re-import: {res['agreement']:.4f}")
+    if "spike_identity" in res:
+        ident = res["spike_identity"]
+        line = (f"identical spike trains (vs the float graph): {ident['identical']:.4f} "
+                f"({ident['identical_samples']}/{ident['samples']} samples)")
+        if ident["first_divergence"] is not None:
+            firsts = ", ".join(f"{k} {v}" for k, v in ident["first_divergence_samples"].items())
+            line += (f"; first diverging layer: {ident['first_divergence']} "
+                     f"(samples by first divergence: {firsts})")
+        click.echo(line)
     width = max(len(layer["name"]) for layer in res["layers"])
     for layer in res["layers"]:
         rate = layer["spikes"] / (layer["neurons"] * res["samples"] * res["steps"])

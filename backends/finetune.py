@@ -1,0 +1,331 @@
+"""Deployment-aware fine-tuning: train a spiking LMUFormer through the exact integer
+arithmetic its export runs on the emulator and on Lava (``fixed_pt``).
+
+The forward pass (:class:`IntegerForward`) is the emulator (:mod:`backends.emulator`) written
+in torch float64, which holds every integer of the lowering exactly (|values| < 2**53):
+
+    * the graph's synapse weights are computed from the model's parameters as the export
+      computes them (:func:`graph_weights`: eval-mode BatchNorm folded per consumer, conv taps,
+      the membrane-shortcut residual), then put on the deployed grid: mantissa
+      ``clip(rint(w / 2**e), -127, 127)`` with the exponent e of the export at the start
+      (frozen), Dense weights ``2 * mantissa``, the frozen ``weight_exp`` and rounding offset;
+    * LIF biases on the first synapse's grid (``quantize_to_grid``) times ``2**(k + 6)``;
+    * graded synapses ``floor((sum + 2**(shift-1)) / 2**shift)`` (the rounding channel), LIF
+      ``V <- trunc(V * (4096 - dv) / 4096) + 64 a_in + bias``, spike ``V > 64 vth``, reset to 0;
+      integrators ``M <- M + a_in + bias``; the LMU A and B as quantised (constants);
+    * the readout ``M * 2**-k / steps`` gives the logits.
+
+Gradients: straight-through for every rounding (rint, floor, trunc, clip), the model's sigmoid
+surrogate (slope 4 on the NIR membrane) for the spikes, the reset detached.  The fixed-point
+parameters the weights do not decide (current grids k, thresholds, dv, the memory's grid)
+are those of the lowered start graph.  After training, :func:`finetune` exports the model
+again and checks that the lowering chose the same exponents and grids (else UserError), so
+the export of the fine-tuned checkpoint spikes exactly as this forward pass.
+
+Only one 8-bit term per matrix (``weight_terms = lmu_terms = 1``, ``weight_bits = lmu_bits
+= 8``) is supported: the forward pass would otherwise have to keep each term's residual.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from backends.fixed_point import ACT_SHIFT, DECAY_BITS, STATE_MAX, Network, lower
+from export.graph import ExportOptions, model_to_nir
+from lmuformer.errors import UserError
+from lmuformer.functional.lif import SURROGATE_ALPHA
+from lmuformer.model.lmuformer import LMUFormer
+
+MANTISSA_MAX = 127
+
+
+def check_options(opts: ExportOptions) -> None:
+    """UserError for export options this fine-tuning cannot represent."""
+    opts.check()
+    if not opts.quantize:
+        raise UserError("fine-tuning for export needs a quantised export (not --float)")
+    if (opts.weight_terms, opts.lmu_terms, opts.weight_bits, opts.lmu_bits) != (1, 1, 8, 8):
+        raise UserError("fine-tuning supports one 8-bit term per matrix only: --weight-terms 1 "
+                        "--lmu-terms 1 --weight-bits 8 --lmu-bits 8")
+
+
+# ---- model parameters -> graph synapse weights (torch, differentiable) ----------------------
+
+def _bn(bn) -> tuple[torch.Tensor, torch.Tensor]:
+    g = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    return g, bn.bias.double() - bn.running_mean.double() * g
+
+
+def _taps(source: str, conv, extra: int = 0) -> list[tuple]:
+    w = conv.weight.double()
+    return [(source, extra + 2 - j, w[:, :, j], None) for j in range(3)]
+
+
+def _lin(source: str, layer) -> tuple:
+    return (source, 0, layer.weight.double(), layer.bias.double())
+
+
+def graph_weights(model: LMUFormer) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+    """NIR synapse name -> (weight (out, in), bias or None), float64 and differentiable, as
+    :func:`export.graph.model_to_nir` computes them before quantisation (one term a matrix)."""
+    out: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+    def consumer(name: str, bn, inputs: list[tuple]) -> str:
+        g, b = _bn(bn)
+        bias = b + g * sum((c[3] for c in inputs if c[3] is not None), torch.zeros_like(b))
+        for k, c in enumerate(inputs):
+            out[f"{name}.syn{k}"] = (g[:, None] * c[2], bias if k == 0 else None)
+        return name
+
+    pe = model.patch_embed
+    x = _taps("input", pe.conv0)
+    for i, (bn, _lif, conv) in enumerate(pe.stages):
+        x = _taps(consumer(f"patch.stage{i}.lif", bn, x), conv)
+    bn, _lif, conv = pe.rpe
+    rpe = _taps(consumer("patch.rpe.lif", bn, x), conv)
+    residual = [(c[0], c[1] + 1, c[2], None) for c in x] + rpe
+    for k, (lmu, mlp) in enumerate(model.blocks):
+        p = f"block{k}"
+        pre = consumer(f"{p}.lmu.pre.lif", lmu.pre[0], residual)
+        lin, bn, _lif = lmu.to_u
+        consumer(f"{p}.lmu.u.lif", bn, [_lin(pre, lin)])
+        a, bvec = lmu.memory.A.double(), lmu.memory.B.double()
+        n_mem = a.shape[0]
+        out[f"{p}.lmu.memory.in"] = (bvec[:, None], None)
+        out[f"{p}.lmu.memory.rec"] = (a - torch.eye(n_mem, dtype=a.dtype), None)
+        mem = f"{p}.lmu.memory"
+        bn, _lif = lmu.memory_out
+        m = consumer(f"{p}.lmu.m.lif", bn, [(mem, 0, torch.eye(n_mem, dtype=torch.float64), None)])
+        lin, bn, _lif = lmu.to_h
+        w_h, b_h = lin.weight.double(), lin.bias.double()
+        h = consumer(f"{p}.lmu.h.lif", bn, [(m, 0, w_h[:, :n_mem], b_h), (pre, 0, w_h[:, n_mem:], None)])
+        _, w, bias = _lin(h, lmu.proj[0])[1:]
+        g, b = _bn(lmu.proj[1])
+        residual = residual + [(h, 0, g[:, None] * w, g * bias + b)]
+        bn1, _l1, fc1, bn2, _l2, fc2 = mlp.layers
+        s1 = consumer(f"{p}.mlp.lif1", bn1, residual)
+        s2 = consumer(f"{p}.mlp.lif2", bn2, [_lin(s1, fc1)])
+        residual = residual + [_lin(s2, fc2)]
+    consumer("head.lif", model.head_in[0], residual)
+    out["readout.syn0"] = (model.head.weight.double(), model.head.bias.double())
+    return out
+
+
+# ---- the integer forward pass ----------------------------------------------------------------
+
+def _ste(x: torch.Tensor, fn) -> torch.Tensor:
+    """``fn(x)`` forward, identity gradient."""
+    return x + (fn(x.detach()) - x.detach())
+
+
+class _Spike(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # x: NIR membrane minus threshold
+        ctx.save_for_backward(x)
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(SURROGATE_ALPHA * x)
+        return g * SURROGATE_ALPHA * s * (1 - s)
+
+
+class IntegerForward(nn.Module):
+    """The emulator's fixed-point run of ``model``'s export (lowered as ``net``), in torch."""
+
+    def __init__(self, model: LMUFormer, net: Network, steps: int):
+        super().__init__()
+        self.model, self.net, self.steps = model, net, steps
+        for s in net.synapses:
+            if len(s.terms) != 1:
+                raise UserError(f"{s.name}: {len(s.terms)} Dense terms; fine-tuning needs one per synapse")
+        self.order = [n for n, p in net.populations.items() if p.kind != "input"]
+        self.history = net.max_delay + 1
+
+    def parameters_now(self) -> tuple[dict, dict]:
+        """Integer Dense weights per synapse (out, in) and integer bias per population."""
+        gw = graph_weights(self.model)
+        pops = self.net.populations
+        weights, bias = {}, {n: None for n in pops}
+        for s in self.net.synapses:
+            w, b = gw[s.name]
+            t = s.terms[0]
+            scale = 2.0 ** (-t.exponent)
+            m = _ste(w * scale, lambda v: torch.clamp(torch.round(v), -MANTISSA_MAX, MANTISSA_MAX))
+            weights[s.name] = 2.0 * m
+            if b is not None:
+                p = pops[s.target]
+                bq = _ste(b * scale, torch.round) / scale  # on the synapse's grid (the export)
+                unit = 2.0 ** (p.frac + ACT_SHIFT) if p.kind == "lif" else 2.0**p.frac
+                bias[s.target] = bq * unit
+        return weights, bias
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """x (batch, frames, features) -> logits (batch, classes), spike trains (batch, steps, n)."""
+        net, pops = self.net, self.net.populations
+        weights, bias = self.parameters_now()
+        batch, frames, _ = x.shape
+        xin = torch.as_tensor(net.encode_input(x.detach().cpu().numpy()), dtype=torch.float64)
+        hist = {n: [torch.zeros(batch, p.size, dtype=torch.float64) for _ in range(self.history)]
+                for n, p in pops.items()}
+        v = {n: torch.zeros(batch, pops[n].size, dtype=torch.float64) for n in self.order}
+        trains: dict[str, list[torch.Tensor]] = {n: [] for n in self.order if pops[n].kind == "lif"}
+        offsets = {s.name: (0 if s.terms[0].round_channel is None
+                            else 2 * pops[s.source].consts[s.terms[0].round_channel]) for s in net.synapses}
+        incoming = {n: net.incoming(n) for n in self.order}
+        for t in range(self.steps):
+            cur = t % self.history
+            hist[net.input][cur] = xin[:, t] if t < frames else torch.zeros_like(xin[:, 0])
+            for n in self.order:
+                p = pops[n]
+                a = torch.zeros(batch, p.size, dtype=torch.float64)
+                for s in incoming[n]:
+                    src = hist[s.source][(t - s.delay) % self.history]
+                    we = s.terms[0].weight_exp
+                    acc = src @ weights[s.name].T + offsets[s.name]
+                    if we >= 0:
+                        a = a + acc * 2.0**we
+                    else:
+                        a = a + _ste(acc * 2.0**we, torch.floor)
+                b = bias[n] if bias[n] is not None else 0.0
+                if p.kind == "lif":
+                    keep = 2**DECAY_BITS - p.dv
+                    vv = _ste(v[n] * keep / 2**DECAY_BITS, torch.trunc) + a * 2**ACT_SHIFT + b
+                    vv = _ste(vv, lambda z: torch.clamp(z, -STATE_MAX + 1, STATE_MAX - 1))
+                    scale = p.dv_f / 2.0 ** (p.frac + ACT_SHIFT)  # V -> the NIR membrane
+                    spk = _Spike.apply((vv - (p.vth * 2**ACT_SHIFT + 0.5)) * scale)
+                    v[n] = vv * (1 - spk.detach())
+                    hist[n][cur] = spk
+                    trains[n].append(spk)
+                else:
+                    v[n] = v[n] + a + b
+                    hist[n][cur] = v[n]
+        ro = pops[net.readout]
+        logits = v[net.readout] * 2.0 ** -ro.frac / self.steps
+        return logits, {n: torch.stack(z, 1) for n, z in trains.items()}
+
+
+# ---- the job ---------------------------------------------------------------------------------
+
+def _signature(net: Network) -> dict:
+    """What the lowering chose that the fine-tuned forward freezes."""
+    return {
+        "frac": {n: p.frac for n, p in net.populations.items()},
+        "vth": {n: p.vth for n, p in net.populations.items()},
+        "dv": {n: p.dv for n, p in net.populations.items()},
+        "terms": {s.name: [(t.exponent, t.weight_exp, t.round_channel) for t in s.terms]
+                  for s in net.synapses},
+        "consts": {n: list(p.consts) for n, p in net.populations.items()},
+    }
+
+
+def _same_integers(fwd: IntegerForward, net: Network) -> bool:
+    """The forward pass's integer weights and biases == those the lowering of the export chose."""
+    with torch.no_grad():
+        weights, bias = fwd.parameters_now()
+    for s in net.synapses:
+        if not np.array_equal(weights[s.name].numpy(), s.terms[0].weights):
+            return False
+    for n, p in net.populations.items():
+        if p.kind == "lif":
+            want = p.bias_mant.astype(np.int64) << p.bias_exp.astype(np.int64)
+        elif p.kind == "integrator":
+            want = p.bias_int
+        else:
+            continue
+        got = np.zeros(p.size) if bias[n] is None else bias[n].numpy()
+        if not np.array_equal(got, want):
+            return False
+    return True
+
+
+def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 2, lr: float = 2e-4,
+             batch_size: int = 64, seed: int = 0, data_dir: str | None = None, progress: bool = True,
+             train_samples: int | None = None, test_samples: int | None = None, select: bool = True) -> dict:
+    """Fine-tune ``checkpoint`` for ``opts`` on its dataset; write ``out_dir/best.pt`` (a normal
+    checkpoint whose metrics record ``finetuned_for``) and return the metrics.  The deployed
+    (integer) accuracy on the validation split after each epoch selects the state kept (the
+    start included); ``deployed_accuracy`` is the test accuracy of that state.  ``train_samples``
+    / ``test_samples``: use only the first N of the train / the validation and test splits;
+    ``select=False`` keeps the last epoch's state (tests)."""
+    from lmuformer.checkpoint import load_checkpoint, save_checkpoint
+    from lmuformer.data import load_dataset, load_test_split
+
+    check_options(opts)
+    ck = load_checkpoint(checkpoint)
+    model = ck.model
+    if model.config.variant != "spiking":
+        raise UserError("only a spiking checkpoint can be fine-tuned for export (this one is non-spiking)")
+    dataset = ck.metrics.get("dataset")
+    if not dataset:
+        raise UserError("the checkpoint does not record its dataset")
+    train = load_dataset(dataset, "train", data_dir)
+    x_test, y_test = load_test_split(dataset, data_dir, test_samples)
+    torch.manual_seed(seed)
+    steps = model.config.frames + model.latency
+    net = lower(model_to_nir(model, opts), steps=steps)
+    fwd = IntegerForward(model, net, steps)
+    model.eval()  # eval-mode BatchNorm statistics: deployment folds them
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
+    n_train = len(train) if train_samples is None else min(train_samples, len(train))
+    xs = torch.stack([torch.as_tensor(np.asarray(train[i][0], np.float32)) for i in range(n_train)])
+    ys = torch.as_tensor([int(train[i][1]) for i in range(n_train)])
+
+    val = load_dataset(dataset, "val", data_dir)
+    n_val = len(val) if test_samples is None else min(test_samples, len(val))
+    x_val = np.stack([np.asarray(val[i][0], np.float32) for i in range(n_val)])
+    y_val = np.asarray([int(val[i][1]) for i in range(n_val)])
+
+    def accuracy(x: np.ndarray, y: np.ndarray) -> float:
+        with torch.no_grad():
+            pred = torch.cat([fwd(torch.as_tensor(x[i : i + 512]))[0].argmax(1)
+                              for i in range(0, len(x), 512)])
+        return float((pred.numpy() == y).mean())
+
+    start = time.perf_counter()
+    test0 = accuracy(x_test, y_test)
+    best_val, best_epoch = accuracy(x_val, y_val), 0
+    best_state = {k: v.clone() for k, v in model.state_dict().items()}
+    history = []
+    gen = torch.Generator().manual_seed(seed)
+    for epoch in range(epochs):
+        perm = torch.randperm(len(xs), generator=gen)
+        for i in range(0, len(xs), batch_size):
+            idx = perm[i : i + batch_size]
+            logits, _ = fwd(xs[idx])
+            loss = nn.functional.cross_entropy(logits.float(), ys[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        history.append(accuracy(x_val, y_val))
+        if history[-1] > best_val or not select:
+            best_val, best_epoch = history[-1], epoch + 1
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        if progress:
+            print(f"epoch {epoch + 1}/{epochs}: deployed validation accuracy {history[-1]:.4f}")
+    model.load_state_dict(best_state)
+    test1 = accuracy(x_test, y_test)
+    wall = time.perf_counter() - start
+    after = lower(model_to_nir(model, opts), steps=steps)
+    if _signature(after) != _signature(net) or not _same_integers(fwd, after):
+        raise UserError("fine-tuning moved a weight exponent or grid of the export; try a smaller --lr")
+    metrics = dict(ck.metrics)
+    metrics.update(
+        finetuned_for=asdict(opts), finetune_epochs=epochs, finetune_lr=lr, finetune_wall_s=wall,
+        deployed_accuracy_before=test0, deployed_accuracy=test1, finetune_best_epoch=best_epoch,
+        finetune_val_history=history, deployed_val_accuracy=best_val, finetuned_from=str(checkpoint),
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out / "best.pt", model, metrics)
+    return metrics
+
+

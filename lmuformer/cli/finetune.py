@@ -1,0 +1,32 @@
+"""``lmuf finetune CKPT --for-export``: fine-tune through the exact integer arithmetic of the export."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("finetune")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--for-export", "for_export", is_flag=True, required=True,
+              help="Fine-tune for the fixed-point export given by the export options below (required).")
+@click.option("--weight-bits", default=8, show_default=True, help="Bits per term of learned weights.")
+@click.option("--weight-terms", default=1, show_default=True, help="Terms per learned weight (1 only).")
+@click.option("--lmu-bits", default=8, show_default=True, help="Bits per term of the LMU matrices.")
+@click.option("--lmu-terms", default=1, show_default=True, help="Terms per LMU weight (1 only).")
+@click.option("--dt", default=0.01, show_default=True, help="Frame period in seconds.")
+@click.option("--epochs", default=2, show_default=True, type=click.IntRange(min=0))
+@click.option("--lr", default=2e-4, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--seed", default=0, show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder of the checkpoint's dataset.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+def command(checkpoint, for_export, weight_bits, weight_terms, lmu_bits, lmu_terms, dt, epochs, lr, seed,
+            data_dir, out_dir) -> None:
+    """Fine-tune CHECKPOINT so that its export runs exactly as trained (writes OUT/best.pt)."""
+    from backends.finetune import finetune
+    from export.graph import ExportOptions
+
+    opts = ExportOptions(dt=dt, quantize=True, weight_bits=weight_bits, weight_terms=weight_terms,
+                         lmu_bits=lmu_bits, lmu_terms=lmu_terms)
+    m = finetune(checkpoint, out_dir, opts, epochs=epochs, lr=lr, seed=seed, data_dir=data_dir)
+    click.echo(f"deployed (fixed-point) test accuracy {m['deployed_accuracy_before']:.4f} -> "
+               f"{m['deployed_accuracy']:.4f} in {m['finetune_wall_s']:.1f} s; wrote {out_dir}/best.pt")

@@ -1,0 +1,115 @@
+"""Deployment-aware fine-tuning: its forward pass is the emulator's fixed-point run, spike for
+spike, before and after training; the fine-tuned checkpoint exports to a graph that Lava and
+the emulator run exactly as the fine-tuned model; bad input is one error line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from backends.base import simulate
+from backends.finetune import IntegerForward, finetune, graph_weights
+from backends.fixed_point import lower
+from export import model_to_nir
+from export.api import export_model
+from export.graph import ExportOptions
+from lmuformer import build_model
+from lmuformer.checkpoint import load_checkpoint, save_checkpoint
+from lmuformer.data import load_test_split
+from lmuformer.errors import UserError
+from tests.test_emulator import active_model
+
+ONE_TERM = ExportOptions(weight_terms=1, lmu_terms=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ck") / "tiny.pt"
+    save_checkpoint(path, active_model("tiny"), {"dataset": "digits", "preset": "tiny"})
+    return path
+
+
+def test_graph_weights_equal_the_export():
+    model = active_model("tiny")
+    g = model_to_nir(model, ExportOptions(quantize=False))
+    with torch.no_grad():
+        gw = graph_weights(model)
+    synapses = {n for n, v in g.nodes.items() if type(v).__name__ in ("Affine", "Linear")}
+    assert set(gw) == synapses
+    for name, (w, b) in gw.items():
+        node = g.nodes[name]
+        np.testing.assert_allclose(w.numpy(), node.weight, rtol=1e-12, atol=1e-15, err_msg=name)
+        if b is not None:
+            np.testing.assert_allclose(b.numpy(), node.bias, rtol=1e-12, atol=1e-15, err_msg=name)
+
+
+def _forward_trains(model, graph, x):
+    steps = model.config.frames + model.latency
+    fwd = IntegerForward(model, lower(graph, steps=steps), steps)
+    with torch.no_grad():
+        logits, trains = fwd(torch.as_tensor(x))
+    return logits.numpy(), {k: v.numpy().astype(bool) for k, v in trains.items()}
+
+
+def test_finetuned_export_spikes_as_the_finetuned_model(tiny_ckpt, tmp_path):
+    metrics = finetune(str(tiny_ckpt), str(tmp_path / "ft"), ONE_TERM, epochs=1, lr=1e-3,
+                       train_samples=192, test_samples=48, progress=False, select=False)
+    assert metrics["finetuned_for"]["weight_terms"] == 1
+    ck = load_checkpoint(tmp_path / "ft" / "best.pt")
+    assert ck.metrics["finetuned_for"] == metrics["finetuned_for"]
+    before = load_checkpoint(tiny_ckpt).model
+    changed = any(not torch.equal(a, b) for a, b in zip(before.parameters(), ck.model.parameters(),
+                                                         strict=True))
+    assert changed  # it trained
+    # the export takes the recorded options (one term) unless told otherwise; a mismatch is an error
+    export_model(checkpoint=str(tmp_path / "ft" / "best.pt"), output=str(tmp_path / "ft.nir"))
+    with pytest.raises(UserError, match="fine-tuned for another export"):
+        export_model(checkpoint=str(tmp_path / "ft" / "best.pt"), output=str(tmp_path / "x.nir"),
+                     weight_terms=2)
+    assert not (tmp_path / "x.nir").exists()
+    from export.io import read_graph
+
+    graph = read_graph(tmp_path / "ft.nir")
+    assert graph.metadata["weight_terms"] == 1 and graph.metadata["lmu_terms"] == 1
+    x, _ = load_test_split("digits", samples=48)
+    logits, trains = _forward_trains(ck.model, graph, x)
+    emu = simulate(graph, x, backend="emulator", precision="fixed", progress=False, record=True)
+    assert set(trains) == set(emu.extra["spike_trains"])
+    for k, v in emu.extra["spike_trains"].items():
+        assert np.array_equal(trains[k], v), f"{k}: {int((trains[k] != v).sum())} spikes differ"
+    assert sum(v.sum() for v in trains.values()) > 1000
+    assert np.array_equal(logits.argmax(1), emu.predictions)
+
+    from tests.conftest import skip_without_lava
+
+    skip_without_lava()
+    lava = simulate(graph, x[:3], backend="lava", precision="fixed", progress=False, record=True)
+    for k, v in lava.extra["spike_trains"].items():
+        assert np.array_equal(v, trains[k][:3]), k
+
+
+def test_bad_input_is_one_error_and_writes_nothing(tiny_ckpt, tmp_path):
+    ann = tmp_path / "ann.pt"
+    save_checkpoint(ann, build_model("tiny-ann").eval(), {"dataset": "digits"})
+    with pytest.raises(UserError, match="non-spiking"):
+        finetune(str(ann), str(tmp_path / "a"), ONE_TERM, progress=False)
+    with pytest.raises(UserError, match="one 8-bit term"):
+        finetune(str(tiny_ckpt), str(tmp_path / "b"), ExportOptions(weight_terms=2), progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root}
+    out = ["--for-export", "--out", str(tmp_path / "c")]
+    for args in (["finetune", str(ann), *out], ["finetune", str(tiny_ckpt), "--weight-terms", "2", *out]):
+        res = subprocess.run([sys.executable, "-m", "lmuformer.cli", *args], capture_output=True, text=True,
+                             env=env, cwd=root, timeout=120)
+        assert res.returncode == 2, (args, res.stdout, res.stderr)
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert not (tmp_path / "c").exists()
