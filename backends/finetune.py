@@ -248,13 +248,15 @@ def _same_integers(fwd: IntegerForward, net: Network) -> bool:
 
 def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 2, lr: float = 2e-4,
              batch_size: int = 64, seed: int = 0, data_dir: str | None = None, progress: bool = True,
-             train_samples: int | None = None, test_samples: int | None = None, select: bool = True) -> dict:
+             train_samples: int | None = None, test_samples: int | None = None, select: bool = True,
+             augment: bool = False) -> dict:
     """Fine-tune ``checkpoint`` for ``opts`` on its dataset; write ``out_dir/best.pt`` (a normal
     checkpoint whose metrics record ``finetuned_for``) and return the metrics.  The deployed
     (integer) accuracy on the validation split after each epoch selects the state kept (the
     start included); ``deployed_accuracy`` is the test accuracy of that state.  ``train_samples``
     / ``test_samples``: use only the first N of the train / the validation and test splits;
-    ``select=False`` keeps the last epoch's state (tests)."""
+    ``select=False`` keeps the last epoch's state (tests); ``augment``: the dataset's training
+    augmentation (digits: random 1-pixel shifts)."""
     from lmuformer.checkpoint import load_checkpoint, save_checkpoint
     from lmuformer.data import load_dataset, load_test_split
 
@@ -266,7 +268,7 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 2
     dataset = ck.metrics.get("dataset")
     if not dataset:
         raise UserError("the checkpoint does not record its dataset")
-    train = load_dataset(dataset, "train", data_dir)
+    train = load_dataset(dataset, "train", data_dir, augment=augment, seed=seed)
     x_test, y_test = load_test_split(dataset, data_dir, test_samples)
     torch.manual_seed(seed)
     steps = model.config.frames + model.latency
@@ -297,6 +299,9 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 2
     history = []
     gen = torch.Generator().manual_seed(seed)
     for epoch in range(epochs):
+        if augment:  # the dataset's own training augmentation, drawn per epoch
+            train.set_epoch(epoch)
+            xs = torch.stack([torch.as_tensor(np.asarray(train[i][0], np.float32)) for i in range(n_train)])
         perm = torch.randperm(len(xs), generator=gen)
         for i in range(0, len(xs), batch_size):
             idx = perm[i : i + batch_size]
