@@ -31,6 +31,19 @@ def lmuf(*args: str, cwd: Path | None = None, **kw) -> subprocess.CompletedProce
                           env=env, cwd=cwd, timeout=kw.pop("timeout", 300), **kw)
 
 
+def lmuf_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``lmuf ARGS`` in this process (through ``main()``) with ``cwd`` as working folder."""
+    from tests.test_fuzz import cli
+
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        code, out, err = cli(*args)
+    finally:
+        os.chdir(old)
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
 def start(*args: str, stderr_path: Path, cwd: Path | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with open(stderr_path, "w") as err:
@@ -111,7 +124,7 @@ def test_export_onto_its_checkpoint_is_refused(tiny_ckpt, tmp_path):
     before = ckpt.read_bytes()
     for out in ("s.pt", "alias.pt", "./sub/../s.pt"):
         (tmp_path / "sub").mkdir(exist_ok=True)
-        line = one_error_line(lmuf("export", "s.pt", "-o", out, cwd=tmp_path))
+        line = one_error_line(lmuf_here("export", "s.pt", "-o", out, cwd=tmp_path))
         assert "same file as the input" in line
     assert ckpt.read_bytes() == before
     assert temporaries(tmp_path) == []
@@ -127,7 +140,7 @@ def test_json_or_report_onto_its_model_is_refused(tiny_nir, tmp_path, command):
         "report": ["report", "m.nir", "--random", "--samples", "1", "-o", "m.nir"],
         "stream": ["stream", "m.nir", "--dataset", "digits", "--samples", "1", "--json", "m.nir"],
     }[command]
-    line = one_error_line(lmuf(*args, cwd=tmp_path))
+    line = one_error_line(lmuf_here(*args, cwd=tmp_path))
     assert "same file as the input" in line
     assert model.read_bytes() == before
 
@@ -136,21 +149,21 @@ def test_device_and_directory_targets_are_refused(tmp_path):
     # the device through a link in tmp_path: a broken build replaces the link, never /dev/null
     null = tmp_path / "null"
     null.symlink_to("/dev/null")
-    line = one_error_line(lmuf("export", "--preset", "tiny", "-o", str(null), cwd=tmp_path))
+    line = one_error_line(lmuf_here("export", "--preset", "tiny", "-o", str(null), cwd=tmp_path))
     assert "not a regular file" in line
     assert null.is_symlink() and null.resolve() == Path("/dev/null")
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    one_error_line(lmuf("export", "--preset", "tiny", "-o", str(fifo), cwd=tmp_path))
+    one_error_line(lmuf_here("export", "--preset", "tiny", "-o", str(fifo), cwd=tmp_path))
     assert Path(fifo).is_fifo()
-    line = one_error_line(lmuf("export", "--preset", "tiny", "-o", str(tmp_path), cwd=tmp_path))
+    line = one_error_line(lmuf_here("export", "--preset", "tiny", "-o", str(tmp_path), cwd=tmp_path))
     assert "directory" in line
 
 
 def test_special_target_written_into_with_the_flag(tmp_path):
     null = tmp_path / "null"
     null.symlink_to("/dev/null")
-    res = lmuf("--allow-special-output", "export", "--preset", "tiny", "-o", str(null), cwd=tmp_path)
+    res = lmuf_here("--allow-special-output", "export", "--preset", "tiny", "-o", str(null), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert null.is_symlink() and null.resolve() == Path("/dev/null")
     assert temporaries(tmp_path) == []
