@@ -161,17 +161,33 @@ def check_hdf5_size(path: str | os.PathLike) -> None:
         if isinstance(obj, h5py.Dataset):
             total += int(np.prod(obj.shape, dtype=np.float64)) * obj.dtype.itemsize
             parts = name.split("/")
-            if len(parts) >= 2 and parts[-2] in ("input_type", "output_type") and obj.size <= 8 \
-                    and obj.dtype.kind in "iuf":
+            declares = parts[-1] == "shape" or (len(parts) >= 2
+                                                and parts[-2] in ("input_type", "output_type"))
+            if declares and obj.size <= 8 and obj.dtype.kind in "iuf":
                 vals = np.asarray(obj[()], dtype=np.float64).ravel()
                 if not np.all(np.isfinite(vals)) or float(np.prod(vals)) > MAX_NEURONS or np.any(vals < 0):
                     big_type.append(f"{name} = {vals.tolist()}")
 
+    missing = None
     try:
         with h5py.File(path, "r") as f:
             f.visititems(visit)
+            root = f["node"] if "node" in f else f
+            if isinstance(root.get("edges"), h5py.Dataset) and isinstance(root.get("nodes"), h5py.Group):
+                names = set(root["nodes"])
+                edges = root["edges"][()]
+                if edges.ndim == 2 and edges.shape[1] == 2 and edges.shape[0] <= 10**6:
+                    for src, dst in edges:
+                        ends = [x.decode(errors="replace") if isinstance(x, bytes) else str(x)
+                                for x in (src, dst)]
+                        absent = [x for x in ends if x not in names]
+                        if absent:
+                            missing = f"edge {ends[0]} -> {ends[1]} names a missing node {_show(absent[0])}"
+                            break
     except (OSError, ValueError, KeyError, TypeError, RuntimeError):
         return  # not HDF5, or damaged: nir.read reports it
+    if missing:
+        raise UserError(f"{path}: {missing}")
     if big_type:
         raise UserError(f"{path}: {big_type[0]} declares an impossible size; allowed: at most "
                         f"{MAX_NEURONS} non-negative values per node")

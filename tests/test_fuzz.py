@@ -24,7 +24,7 @@ import pytest
 import torch
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 MAX_EXAMPLES = 50
@@ -40,6 +40,8 @@ NUMBERS = st.one_of(
 )
 VALUES = st.one_of(NUMBERS, st.text(max_size=8), st.none(), st.booleans(),
                    st.lists(st.integers(0, 9), max_size=3))
+EDGES = st.sampled_from([0, -1, 0.0, -0.5, 1e308, math.nan, math.inf, -math.inf, 10**9, "1", True])
+HOSTILE = st.one_of(EDGES, EDGES, VALUES)  # edge cases drawn more often
 
 
 def cli(*args: str) -> tuple[int, str, str]:
@@ -124,10 +126,10 @@ def _mutate_h5(path: Path, data) -> str:
                     value = data.draw(st.sampled_from(["{", "[]", "null", '{"dim": }', "1e999"]))
                 else:
                     field = data.draw(st.sampled_from(["dim", "memory_size", "theta", "frames", "depth"]))
-                    cfg[field] = data.draw(VALUES)
+                    cfg[field] = data.draw(HOSTILE)
                     value = json.dumps(cfg)
             else:
-                value = data.draw(VALUES)
+                value = data.draw(HOSTILE)
             if key in md:
                 del md[key]
             if value is None:
@@ -214,7 +216,7 @@ def test_fuzz_checkpoint_config_and_weights(tiny_files, data):
         if what == "config":
             for _ in range(data.draw(st.integers(1, 3))):
                 field = data.draw(st.sampled_from(sorted(payload["config"]) + ["bogus"]))
-                payload["config"][field] = data.draw(VALUES)
+                payload["config"][field] = data.draw(HOSTILE)
         elif what == "weights":
             sd = payload["state_dict"]
             key = data.draw(st.sampled_from(sorted(sd)))
@@ -250,15 +252,18 @@ PROFILE_KEYS = ["name", "source", "notes", "sop_pj", "mac_pj", "neuron_update_pj
 
 
 @FUZZ
-@given(profile=st.dictionaries(st.sampled_from(PROFILE_KEYS), VALUES, max_size=6),
-       with_source=st.booleans(), fmt=st.sampled_from(["json", "toml", "garbage"]))
-def test_fuzz_energy_profiles(tiny_files, profile, with_source, fmt):
+@given(changes=st.dictionaries(st.sampled_from(PROFILE_KEYS), HOSTILE, max_size=2),
+       fmt=st.sampled_from(["json", "json", "toml", "garbage"]))
+@example(changes={"sop_pj": math.nan}, fmt="json")
+@example(changes={"mac_pj": math.inf}, fmt="toml")
+@example(changes={"neuron_update_pj": 1e308}, fmt="json")
+@example(changes={"name": 5}, fmt="json")
+def test_fuzz_energy_profiles(tiny_files, changes, fmt):
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         model = folder / "m.nir"
         model.write_bytes(tiny_files["nir"].read_bytes())
-        if with_source:
-            profile = {**profile, "source": "fuzz"}
+        profile = {"source": "fuzz", "sop_pj": 1.0, "mac_pj": 4.0, **changes}  # a valid one, mutated
         path = folder / f"p.{'toml' if fmt == 'toml' else 'json'}"
         if fmt == "json":
             path.write_text(json.dumps(profile))  # NaN/Infinity written as JSON5-style tokens

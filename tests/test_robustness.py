@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -28,6 +29,19 @@ def lmuf(*args: str, cwd: Path | None = None, **kw) -> subprocess.CompletedProce
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "lmuformer.cli", *args], capture_output=True, text=True,
                           env=env, cwd=cwd, timeout=kw.pop("timeout", 300), **kw)
+
+
+def lmuf_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``lmuf ARGS`` in this process (through ``main()``) with ``cwd`` as working folder."""
+    from tests.test_fuzz import cli
+
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        code, out, err = cli(*args)
+    finally:
+        os.chdir(old)
+    return subprocess.CompletedProcess(args, code, out, err)
 
 
 def start(*args: str, stderr_path: Path, cwd: Path | None = None) -> subprocess.Popen:
@@ -110,7 +124,7 @@ def test_export_onto_its_checkpoint_is_refused(tiny_ckpt, tmp_path):
     before = ckpt.read_bytes()
     for out in ("s.pt", "alias.pt", "./sub/../s.pt"):
         (tmp_path / "sub").mkdir(exist_ok=True)
-        line = one_error_line(lmuf("export", "s.pt", "-o", out, cwd=tmp_path))
+        line = one_error_line(lmuf_here("export", "s.pt", "-o", out, cwd=tmp_path))
         assert "same file as the input" in line
     assert ckpt.read_bytes() == before
     assert temporaries(tmp_path) == []
@@ -126,28 +140,32 @@ def test_json_or_report_onto_its_model_is_refused(tiny_nir, tmp_path, command):
         "report": ["report", "m.nir", "--random", "--samples", "1", "-o", "m.nir"],
         "stream": ["stream", "m.nir", "--dataset", "digits", "--samples", "1", "--json", "m.nir"],
     }[command]
-    line = one_error_line(lmuf(*args, cwd=tmp_path))
+    line = one_error_line(lmuf_here(*args, cwd=tmp_path))
     assert "same file as the input" in line
     assert model.read_bytes() == before
 
 
 def test_device_and_directory_targets_are_refused(tmp_path):
-    st = os.stat("/dev/null")
-    line = one_error_line(lmuf("export", "--preset", "tiny", "-o", "/dev/null", cwd=tmp_path))
+    # the device through a link in tmp_path: a broken build replaces the link, never /dev/null
+    null = tmp_path / "null"
+    null.symlink_to("/dev/null")
+    line = one_error_line(lmuf_here("export", "--preset", "tiny", "-o", str(null), cwd=tmp_path))
     assert "not a regular file" in line
-    assert os.stat("/dev/null").st_rdev == st.st_rdev and not Path("/dev/null").is_file()
+    assert null.is_symlink() and null.resolve() == Path("/dev/null")
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    one_error_line(lmuf("export", "--preset", "tiny", "-o", str(fifo), cwd=tmp_path))
+    one_error_line(lmuf_here("export", "--preset", "tiny", "-o", str(fifo), cwd=tmp_path))
     assert Path(fifo).is_fifo()
-    line = one_error_line(lmuf("export", "--preset", "tiny", "-o", str(tmp_path), cwd=tmp_path))
+    line = one_error_line(lmuf_here("export", "--preset", "tiny", "-o", str(tmp_path), cwd=tmp_path))
     assert "directory" in line
 
 
 def test_special_target_written_into_with_the_flag(tmp_path):
-    res = lmuf("--allow-special-output", "export", "--preset", "tiny", "-o", "/dev/null", cwd=tmp_path)
+    null = tmp_path / "null"
+    null.symlink_to("/dev/null")
+    res = lmuf_here("--allow-special-output", "export", "--preset", "tiny", "-o", str(null), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert not Path("/dev/null").is_file()
+    assert null.is_symlink() and null.resolve() == Path("/dev/null")
     assert temporaries(tmp_path) == []
 
 
@@ -293,10 +311,207 @@ def test_signal_during_lava_leaves_nothing(tmp_path, sig, phase, group):
     left = session_processes(proc.pid)
     for p in left:
         os.kill(p, signal.SIGKILL)
+    leaked = {n for n in segments if os.path.exists(f"/dev/shm/{n}")}
+    for n in leaked:  # this run's own segments: do not leave them on the machine, even on failure
+        with contextlib.suppress(OSError):
+            os.unlink(f"/dev/shm/{n}")
     assert not left, f"{len(left)} processes left behind"
     assert rc == (130 if sig == signal.SIGINT else 128 + sig), err.read_text()[-2000:]
     assert "Traceback" not in err.read_text()
     assert waited < 30, f"took {waited:.1f} s to stop"
     assert segments, "saw no shared memory of the run"
-    leaked = {n for n in segments if os.path.exists(f"/dev/shm/{n}")}
     assert not leaked, f"{len(leaked)} shared-memory segments left behind"
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def run_cli(*args: str) -> tuple[int, str]:
+    """``lmuf ARGS`` in this process through ``main()``; (exit code, stderr)."""
+    from tests.test_fuzz import cli
+
+    code, _, err = cli(*args)
+    return code, err
+
+
+def assert_one_line(code: int, err: str, *words: str) -> None:
+    assert code == 2, (code, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("theta", 0.0, ["theta = 0.0", "(0, "]),
+    ("memory_size", 10**6, ["memory_size = 1000000", "[1, 16384]"]),
+    ("dim", float("nan"), ["dim = nan"]),
+    ("depth", "two", ["depth = 'two'", "not a number"]),
+])
+def test_checkpoint_config_is_validated(tiny_ckpt, tmp_path, field, value, words):
+    import torch
+
+    payload = torch.load(tiny_ckpt, weights_only=True)
+    payload["config"][field] = value
+    torch.save(payload, tmp_path / "bad.pt")
+    for args in (["info", str(tmp_path / "bad.pt")], ["export", str(tmp_path / "bad.pt"), "-o",
+                                                       str(tmp_path / "x.nir")]):
+        assert_one_line(*run_cli(*args), *words)
+    assert not (tmp_path / "x.nir").exists()
+
+
+def test_checkpoint_weights_are_validated(tiny_ckpt, tmp_path):
+    import torch
+
+    payload = torch.load(tiny_ckpt, weights_only=True)
+    key = "blocks.0.0.to_h.0.weight"
+    payload["state_dict"][key] = payload["state_dict"][key] * float("nan")
+    torch.save(payload, tmp_path / "nan.pt")
+    assert_one_line(*run_cli("export", str(tmp_path / "nan.pt"), "-o", str(tmp_path / "x.nir")), key, "NaN")
+    del payload["state_dict"][key]
+    torch.save(payload, tmp_path / "missing.pt")
+    assert_one_line(*run_cli("info", str(tmp_path / "missing.pt")), f"missing {key!r}")
+
+
+def _edit_nir(src: Path, dst: Path, edit) -> Path:
+    import h5py
+
+    dst.write_bytes(src.read_bytes())
+    with h5py.File(dst, "r+") as f:
+        edit(f["node"])
+    return dst
+
+
+def _set(group, key, value):
+    if key in group:
+        del group[key]
+    group[key] = value
+
+
+@pytest.mark.parametrize("case, words", [
+    ("tau0", ["tau = 0.0", "> 0"]),
+    ("tau_neg", ["tau = -1.0"]),
+    ("weight_nan", ["weight holds nan"]),
+    ("dt0", ["metadata dt = 0.0"]),
+    ("dt_nan", ["metadata dt = nan"]),
+    ("dt_str", ["metadata dt = 'fast'", "not a number"]),
+    ("latency_neg", ["metadata latency_frames = -3"]),
+    ("frames0", ["metadata frames = 0"]),
+    ("config_json", ["model_config is not valid JSON"]),
+    ("config_dim", ["config dim = 0"]),
+    ("edge_missing", ["names a missing node 'nowhere'"]),
+    ("cycle", ["cycle without a Delay node"]),
+    ("huge_input", ["input/shape", "impossible size"]),
+])
+def test_nir_graph_and_metadata_are_validated(tiny_nir, tmp_path, case, words):
+    import json
+
+    import numpy as np
+
+    def edit(node):
+        nodes, md = node["nodes"], node["metadata"]
+        lif = next(n for n in nodes if "tau" in nodes[n])
+        syn = next(n for n in nodes if "weight" in nodes[n])
+        if case in ("tau0", "tau_neg"):
+            tau = np.array(nodes[lif]["tau"][()])
+            tau[0] = 0.0 if case == "tau0" else -1.0
+            _set(nodes[lif], "tau", tau)
+        elif case == "weight_nan":
+            w = np.array(nodes[syn]["weight"][()])
+            w.flat[0] = np.nan
+            _set(nodes[syn], "weight", w)
+        elif case.startswith("dt"):
+            _set(md, "dt", {"dt0": 0.0, "dt_nan": np.nan, "dt_str": "fast"}[case])
+        elif case == "latency_neg":
+            _set(md, "latency_frames", -3)
+        elif case == "frames0":
+            _set(md, "frames", 0)
+        elif case == "config_json":
+            _set(md, "model_config", '{"dim": ')
+        elif case == "config_dim":
+            cfg = json.loads(md["model_config"][()])
+            _set(md, "model_config", json.dumps({**cfg, "dim": 0}))
+        elif case in ("edge_missing", "cycle"):
+            edges = [[x.decode() for x in e] for e in node["edges"][()]]
+            if case == "edge_missing":
+                edges[5][1] = "nowhere"
+            else:  # a population back into a square synapse that feeds it, not through a Delay
+                square = next((a, b) for a, b in edges if "weight" in nodes[a]
+                              and nodes[a]["weight"].shape[0] == nodes[a]["weight"].shape[-1])
+                edges.append([square[1], square[0]])
+            _set(node, "edges", np.array(edges, dtype="S"))
+        elif case == "huge_input":
+            _set(nodes["input"], "shape", np.array([10**9]))
+
+    bad = _edit_nir(tiny_nir, tmp_path / "bad.nir", edit)
+    code, err = run_cli("simulate", str(bad), "--random", "--samples", "1", "--no-compare")
+    assert_one_line(code, err, *words)
+    assert len(err) < 400, err
+
+
+def test_nir_file_declaring_huge_arrays_is_refused_before_reading(tmp_path, monkeypatch):
+    """A small compressed file declaring more than the memory budget: refused before nir.read."""
+    import h5py
+    import numpy as np
+
+    import export.io
+
+    with h5py.File(tmp_path / "big.nir", "w") as f:
+        f.create_dataset("node/nodes/x/weight", shape=(200_000, 100_000), dtype="f8", compression="gzip",
+                         chunks=(1000, 1000), fillvalue=0.0)
+        f["version"] = np.bytes_("0.1")
+    assert (tmp_path / "big.nir").stat().st_size < 10**6
+    monkeypatch.setattr(export.io.nir, "read", lambda *a, **k: pytest.fail("nir.read was reached"))
+    code, err = run_cli("simulate", str(tmp_path / "big.nir"), "--random", "--no-compare")
+    assert_one_line(code, err, "GiB")
+
+
+def test_cli_numbers_are_checked_against_memory(tiny_nir, tmp_path):
+    code, err = run_cli("simulate", str(tiny_nir), "--random", "--samples", "1000000000", "--no-compare")
+    assert_one_line(code, err, "1000000000 samples", "GiB")
+    out = str(tmp_path / "never.nir")
+    assert_one_line(*run_cli("export", "--preset", "tiny", "-o", out, "--dt", "inf"), "--dt = inf")
+
+
+@pytest.mark.parametrize("text, words", [
+    ('{"source": "x", "sop_pj": NaN}', ["sop_pj = nan"]),
+    ('{"source": "x", "mac_pj": Infinity}', ["mac_pj = inf"]),
+    ('{"source": "x", "sop_pj": 1e308}', ["sop_pj = 1e+308", "[0, 1000000000]"]),
+    ('{"source": "x", "sop_pj": 1, "name": 5}', ["name = 5"]),
+])
+def test_energy_profile_is_validated(tiny_nir, tmp_path, text, words):
+    (tmp_path / "p.json").write_text(text)
+    code, err = run_cli("report", str(tiny_nir), "--random", "--samples", "1", "--profile",
+                        str(tmp_path / "p.json"))
+    assert_one_line(code, err, *words)
+
+
+def test_training_model_settings_are_validated(tmp_path):
+    (tmp_path / "c.toml").write_text("[model]\ndim = 0\n")
+    code, err = run_cli("train", "--config", str(tmp_path / "c.toml"), "--epochs", "1", "--out",
+                        str(tmp_path / "run"))
+    assert_one_line(code, err, "dim = 0")
+    (tmp_path / "c.toml").write_text("[model]\nmemory_size = 1000000\n")
+    code, err = run_cli("train", "--config", str(tmp_path / "c.toml"), "--epochs", "1", "--out",
+                        str(tmp_path / "run"))
+    assert_one_line(code, err, "memory_size = 1000000")
+
+
+def test_directory_argument_is_one_line(tmp_path):
+    assert_one_line(*run_cli("simulate", str(tmp_path), "--random"), "is a directory")
+
+
+def test_api_frames_are_validated(tiny_nir):
+    import numpy as np
+
+    from backends import simulate
+    from export import read_graph
+    from lmuformer.errors import UserError
+
+    graph = read_graph(tiny_nir)
+    x = np.zeros((2, 8, 8))
+    x[1, 3, 2] = np.nan
+    with pytest.raises(UserError, match="NaN or infinite"):
+        simulate(graph, x, backend="emulator")
+    with pytest.raises(UserError, match="empty"):
+        simulate(graph, np.zeros((2, 0, 8)), backend="torch")
