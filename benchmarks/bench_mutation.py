@@ -54,7 +54,7 @@ class Module:
     path: str
     tests: tuple[str, ...]
     note: str = ""
-    not_mutated: tuple[str, ...] = ()  # regexes of lines (a def line: the whole function) left alone
+    not_scored: tuple[str, ...] = ()  # functions whose mutants are neither run nor scored
 
 
 _EMULATOR_TESTS = ("tests/test_emulator.py", "-k", "not fixed_agrees")  # the 8 s digits run left out
@@ -73,8 +73,8 @@ MODULES: dict[str, Module] = {
     "report_counts": Module("lmuformer/report/counts.py", _REPORT_TESTS),
     "report_profiles": Module("lmuformer/report/profiles.py", _REPORT_TESTS),
     "streaming": Module("lmuformer/streaming.py", ("tests/test_streaming.py",),
-                        "plot_curve not mutated: drawing (labels, colours, layout), not a metric",
-                        (r"^def plot_curve\(",)),
+                        "plot_curve not scored: drawing (labels, colours, layout), not a metric",
+                        ("plot_curve",)),
     "checkpoint": Module("lmuformer/checkpoint.py",
                          ("tests/test_training.py", "-k", "checkpoint and not real_entry_point")),
     "files": Module("lmuformer/files.py", ("tests/test_export.py", "-k", "atomic or utf8")),
@@ -112,8 +112,7 @@ def _scratch(name: str, mod: Module, base: dict) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for src in SOURCES:
         shutil.copytree(ROOT / src, work / src, ignore=ignore)
-    cfg = {**base, "only_mutate": [mod.path], "pytest_add_cli_args_test_selection": list(mod.tests),
-           "do_not_mutate_patterns": list(mod.not_mutated)}
+    cfg = {**base, "only_mutate": [mod.path], "pytest_add_cli_args_test_selection": list(mod.tests)}
     lines = ["[tool.mutmut]"] + [f"{k} = {json.dumps(v)}" for k, v in cfg.items()]
     (work / "pyproject.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return work
@@ -127,13 +126,32 @@ print(json.dumps({k: get_diff_for_mutant(k, path=path) for k in keys}))
 """
 
 
+def _scored_globs(mod: Module) -> list[str]:
+    """mutmut name patterns for every function of the module but ``mod.not_scored`` ([] if none skipped)."""
+    if not mod.not_scored:
+        return []
+    import ast
+
+    tree = ast.parse((ROOT / mod.path).read_text(encoding="utf-8"))
+    prefix = mod.path[:-3].replace("/", ".")
+    globs = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name not in mod.not_scored:
+            globs.append(f"{prefix}.x_{node.name}__mutmut_*")
+        elif isinstance(node, ast.ClassDef):
+            globs += [f"{prefix}.xǁ{node.name}ǁ{f.name}__mutmut_*" for f in node.body
+                      if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                      and f"{node.name}.{f.name}" not in mod.not_scored]
+    return globs
+
+
 def _previous_survivors(work: Path, mod: Module) -> list[str] | None:
     """Mutants of the last full run in ``work`` that were not killed (None: no usable last run)."""
     meta = work / "mutants" / (mod.path + ".meta")
     if not meta.exists():
         return None
     codes = json.loads(meta.read_text())["exit_code_by_key"]
-    return [k for k, v in codes.items() if STATUS.get(v) != "killed"]
+    return [k for k, v in codes.items() if STATUS.get(v) != "killed" and _function(k) not in mod.not_scored]
 
 
 def run_module(name: str, mod: Module, base: dict, equivalents: list[dict], jobs: int,
@@ -153,7 +171,8 @@ def run_module(name: str, mod: Module, base: dict, equivalents: list[dict], jobs
     returncode = 0
     if not rescore:
         with open(work / "mutmut.log", "w") as log:
-            cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *(again or [])]
+            names = again if again is not None else _scored_globs(mod)
+            cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *names]
             proc = subprocess.run(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
             returncode = proc.returncode
     seconds = time.perf_counter() - start
@@ -163,7 +182,8 @@ def run_module(name: str, mod: Module, base: dict, equivalents: list[dict], jobs
         return {"module": mod.path, "error": f"mutmut exited {returncode}", "log_tail": tail,
                 "seconds": round(seconds, 1)}
     codes = json.loads(meta.read_text())["exit_code_by_key"]
-    status = {k: STATUS.get(v, "suspicious") for k, v in codes.items()}
+    not_scored = sum(1 for k in codes if _function(k) in mod.not_scored)
+    status = {k: STATUS.get(v, "suspicious") for k, v in codes.items() if _function(k) not in mod.not_scored}
     alive = [k for k, s in status.items() if s not in ("killed",)]
     diffs = {}
     if alive:
@@ -204,6 +224,7 @@ def run_module(name: str, mod: Module, base: dict, equivalents: list[dict], jobs
         "module": mod.path,
         "tests": " ".join(mod.tests),
         "mutants": len(status),
+        "not_scored": not_scored,
         **counts,
         "score": round(detected / relevant, 4) if relevant else None,
         "seconds": round(seconds, 1),
