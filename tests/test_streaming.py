@@ -93,6 +93,9 @@ def test_real_lengths_of_padded_speech() -> None:
     x[0, 7:] = float(normalize(torch.zeros(())))
     assert streaming.real_lengths("scv2", x).tolist() == [7, 10]
     assert streaming.real_lengths("digits", x).tolist() == [10, 10]
+    assert {streaming.real_lengths(d, x).dtype for d in ("scv2", "digits")} == {np.dtype(np.int64)}
+    x[0, 6] = float(normalize(torch.zeros(()))) + 1e-3  # close to the padding value, but a real frame
+    assert streaming.real_lengths("scv2", x).tolist() == [7, 10]
 
 
 def _tiny():
@@ -176,6 +179,17 @@ def test_checkpoint_source_uses_torch_stream(tmp_path) -> None:
     assert r.final_accuracy == pytest.approx(float((logits.argmax(1).numpy() == y).mean()))
     with pytest.raises(UserError, match="export it to NIR"):
         streaming.stream_eval(path, "digits", backend="emulator", samples=2)
+    # "torch" and "float" are what a checkpoint runs anyway; "fixed" is refused in one line
+    same = streaming.stream_eval(path, "digits", backend="torch", precision="float", samples=10, margins_=())
+    assert same.accuracy_by_frames == r.accuracy_by_frames and same.precision == "float"
+    with pytest.raises(UserError, match="^a checkpoint runs in floating point; use a quantised NIR export "
+                                        "for 'fixed'$"):
+        streaming.stream_eval(path, "digits", precision="fixed", samples=2)
+    out = tmp_path / "r.json"
+    streaming.write_json(r, out)
+    text = out.read_text()
+    assert text.startswith('{\n  "') and text.endswith("}\n")  # indented by 2, one trailing newline
+    assert json.loads(text)["final_accuracy"] == r.final_accuracy
 
 
 def test_errors_are_user_errors(tmp_path) -> None:
