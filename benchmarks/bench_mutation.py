@@ -192,11 +192,14 @@ def run_module(name: str, mod: Module, base: dict, equivalents: list[dict], jobs
         diffs = json.loads(out.stdout)
     table = {(e["function"], e["line"]): e for e in equivalents}
     counts = {"killed": 0, "killed_outside": 0, "survived": 0, "equivalent": 0, "timeout": 0, "no_tests": 0,
-              "other": 0}
+              "other": 0, "not_checked": 0}
     survivors, equivalent, outside = [], [], []
     for key, s in sorted(status.items(), key=lambda kv: (_function(kv[0]), int(kv[0].rpartition("_")[2]))):
         if s == "killed":
             counts["killed"] += 1
+            continue
+        if s == "not checked":  # an interrupted run: left out of the score, counted here
+            counts["not_checked"] += 1
             continue
         entry = {"mutant": key.rpartition(".")[2], "function": _function(key), "status": s,
                  "line": _mutated_line(diffs.get(key, ""))}
@@ -219,7 +222,7 @@ def run_module(name: str, mod: Module, base: dict, equivalents: list[dict], jobs
             counts["other"] += 1
             survivors.append(entry)
     detected = counts["killed"] + counts["killed_outside"] + counts["timeout"]
-    relevant = len(status) - counts["equivalent"]
+    relevant = len(status) - counts["equivalent"] - counts["not_checked"]
     return {
         "module": mod.path,
         "tests": " ".join(mod.tests),
