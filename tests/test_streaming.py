@@ -86,6 +86,16 @@ def test_early_decisions_on_hand_made_sequence() -> None:
     assert r.accuracy_by_steps == [0.5, 0.5, 0.5, 0.5, 1.0] and r.steps_for_99pct == 5
 
 
+def test_one_class_margin_and_bad_data() -> None:
+    m = streaming.margins(np.zeros((2, 3, 1)))  # one class: always decided
+    assert m.shape == (2, 3) and (m == 1).all()
+    model = _tiny()
+    with pytest.raises(UserError, match="^the data does not fit the model: expected input"):
+        streaming.model_outputs(model, np.zeros((1, 8, 5)))
+    out = streaming.model_outputs(model, np.zeros((3, 8, 8)), batch_size=2)  # batches of 2 and 1
+    assert out.shape == (3, 8 + model.latency, 10) and out.dtype == np.float64
+
+
 def test_real_lengths_of_padded_speech() -> None:
     from lmuformer.data.audio import normalize
 
