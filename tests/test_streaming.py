@@ -86,6 +86,24 @@ def test_early_decisions_on_hand_made_sequence() -> None:
     assert r.accuracy_by_steps == [0.5, 0.5, 0.5, 0.5, 1.0] and r.steps_for_99pct == 5
 
 
+def test_summarize_passes_info_and_real_lengths() -> None:
+    # SEQ: 1 sample, 3 frames + 1 latency step; running-mean predictions 0, 1, 2, 2
+    r = streaming.summarize(SEQ, np.array([[2]]), frames=3, latency=1, real_frames=np.array([2]),
+                            margins_=(), source="s.nir", backend="emulator", precision="fixed",
+                            dataset="digits", wall_s=1.5)
+    assert (r.source, r.backend, r.precision) == ("s.nir", "emulator", "fixed")
+    assert (r.dataset, r.wall_s) == ("digits", 1.5)
+    assert r.accuracy_by_frames == [0.0, 0.0, 1.0] and r.frames_for_99pct == 3 and r.steps_for_99pct == 3
+    assert r.real_frames_mean == 2.0 and r.reduction_real == pytest.approx(1 - 3 / 2)
+    assert r.early == [] and r.samples == 1
+    bare = streaming.summarize(SEQ, np.array([2]), frames=3, latency=1, margins_=(0.5,))
+    assert (bare.source, bare.backend, bare.precision, bare.dataset, bare.wall_s) == ("", "", "", "", 0.0)
+    assert bare.real_frames_mean == 3.0 and bare.reduction_real == pytest.approx(0.0)
+    assert bare.early[0]["min_frames"] == 2
+    with pytest.raises(ValueError, match=r"^expected 5 steps \(frames \+ latency\), got 4$"):
+        streaming.summarize(SEQ, np.array([2]), frames=3, latency=2)
+
+
 def test_one_class_margin_and_bad_data() -> None:
     m = streaming.margins(np.zeros((2, 3, 1)))  # one class: always decided
     assert m.shape == (2, 3) and (m == 1).all()
