@@ -14,7 +14,9 @@ that runs the code in a subprocess; checked by hand).  The score is
 (killed + killed_outside + timeout) / (mutants - equivalent), written per module, with the seconds and the
 load average, to ``benchmarks/results/mutation.json`` (entries of modules not run
 this time are kept).  Survivors are listed with their diff: kill them with an assertion or
-list them as equivalent.
+list them as equivalent.  ``--survivors`` reruns only those (fast) but reuses mutmut's map of
+which test calls which function: a new test is mapped, an edited one is not, so a full run is
+the authoritative score.  ``--rescore`` applies edited equivalents without running anything.
 """
 
 from __future__ import annotations
