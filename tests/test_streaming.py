@@ -86,6 +86,34 @@ def test_early_decisions_on_hand_made_sequence() -> None:
     assert r.accuracy_by_steps == [0.5, 0.5, 0.5, 0.5, 1.0] and r.steps_for_99pct == 5
 
 
+def test_summarize_passes_info_and_real_lengths() -> None:
+    # SEQ: 1 sample, 3 frames + 1 latency step; running-mean predictions 0, 1, 2, 2
+    r = streaming.summarize(SEQ, np.array([[2]]), frames=3, latency=1, real_frames=np.array([2]),
+                            margins_=(), source="s.nir", backend="emulator", precision="fixed",
+                            dataset="digits", wall_s=1.5)
+    assert (r.source, r.backend, r.precision) == ("s.nir", "emulator", "fixed")
+    assert (r.dataset, r.wall_s) == ("digits", 1.5)
+    assert r.accuracy_by_frames == [0.0, 0.0, 1.0] and r.frames_for_99pct == 3 and r.steps_for_99pct == 3
+    assert r.real_frames_mean == 2.0 and r.reduction_real == pytest.approx(1 - 3 / 2)
+    assert r.early == [] and r.samples == 1
+    bare = streaming.summarize(SEQ, np.array([2]), frames=3, latency=1, margins_=(0.5,))
+    assert (bare.source, bare.backend, bare.precision, bare.dataset, bare.wall_s) == ("", "", "", "", 0.0)
+    assert bare.real_frames_mean == 3.0 and bare.reduction_real == pytest.approx(0.0)
+    assert bare.early[0]["min_frames"] == 2
+    with pytest.raises(ValueError, match=r"^expected 5 steps \(frames \+ latency\), got 4$"):
+        streaming.summarize(SEQ, np.array([2]), frames=3, latency=2)
+
+
+def test_one_class_margin_and_bad_data() -> None:
+    m = streaming.margins(np.zeros((2, 3, 1)))  # one class: always decided
+    assert m.shape == (2, 3) and (m == 1).all()
+    model = _tiny()
+    with pytest.raises(UserError, match="^the data does not fit the model: expected input"):
+        streaming.model_outputs(model, np.zeros((1, 8, 5)))
+    out = streaming.model_outputs(model, np.zeros((3, 8, 8)), batch_size=2)  # batches of 2 and 1
+    assert out.shape == (3, 8 + model.latency, 10) and out.dtype == np.float64
+
+
 def test_real_lengths_of_padded_speech() -> None:
     from lmuformer.data.audio import normalize
 
@@ -93,6 +121,9 @@ def test_real_lengths_of_padded_speech() -> None:
     x[0, 7:] = float(normalize(torch.zeros(())))
     assert streaming.real_lengths("scv2", x).tolist() == [7, 10]
     assert streaming.real_lengths("digits", x).tolist() == [10, 10]
+    assert {streaming.real_lengths(d, x).dtype for d in ("scv2", "digits")} == {np.dtype(np.int64)}
+    x[0, 6] = float(normalize(torch.zeros(()))) + 1e-3  # close to the padding value, but a real frame
+    assert streaming.real_lengths("scv2", x).tolist() == [7, 10]
 
 
 def _tiny():
@@ -176,6 +207,17 @@ def test_checkpoint_source_uses_torch_stream(tmp_path) -> None:
     assert r.final_accuracy == pytest.approx(float((logits.argmax(1).numpy() == y).mean()))
     with pytest.raises(UserError, match="export it to NIR"):
         streaming.stream_eval(path, "digits", backend="emulator", samples=2)
+    # "torch" and "float" are what a checkpoint runs anyway; "fixed" is refused in one line
+    same = streaming.stream_eval(path, "digits", backend="torch", precision="float", samples=10, margins_=())
+    assert same.accuracy_by_frames == r.accuracy_by_frames and same.precision == "float"
+    with pytest.raises(UserError, match="^a checkpoint runs in floating point; use a quantised NIR export "
+                                        "for 'fixed'$"):
+        streaming.stream_eval(path, "digits", precision="fixed", samples=2)
+    out = tmp_path / "r.json"
+    streaming.write_json(r, out)
+    text = out.read_text()
+    assert text.startswith('{\n  "') and text.endswith("}\n")  # indented by 2, one trailing newline
+    assert json.loads(text)["final_accuracy"] == r.final_accuracy
 
 
 def test_errors_are_user_errors(tmp_path) -> None:
