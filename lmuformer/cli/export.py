@@ -41,7 +41,8 @@ def command(checkpoint, target, preset_name, output, weight_bits, weight_terms, 
     if (checkpoint is None) == (preset_name is None):
         raise click.UsageError("give either a CHECKPOINT or --preset NAME")
     check_outputs({"--output": output}, inputs=[checkpoint])
-    number(dt, "--dt", float, 0.0, 1e6, low_open=True)
+    if dt is not None:
+        number(dt, "--dt", float, 0.0, 1e6, low_open=True)
     summary = export_model(
         checkpoint=checkpoint, preset_name=preset_name, output=output, quantize=not as_float,
         weight_bits=weight_bits, weight_terms=weight_terms, lmu_bits=lmu_bits, lmu_terms=lmu_terms, dt=dt,
