@@ -469,14 +469,14 @@ def test_profiles_by_hand(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="^profile 'hw' given twice$"):
         resolve_profiles(["hw", "hw"])
     assert [q.name for q in resolve_profiles(["hw", "U.JSON"])] == ["hw", "\u00b5hw"]
-    nonneg = "must be a non-negative number, got"
+    allowed = r"; allowed: a finite number in \[0, 1000000000\]$"
     cases = {
         "a.json": ('[1]', "a.json: a profile must be one table/object$"),
         "b.toml": ('source = "s"\nsop_pj = 1\nwatts = 2\n',
                    r"b.toml: unknown profile keys \['watts'\]; known: \['mac_pj', 'name', "),
-        "c.toml": ('source = "s"\nsop_pj = -1\n', f"c.toml: sop_pj {nonneg} -1$"),
-        "d.toml": ('source = "s"\nsop_pj = true\n', f"d.toml: sop_pj {nonneg} True$"),
-        "e.toml": ('source = "s"\nmac_pj = "x"\n', f"e.toml: mac_pj {nonneg} 'x'$"),
+        "c.toml": ('source = "s"\nsop_pj = -1\n', "c.toml: sop_pj = -1 is out of range" + allowed),
+        "d.toml": ('source = "s"\nsop_pj = true\n', "d.toml: sop_pj = True is not a number" + allowed),
+        "e.toml": ('source = "s"\nmac_pj = "x"\n', "e.toml: mac_pj = 'x' is not a number" + allowed),
         "f.toml": ('source = "s"\n', "f.toml: a profile needs at least one of sop_pj, mac_pj, "
                                      "neuron_update_pj, neuron_update_active_pj$"),
         "g.toml": ('sop_pj = 1\nsource = " "\n', r"g.toml: a profile needs a 'source' string \(where"),

@@ -173,13 +173,12 @@ def test_checkpoint_contents_checked(tmp_path: Path) -> None:
         "no weights": ({k: v for k, v in good.items() if k != "state_dict"}, "missing 'state_dict'"),
         "no metrics": ({**good, "metrics": [1]}, "missing 'metrics'"),
         "wrong shape": ({**good, "config": {**good["config"], "dim": good["config"]["dim"] * 2}},
-                        "stored model does not match its config"),
-        # strict loading: a missing weight is an error (its first line is quoted), not a silent default
+                        r"weight 'patch_embed.conv0.weight' has shape \(16, 8, 3\); its config needs \(32, 8, 3\)$"),
+        # strict loading: a missing or unexpected weight is an error naming the key, not a silent default
         "missing weight": ({**good, "state_dict": dict(list(model.state_dict().items())[1:])},
-                           r"stored model does not match its config \(Error\(s\) in loading state_dict for "
-                           r"LMUFormer:\)$"),
+                           r"stored weights do not match its config \(missing 'patch_embed.conv0.weight'\)$"),
         "extra weight": ({**good, "state_dict": {**model.state_dict(), "extra": torch.ones(1)}},
-                         r"\(Error\(s\) in loading state_dict for LMUFormer:\)$"),
+                         r"stored weights do not match its config \(unexpected 'extra'\)$"),
     }
     for name, (payload, message) in cases.items():
         path = tmp_path / f"{name}.pt"
