@@ -252,7 +252,8 @@ def test_atomic_files_details(tmp_path) -> None:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o640
     (tmp_path / "file").write_text("")
-    with pytest.raises(UserError, match="^cannot write output .*file/x.json: Not a directory$"):  # the OS's words only
+    # the OS's words only
+    with pytest.raises(UserError, match="^cannot write output .*file/x.json: Not a directory$"):
         write_text(tmp_path / "file" / "x.json", "{}")
     with pytest.raises(UserError, match="^cannot write "):
         atomic_write(tmp_path / "file" / "y.bin", writer)

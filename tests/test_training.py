@@ -173,7 +173,8 @@ def test_checkpoint_contents_checked(tmp_path: Path) -> None:
         "no weights": ({k: v for k, v in good.items() if k != "state_dict"}, "missing 'state_dict'"),
         "no metrics": ({**good, "metrics": [1]}, "missing 'metrics'"),
         "wrong shape": ({**good, "config": {**good["config"], "dim": good["config"]["dim"] * 2}},
-                        r"weight 'patch_embed.conv0.weight' has shape \(16, 8, 3\); its config needs \(32, 8, 3\)$"),
+                        r"weight 'patch_embed.conv0.weight' has shape \(16, 8, 3\); "
+                        r"its config needs \(32, 8, 3\)$"),
         # strict loading: a missing or unexpected weight is an error naming the key, not a silent default
         "missing weight": ({**good, "state_dict": dict(list(model.state_dict().items())[1:])},
                            r"stored weights do not match its config \(missing 'patch_embed.conv0.weight'\)$"),
