@@ -289,3 +289,27 @@ def write_json(path: str | os.PathLike, obj: Any, allow_special: bool | None = N
     except ValueError as e:
         raise UserError(f"cannot write {path}: the result holds a non-finite number ({e})") from None
     return write_text(path, text, allow_special)
+
+
+def read_table(path: str | Path, noun: str) -> dict:
+    """A TOML (``.toml``, or any suffix but ``.json``) or JSON file as one dict; a one-line
+    UserError naming the ``noun`` file ("profile", "hardware") when it is missing, unreadable
+    or not one table."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{noun} file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            try:
+                import tomllib  # type: ignore[import-not-found]
+            except ModuleNotFoundError:
+                import tomli as tomllib
+            data = tomllib.loads(text)
+    except (ValueError, OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not a readable {noun} file ({type(e).__name__}: {e})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a {noun} file must be one table/object")
+    return data

@@ -471,7 +471,7 @@ def test_profiles_by_hand(tmp_path, monkeypatch):
     assert [q.name for q in resolve_profiles(["hw", "U.JSON"])] == ["hw", "\u00b5hw"]
     allowed = r"; allowed: a finite number in \[0, 1000000000\]$"
     cases = {
-        "a.json": ('[1]', "a.json: a profile must be one table/object$"),
+        "a.json": ('[1]', "a.json: a profile file must be one table/object$"),
         "b.toml": ('source = "s"\nsop_pj = 1\nwatts = 2\n',
                    r"b.toml: unknown profile keys \['watts'\]; known: \['mac_pj', 'name', "),
         "c.toml": ('source = "s"\nsop_pj = -1\n', "c.toml: sop_pj = -1 is out of range" + allowed),
@@ -480,7 +480,7 @@ def test_profiles_by_hand(tmp_path, monkeypatch):
         "f.toml": ('source = "s"\n', "f.toml: a profile needs at least one of sop_pj, mac_pj, "
                                      "neuron_update_pj, neuron_update_active_pj$"),
         "g.toml": ('sop_pj = 1\nsource = " "\n', r"g.toml: a profile needs a 'source' string \(where"),
-        "h.toml": ('sop_pj = [', r"h.toml: not a readable profile \(TOMLDecodeError: "),
+        "h.toml": ('sop_pj = [', r"h.toml: not a readable profile file \(TOMLDecodeError: "),
     }
     for name, (text, message) in cases.items():
         (tmp_path / name).write_text(text, encoding="utf-8")

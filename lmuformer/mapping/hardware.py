@@ -38,12 +38,12 @@ number (then the file's top-level ``source`` applies) or as ``{value = .., sourc
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmuformer.errors import UserError
+from lmuformer.files import read_table
 
 REQUIRED = ("cores_per_chip", "neurons_per_core", "synaptic_memory_bits", "weight_bits")
 OPTIONAL_INT = ("fan_in_axons", "max_delay", "delay_bits", "graded_bits")
@@ -188,22 +188,7 @@ BUILTIN: dict[str, Hardware] = {"loihi2": check(LOIHI2, "loihi2"), "loihi1": che
 def load_hardware_file(path: str | Path) -> Hardware:
     """A target from a TOML or JSON file (see the module docstring); UserError on a bad file."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"hardware file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            try:
-                import tomllib  # type: ignore[import-not-found]
-            except ModuleNotFoundError:
-                import tomli as tomllib
-            data = tomllib.loads(text)
-    except (ValueError, OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not a readable hardware file ({type(e).__name__}: {e})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: a hardware file must be one table/object")
+    data = read_table(path, "hardware")
     unknown = sorted(set(data) - set(KEYS) - {"name", "source", "description", "notes"})
     if unknown:
         raise UserError(f"{path}: unknown keys {unknown}; known: {', '.join(KEYS)}")

@@ -31,11 +31,11 @@ User profiles come from a small TOML or JSON file (figures in picojoules)::
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from lmuformer.errors import UserError
+from lmuformer.files import read_table
 from lmuformer.validation import number
 
 PJ = 1e-12
@@ -116,22 +116,7 @@ _FILE_KEYS = {"name", "source", "notes", *(f"{op}_pj" for op in OPERATIONS)}
 def load_profile_file(path: str | Path) -> Profile:
     """A profile from a TOML (``.toml``) or JSON file; UserError on a bad file."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"profile file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            try:
-                import tomllib  # type: ignore[import-not-found]
-            except ModuleNotFoundError:
-                import tomli as tomllib
-            data = tomllib.loads(text)
-    except (ValueError, OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not a readable profile ({type(e).__name__}: {e})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: a profile must be one table/object")
+    data = read_table(path, "profile")
     unknown = sorted(set(data) - _FILE_KEYS)
     if unknown:
         raise UserError(f"{path}: unknown profile keys {unknown}; known: {sorted(_FILE_KEYS)}")
