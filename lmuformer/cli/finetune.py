@@ -15,7 +15,7 @@ import click
 @click.option("--lmu-terms", default=1, show_default=True, help="Terms per LMU weight (1 only).")
 @click.option("--dt", default=0.01, show_default=True, help="Frame period in seconds.")
 @click.option("--epochs", default=8, show_default=True, type=click.IntRange(min=0))
-@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--lr", default=2e-4, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Initial Adam learning rate (cosine decay to 0).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--distill", default=0.5, show_default=True, type=click.FloatRange(0, 1),
