@@ -261,7 +261,7 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
              batch_size: int = 32, seed: int = 0, data_dir: str | None = None, progress: bool = True,
              train_samples: int | None = None, test_samples: int | None = None, select: bool = True,
              augment: bool = False, distill: float = 0.5, label_smoothing: float | None = None,
-             mixup: float | None = None, temperature: float = 2.0) -> dict:
+             mixup: float | None = None, temperature: float = 2.0, threads: int | None = None) -> dict:
     """Fine-tune ``checkpoint`` for ``opts`` on its dataset; write ``out_dir/best.pt`` (a normal
     checkpoint whose metrics record ``finetuned_for``) and return the metrics.
 
@@ -278,7 +278,9 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
     coarse: 1 sample = 0.7 pp, ties are the rule).  ``deployed_accuracy`` is the test accuracy of
     that state (the test split never selects).  ``train_samples`` / ``test_samples``: use only the first
     N of the train / the validation and test splits; ``select=False`` keeps the last epoch's state
-    (tests); ``augment``: the dataset's training augmentation (digits: random 1-pixel shifts)."""
+    (tests); ``augment``: the dataset's training augmentation (digits: random 1-pixel shifts);
+    ``threads``: torch threads while it runs (default: the checkpoint's recipe's, else unchanged;
+    digits: 1, faster than two for this small model)."""
     from lmuformer.checkpoint import load_checkpoint, save_checkpoint
     from lmuformer.data import load_dataset, load_test_split
     from lmuformer.data.speech_commands import mixup as mix
@@ -294,119 +296,127 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
     if not dataset:
         raise UserError("the checkpoint does not record its dataset")
     recipe = ck.metrics.get("options") or {}
-    if label_smoothing is None:
-        label_smoothing = float(recipe.get("label_smoothing", 0.0))
-    if mixup is None:
-        mixup = float(recipe.get("mixup", 0.0))
-    train = load_dataset(dataset, "train", data_dir, augment=augment, seed=seed)
-    x_test, y_test = load_test_split(dataset, data_dir, test_samples)
-    torch.manual_seed(seed)
-    steps = model.config.frames + model.latency
+    n_threads = threads or recipe.get("threads")
+    old_threads = torch.get_num_threads()
+    if n_threads:
+        torch.set_num_threads(int(n_threads))
+    try:
+        if label_smoothing is None:
+            label_smoothing = float(recipe.get("label_smoothing", 0.0))
+        if mixup is None:
+            mixup = float(recipe.get("mixup", 0.0))
+        train = load_dataset(dataset, "train", data_dir, augment=augment, seed=seed)
+        x_test, y_test = load_test_split(dataset, data_dir, test_samples)
+        torch.manual_seed(seed)
+        steps = model.config.frames + model.latency
 
-    def relower() -> IntegerForward:
-        """The integer forward pass of the model's export as it stands (lowered anew)."""
-        return IntegerForward(model, lower(model_to_nir(model, opts), steps=steps), steps)
+        def relower() -> IntegerForward:
+            """The integer forward pass of the model's export as it stands (lowered anew)."""
+            return IntegerForward(model, lower(model_to_nir(model, opts), steps=steps), steps)
 
-    def drifted(f: IntegerForward) -> bool:
-        """Would the export now choose another exponent for a weight matrix?"""
-        with torch.no_grad():
-            gw = graph_weights(model)
-        return any(exponent_for(gw[s.name][0].numpy(), opts.weight_bits) != s.terms[0].exponent
-                   for s in f.net.synapses)
+        def drifted(f: IntegerForward) -> bool:
+            """Would the export now choose another exponent for a weight matrix?"""
+            with torch.no_grad():
+                gw = graph_weights(model)
+            return any(exponent_for(gw[s.name][0].numpy(), opts.weight_bits) != s.terms[0].exponent
+                       for s in f.net.synapses)
 
-    fwd = relower()
-    model.eval()  # eval-mode BatchNorm statistics: deployment folds them
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
-    n_train = len(train) if train_samples is None else min(train_samples, len(train))
+        fwd = relower()
+        model.eval()  # eval-mode BatchNorm statistics: deployment folds them
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=lr)
+        n_train = len(train) if train_samples is None else min(train_samples, len(train))
 
-    teacher = copy.deepcopy(model).eval().requires_grad_(False)
-    classes = model.head.weight.shape[0]
+        teacher = copy.deepcopy(model).eval().requires_grad_(False)
+        classes = model.head.weight.shape[0]
 
-    def train_arrays() -> torch.Tensor:
-        return torch.stack([torch.as_tensor(np.asarray(train[i][0], np.float32)) for i in range(n_train)])
+        def train_arrays() -> torch.Tensor:
+            return torch.stack([torch.as_tensor(np.asarray(train[i][0], np.float32)) for i in range(n_train)])
 
-    xs = train_arrays()
-    ys = torch.as_tensor([int(train[i][1]) for i in range(n_train)])
+        xs = train_arrays()
+        ys = torch.as_tensor([int(train[i][1]) for i in range(n_train)])
 
-    val = load_dataset(dataset, "val", data_dir)
-    n_val = len(val) if test_samples is None else min(test_samples, len(val))
-    x_val = np.stack([np.asarray(val[i][0], np.float32) for i in range(n_val)])
-    y_val = np.asarray([int(val[i][1]) for i in range(n_val)])
+        val = load_dataset(dataset, "val", data_dir)
+        n_val = len(val) if test_samples is None else min(test_samples, len(val))
+        x_val = np.stack([np.asarray(val[i][0], np.float32) for i in range(n_val)])
+        y_val = np.asarray([int(val[i][1]) for i in range(n_val)])
 
-    def evaluate(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-        """Deployed accuracy and mean cross entropy (no smoothing)."""
-        with torch.no_grad():
-            logits = torch.cat([fwd(torch.as_tensor(x[i : i + 512]))[0] for i in range(0, len(x), 512)])
-        yt = torch.as_tensor(y)
-        return (float((logits.argmax(1) == yt).double().mean()),
-                float(nn.functional.cross_entropy(logits, yt)))
+        def evaluate(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+            """Deployed accuracy and mean cross entropy (no smoothing)."""
+            with torch.no_grad():
+                logits = torch.cat([fwd(torch.as_tensor(x[i : i + 512]))[0] for i in range(0, len(x), 512)])
+            yt = torch.as_tensor(y)
+            return (float((logits.argmax(1) == yt).double().mean()),
+                    float(nn.functional.cross_entropy(logits, yt)))
 
-    start = time.perf_counter()
-    test0 = evaluate(x_test, y_test)[0]
-    best = val0 = evaluate(x_val, y_val)
-    best_epoch = 0
-    best_state = {k: v.clone() for k, v in model.state_dict().items()}
-    history, losses, relowered = [], [], 0
-    gen = torch.Generator().manual_seed(seed)
-    total = epochs * -(-len(xs) // batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt,
-                                              lambda k: 0.5 * (1 + np.cos(np.pi * min(k, total) / total)))
-    for epoch in range(epochs):
-        if augment and epoch:  # the dataset's own training augmentation, drawn per epoch
-            train.set_epoch(epoch)
-            xs = train_arrays()
-        perm = torch.randperm(len(xs), generator=gen)
-        for i in range(0, len(xs), batch_size):
-            idx = perm[i : i + batch_size]
-            xb, target = xs[idx], nn.functional.one_hot(ys[idx], classes).double()
-            if mixup > 0:
-                xb, target = mix(xb, target, mixup, gen)
-            target = target * (1 - label_smoothing) + label_smoothing / classes
-            logits, _ = fwd(xb)
-            loss = nn.functional.cross_entropy(logits, target)
-            if distill > 0:
-                t = temperature
-                with torch.no_grad():
-                    soft = teacher(xb).double()
-                kl = nn.functional.kl_div(nn.functional.log_softmax(logits / t, 1),
-                                          nn.functional.log_softmax(soft / t, 1),
-                                          log_target=True, reduction="batchmean")
-                loss = (1 - distill) * loss + distill * t * t * kl
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            if drifted(fwd):  # a weight matrix crossed a power of two: its exponent follows
-                fwd = relower()
-                relowered += 1
-        fwd = relower()  # thresholds, grids and biases as the export now lowers them
-        acc, vloss = evaluate(x_val, y_val)
-        history.append(acc)
-        losses.append(vloss)
-        if not select or vloss < best[1]:
-            best, best_epoch = (acc, vloss), epoch + 1
-            best_state = {k: v.clone() for k, v in model.state_dict().items()}
-        if progress:
-            print(f"epoch {epoch + 1}/{epochs}: deployed validation accuracy {acc:.4f}, loss {vloss:.4f}")
-    model.load_state_dict(best_state)
-    fwd = relower()
-    test1 = evaluate(x_test, y_test)[0]
-    wall = time.perf_counter() - start
-    after = lower(model_to_nir(model, opts), steps=steps)
-    if _signature(after) != _signature(fwd.net) or not _same_integers(fwd, after):  # a bug, not bad input
-        raise RuntimeError("the fine-tuned model's export does not lower as its integer forward pass")
-    metrics = dict(ck.metrics)
-    metrics.update(
-        finetuned_for=asdict(opts), finetune_epochs=epochs, finetune_lr=lr, finetune_wall_s=wall,
-        finetune_batch_size=batch_size, finetune_distill=distill, finetune_label_smoothing=label_smoothing,
-        finetune_mixup=mixup, finetune_relowered=relowered,
-        deployed_accuracy_before=test0, deployed_accuracy=test1, finetune_best_epoch=best_epoch,
-        finetune_val_history=history, finetune_val_loss_history=losses, deployed_val_accuracy=best[0],
-        deployed_val_accuracy_before=val0[0], deployed_val_loss=best[1], deployed_val_loss_before=val0[1],
-        finetuned_from=str(checkpoint),
-    )
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out / "best.pt", model, metrics)
-    return metrics
+        start = time.perf_counter()
+        test0 = evaluate(x_test, y_test)[0]
+        best = val0 = evaluate(x_val, y_val)
+        best_epoch = 0
+        best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        history, losses, relowered = [], [], 0
+        gen = torch.Generator().manual_seed(seed)
+        total = epochs * -(-len(xs) // batch_size)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt,
+                                                  lambda k: 0.5 * (1 + np.cos(np.pi * min(k, total) / total)))
+        for epoch in range(epochs):
+            if augment and epoch:  # the dataset's own training augmentation, drawn per epoch
+                train.set_epoch(epoch)
+                xs = train_arrays()
+            perm = torch.randperm(len(xs), generator=gen)
+            for i in range(0, len(xs), batch_size):
+                idx = perm[i : i + batch_size]
+                xb, target = xs[idx], nn.functional.one_hot(ys[idx], classes).double()
+                if mixup > 0:
+                    xb, target = mix(xb, target, mixup, gen)
+                target = target * (1 - label_smoothing) + label_smoothing / classes
+                logits, _ = fwd(xb)
+                loss = nn.functional.cross_entropy(logits, target)
+                if distill > 0:
+                    t = temperature
+                    with torch.no_grad():
+                        soft = teacher(xb).double()
+                    kl = nn.functional.kl_div(nn.functional.log_softmax(logits / t, 1),
+                                              nn.functional.log_softmax(soft / t, 1),
+                                              log_target=True, reduction="batchmean")
+                    loss = (1 - distill) * loss + distill * t * t * kl
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                if drifted(fwd):  # a weight matrix crossed a power of two: its exponent follows
+                    fwd = relower()
+                    relowered += 1
+            fwd = relower()  # thresholds, grids and biases as the export now lowers them
+            acc, vloss = evaluate(x_val, y_val)
+            history.append(acc)
+            losses.append(vloss)
+            if not select or vloss < best[1]:
+                best, best_epoch = (acc, vloss), epoch + 1
+                best_state = {k: v.clone() for k, v in model.state_dict().items()}
+            if progress:
+                print(f"epoch {epoch + 1}/{epochs}: deployed validation accuracy {acc:.4f}, loss {vloss:.4f}")
+        model.load_state_dict(best_state)
+        fwd = relower()
+        test1 = evaluate(x_test, y_test)[0]
+        wall = time.perf_counter() - start
+        after = lower(model_to_nir(model, opts), steps=steps)
+        if _signature(after) != _signature(fwd.net) or not _same_integers(fwd, after):  # a bug, not bad input
+            raise RuntimeError("the fine-tuned model's export does not lower as its integer forward pass")
+        metrics = dict(ck.metrics)
+        metrics.update(
+            finetuned_for=asdict(opts), finetune_epochs=epochs, finetune_lr=lr, finetune_wall_s=wall,
+            finetune_batch_size=batch_size, finetune_distill=distill,
+            finetune_label_smoothing=label_smoothing, finetune_mixup=mixup, finetune_relowered=relowered,
+            finetune_threads=torch.get_num_threads(),
+            deployed_accuracy_before=test0, deployed_accuracy=test1, finetune_best_epoch=best_epoch,
+            finetune_val_history=history, finetune_val_loss_history=losses, deployed_val_accuracy=best[0],
+            deployed_val_accuracy_before=val0[0], deployed_val_loss=best[1], deployed_val_loss_before=val0[1],
+            finetuned_from=str(checkpoint),
+        )
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(out / "best.pt", model, metrics)
+        return metrics
+    finally:
+        torch.set_num_threads(old_threads)
