@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from backends.base import simulate
-from backends.finetune import IntegerForward, finetune, graph_weights
+from backends.finetune import IntegerForward, _clip_ste, finetune, graph_weights
 from backends.fixed_point import lower
 from export import model_to_nir
 from export.api import export_model
@@ -44,6 +44,15 @@ def test_graph_weights_equal_the_export():
             np.testing.assert_allclose(b.numpy(), node.bias, rtol=1e-12, atol=1e-15, err_msg=name)
 
 
+def test_mantissa_rounding_passes_gradient_inside_the_range_only():
+    v = torch.tensor([-130.0, -127.4, -3.5, 0.2, 2.5, 126.6, 127.6, 200.0], dtype=torch.float64,
+                     requires_grad=True)
+    m = _clip_ste(v)
+    assert m.tolist() == [-127, -127, -4, 0, 2, 127, 127, 127]  # rint: half to even, as numpy
+    m.sum().backward()
+    assert v.grad.tolist() == [0, 1, 1, 1, 1, 1, 0, 0]
+
+
 def _forward_trains(model, graph, x):
     steps = model.config.frames + model.latency
     fwd = IntegerForward(model, lower(graph, steps=steps), steps)
@@ -56,6 +65,8 @@ def test_finetuned_export_spikes_as_the_finetuned_model(tiny_ckpt, tmp_path):
     metrics = finetune(str(tiny_ckpt), str(tmp_path / "ft"), ONE_TERM, epochs=1, lr=1e-3,
                        train_samples=192, test_samples=48, progress=False, select=False)
     assert metrics["finetuned_for"]["weight_terms"] == 1
+    # weight peaks crossed powers of two during training: the pass followed the export's exponents
+    assert metrics["finetune_relowered"] > 0
     ck = load_checkpoint(tmp_path / "ft" / "best.pt")
     assert ck.metrics["finetuned_for"] == metrics["finetuned_for"]
     before = load_checkpoint(tiny_ckpt).model
@@ -96,7 +107,9 @@ def test_bad_input_is_one_error_and_writes_nothing(tiny_ckpt, tmp_path):
         finetune(str(ann), str(tmp_path / "a"), ONE_TERM, progress=False)
     with pytest.raises(UserError, match="one 8-bit term"):
         finetune(str(tiny_ckpt), str(tmp_path / "b"), ExportOptions(weight_terms=2), progress=False)
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    with pytest.raises(UserError, match="distill"):
+        finetune(str(tiny_ckpt), str(tmp_path / "d"), ONE_TERM, distill=1.5, progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "d").exists()
 
     import os
     import subprocess

@@ -14,21 +14,25 @@ import click
 @click.option("--lmu-bits", default=8, show_default=True, help="Bits per term of the LMU matrices.")
 @click.option("--lmu-terms", default=1, show_default=True, help="Terms per LMU weight (1 only).")
 @click.option("--dt", default=0.01, show_default=True, help="Frame period in seconds.")
-@click.option("--epochs", default=2, show_default=True, type=click.IntRange(min=0))
-@click.option("--lr", default=2e-4, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--epochs", default=8, show_default=True, type=click.IntRange(min=0))
+@click.option("--lr", default=2e-4, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Initial Adam learning rate (cosine decay to 0).")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--distill", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+              help="Weight of the float model's soft labels in the loss (the rest: cross entropy).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--augment", is_flag=True, help="Use the dataset's training augmentation.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder of the checkpoint's dataset.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
-def command(checkpoint, for_export, weight_bits, weight_terms, lmu_bits, lmu_terms, dt, epochs, lr, seed,
-            augment, data_dir, out_dir) -> None:
+def command(checkpoint, for_export, weight_bits, weight_terms, lmu_bits, lmu_terms, dt, epochs, lr,
+            batch_size, distill, seed, augment, data_dir, out_dir) -> None:
     """Fine-tune CHECKPOINT so that its export runs exactly as trained (writes OUT/best.pt)."""
     from backends.finetune import finetune
     from export.graph import ExportOptions
 
     opts = ExportOptions(dt=dt, quantize=True, weight_bits=weight_bits, weight_terms=weight_terms,
                          lmu_bits=lmu_bits, lmu_terms=lmu_terms)
-    m = finetune(checkpoint, out_dir, opts, epochs=epochs, lr=lr, seed=seed, data_dir=data_dir,
-                 augment=augment)
+    m = finetune(checkpoint, out_dir, opts, epochs=epochs, lr=lr, batch_size=batch_size, distill=distill,
+                 seed=seed, data_dir=data_dir, augment=augment)
     click.echo(f"deployed (fixed-point) test accuracy {m['deployed_accuracy_before']:.4f} -> "
                f"{m['deployed_accuracy']:.4f} in {m['finetune_wall_s']:.1f} s; wrote {out_dir}/best.pt")
