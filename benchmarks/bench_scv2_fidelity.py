@@ -1,0 +1,147 @@
+"""Issue 9's 128-frame bars: deployed == trained on a Speech-Commands-layout model.
+
+    python benchmarks/bench_scv2_fidelity.py --checkpoint runs/scv2/best.pt --data-dir DIR \
+        --finetune-epochs 2 --lava-samples 3
+
+For a trained spiking scv2-layout checkpoint (128 frames x 128 mel bins), on the whole test split:
+
+* the default (two-term) and the one-term export without fine-tuning, each run on the emulator in
+  fixed point and in float (the graph's own float arithmetic): prediction agreement (bar >= 99.5 %),
+  the fraction of samples whose spike trains are identical and the first diverging population;
+* ``lmuf finetune --for-export --weight-terms 1 --lmu-terms 1`` (``--finetune-epochs``), then the
+  export of the fine-tuned checkpoint on the emulator against the fine-tuned model's own integer
+  forward pass (bar: 100 % identical spike trains), and on Lava (``fixed_pt``) for the first
+  ``--lava-samples`` samples.
+
+Wall and CPU seconds with the load average (the machine is shared).  Writes
+benchmarks/results/scv2_fidelity.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from backends.base import simulate  # noqa: E402
+from backends.evaluate import spike_identity  # noqa: E402
+from backends.finetune import IntegerForward, finetune  # noqa: E402
+from backends.fixed_point import lower  # noqa: E402
+from export.graph import ExportOptions, model_to_nir  # noqa: E402
+from export.summary import summarize  # noqa: E402
+from lmuformer.checkpoint import load_checkpoint  # noqa: E402
+from lmuformer.data import load_test_split  # noqa: E402
+from lmuformer.files import write_json  # noqa: E402
+
+
+def _timed(fn):
+    load0, cpu0, t0 = os.getloadavg(), time.process_time(), time.perf_counter()
+    out = fn()
+    return out, {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - cpu0,
+                 "loadavg_before": load0, "loadavg_after": os.getloadavg()}
+
+
+def export_fidelity(model, x: np.ndarray, y: np.ndarray, terms: int, input_frac_bits: int = 8) -> dict:
+    """Fixed vs float emulator run of the ``terms``-term export of ``model`` (no fine-tuning);
+    ``input_frac_bits``: the input's fixed-point resolution 2**-q (the lowering's default: 8)."""
+    graph = model_to_nir(model, ExportOptions(weight_terms=terms, lmu_terms=terms))
+    (fx, fl), t = _timed(lambda: (
+        simulate(graph, x, backend="emulator", precision="fixed", progress=False, record=True,
+                 input_frac_bits=input_frac_bits),
+        simulate(graph, x, backend="emulator", precision="float", progress=False, record=True)))
+    ident = spike_identity(fx.extra["spike_trains"], fl.extra["spike_trains"], list(fx.neurons))
+    return {"terms": terms, "input_frac_bits": input_frac_bits,
+            "deployed_accuracy": float((fx.predictions == y).mean()),
+            "float_graph_accuracy": float((fl.predictions == y).mean()),
+            "agreement": float((fx.predictions == fl.predictions).mean()),
+            "agreement_bar_met": bool((fx.predictions == fl.predictions).mean() >= 0.995),
+            "spike_identity": ident, "synapses": summarize(graph)["synapses"], **t}
+
+
+def finetuned_fidelity(checkpoint: str, data_dir: str, x: np.ndarray, y: np.ndarray, epochs: int,
+                       lava_samples: int, out_dir: str) -> dict:
+    """Fine-tune for the one-term export, then its export vs the fine-tuned model's own forward."""
+    opts = ExportOptions(weight_terms=1, lmu_terms=1)
+    m, t_ft = _timed(lambda: finetune(checkpoint, out_dir, opts, epochs=epochs, data_dir=data_dir,
+                                      progress=True))
+    tuned = load_checkpoint(Path(out_dir) / "best.pt").model.eval()
+    graph = model_to_nir(tuned, opts)
+    steps = tuned.config.frames + tuned.latency
+    with torch.no_grad():
+        logits, trains = IntegerForward(tuned, lower(graph, steps=steps), steps)(torch.as_tensor(x))
+    own = {k: v.numpy().astype(bool) for k, v in trains.items()}
+    fx, t_emu = _timed(lambda: simulate(graph, x, backend="emulator", precision="fixed", progress=False,
+                                        record=True))
+    emu = spike_identity(fx.extra["spike_trains"], own, list(fx.neurons))
+    res = {"epochs": epochs, "finetune": t_ft, "deployed_accuracy_before": m["deployed_accuracy_before"],
+           "deployed_accuracy": float((fx.predictions == y).mean()),
+           "best_epoch": m["finetune_best_epoch"], "val_history": m["finetune_val_history"],
+           "relowered": m["finetune_relowered"],
+           "predictions_equal_own_forward": bool(np.array_equal(logits.numpy().argmax(1), fx.predictions)),
+           "emulator_vs_own_forward": emu, "emulator": t_emu, "synapses": summarize(graph)["synapses"]}
+    if lava_samples:
+        n = min(lava_samples, len(x))
+        lv, t_lava = _timed(lambda: simulate(graph, x[:n], backend="lava", precision="fixed", progress=False,
+                                             record=True))
+        res["lava_vs_own_forward"] = spike_identity(lv.extra["spike_trains"],
+                                                    {k: v[:n] for k, v in own.items()}, list(lv.neurons))
+        res["lava"] = t_lava
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", required=True, help="trained spiking scv2-layout checkpoint")
+    ap.add_argument("--data-dir", required=True, help="Speech-Commands-layout folder")
+    ap.add_argument("--finetune-epochs", type=int, default=2)
+    ap.add_argument("--lava-samples", type=int, default=3)
+    ap.add_argument("--skip-finetune", action="store_true")
+    ap.add_argument("--input-frac-bits", type=int, nargs="+", default=[8],
+                    help="input resolutions 2**-q to measure the exports at (default: the lowering's 8)")
+    ap.add_argument("--out", default="benchmarks/results/scv2_fidelity.json")
+    args = ap.parse_args()
+    ck = load_checkpoint(args.checkpoint)
+    model = ck.model.eval()
+    x, y = load_test_split(ck.metrics["dataset"], args.data_dir)
+    with torch.no_grad():
+        acc = float((model(torch.as_tensor(x)).argmax(1).numpy() == y).mean())
+    result = {"checkpoint": args.checkpoint, "config": model.config.to_dict(),
+              "training_options": ck.metrics.get("options"), "test_samples": len(y),
+              "steps": model.config.frames + model.latency, "float_model_accuracy": acc,
+              "command": " ".join(sys.argv), "exports": []}
+    print(f"float model: test accuracy {acc:.4f} ({len(y)} samples)", flush=True)
+    for terms, q in [(t, q) for q in args.input_frac_bits for t in (2, 1)]:
+        r = export_fidelity(model, x, y, terms, q)
+        result["exports"].append(r)
+        s = r["spike_identity"]
+        print(f"{terms} term(s), input 2**-{q}: fixed {r['deployed_accuracy']:.4f}, "
+              f"float graph {r['float_graph_accuracy']:.4f}, "
+              f"agreement {r['agreement']:.4f} (bar 0.995 met: {r['agreement_bar_met']}), identical spike "
+              f"trains {s['identical']:.4f}, first divergence {s['first_divergence']} "
+              f"{s['first_divergence_samples']}, {r['synapses']} synapses", flush=True)
+    if not args.skip_finetune:
+        r = finetuned_fidelity(args.checkpoint, args.data_dir, x, y, args.finetune_epochs, args.lava_samples,
+                               tempfile.mkdtemp(prefix="scv2fid-"))
+        result["finetune_one_term"] = r
+        print(f"fine-tuned ({r['epochs']} epochs, {r['finetune']['wall_s']:.0f} s wall, "
+              f"load {r['finetune']['loadavg_before'][0]:.1f}): "
+              f"deployed {r['deployed_accuracy_before']:.4f} -> "
+              f"{r['deployed_accuracy']:.4f}; emulator identical spike trains vs own forward "
+              f"{r['emulator_vs_own_forward']['identical']:.4f}", flush=True)
+        if "lava_vs_own_forward" in r:
+            print(f"  Lava ({r['lava_vs_own_forward']['samples']} samples): identical "
+                  f"{r['lava_vs_own_forward']['identical']:.4f}, {r['lava']['wall_s']:.0f} s", flush=True)
+    out = write_json(args.out, result)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
