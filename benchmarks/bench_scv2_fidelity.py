@@ -41,6 +41,8 @@ from lmuformer.checkpoint import load_checkpoint  # noqa: E402
 from lmuformer.data import load_test_split  # noqa: E402
 from lmuformer.files import write_json  # noqa: E402
 
+OWN = "the fine-tuned model's own integer forward pass (backends.finetune.IntegerForward)"
+
 
 def _timed(fn):
     load0, cpu0, t0 = os.getloadavg(), time.process_time(), time.perf_counter()
@@ -81,6 +83,7 @@ def finetuned_fidelity(checkpoint: str, data_dir: str, x: np.ndarray, y: np.ndar
     fx, t_emu = _timed(lambda: simulate(graph, x, backend="emulator", precision="fixed", progress=False,
                                         record=True))
     emu = spike_identity(fx.extra["spike_trains"], own, list(fx.neurons))
+    emu["reference"] = OWN
     res = {"epochs": epochs, "finetune": t_ft, "deployed_accuracy_before": m["deployed_accuracy_before"],
            "deployed_accuracy": float((fx.predictions == y).mean()),
            "best_epoch": m["finetune_best_epoch"], "val_history": m["finetune_val_history"],
@@ -93,6 +96,7 @@ def finetuned_fidelity(checkpoint: str, data_dir: str, x: np.ndarray, y: np.ndar
                                              record=True))
         res["lava_vs_own_forward"] = spike_identity(lv.extra["spike_trains"],
                                                     {k: v[:n] for k, v in own.items()}, list(lv.neurons))
+        res["lava_vs_own_forward"]["reference"] = OWN
         res["lava"] = t_lava
     return res
 
