@@ -380,7 +380,7 @@ def test_scv2_small_recipe_overlays_the_paper_recipe(tmp_path: Path) -> None:
     assert (small.recipe, small.loss, small.mixup, small.augment, small.label_smoothing) == (
         "small", "ce", 0.0, False, 0.0)
     assert (small.batch_size, small.epochs, small.model) == (32, 30, {"dim": 64, "memory_size": 128})
-    assert small.lr == paper.lr
+    assert (small.lr, paper.lr) == (5e-3, 2.5e-3)
     root = _make_scv2(tmp_path / "sc")
     m = train(dataset="scv2", data_dir=str(root), recipe="small", epochs=1, threads=1,
               out_dir=tmp_path / "out", progress=False)
