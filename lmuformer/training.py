@@ -107,7 +107,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 # Named recipes over a dataset's default (``lmuf train --recipe NAME``).  "small": scv2 on a few
 # hundred clips (e.g. the synthetic folder of shared/tools/make_fake_scv2.py, 840 training clips):
 # the paper's BCE on mixup-softened labels with SpecAugment/noise/roll collapses there to the
-# uniform prior (loss -> 0.1298 = BCE of p = 1/35), as the reference's own code does at dim 64;
+# uniform prior (loss -> 0.1297 = BCE of p = 1/35), as the reference's own code does at dim 64;
 # plain cross-entropy without mixup or augmentation learns.  Budget: a dim-64 model (memory 128),
 # batch 32, 30 epochs, the digits recipe's LR 5e-3 (2.5e-3: val 25 % after 24 epochs, 5e-3: 45 %)
 # (benchmarks/bench_scv2_synthetic.py, results/scv2_synthetic.json).
