@@ -17,7 +17,7 @@ from lmuformer import build_model
 from lmuformer.checkpoint import load_checkpoint, save_checkpoint, update_metrics
 from lmuformer.data import load_dataset
 from lmuformer.errors import UserError
-from lmuformer.training import evaluate, train
+from lmuformer.training import evaluate, recipe, train
 from tests.conftest import activate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -295,6 +295,7 @@ def test_cli_train_with_config_file(tmp_path: Path, capsys: pytest.CaptureFixtur
         (["--dataset", "nope"], "unknown dataset"),
         (["--resume", "missing.pt"], "checkpoint not found"),
         (["--device", "nope"], "bad device 'nope'"),
+        (["--recipe", "small"], "dataset 'digits' has no recipe 'small'"),
     ],
 )
 def test_cli_train_impossible_options(args: list[str], message: str, tmp_path: Path,
@@ -366,3 +367,26 @@ def test_collectives_live_on_the_backend_device(monkeypatch: pytest.MonkeyPatch)
     assert _collective_device("nccl", torch.device("cuda")) == torch.device("cuda", 1)
     assert _collective_device("nccl", torch.device("cuda", 0)) == torch.device("cuda", 0)
     assert _collective_device("gloo", torch.device("cpu")) == torch.device("cpu")
+
+
+def test_scv2_small_recipe_overlays_the_paper_recipe(tmp_path: Path) -> None:
+    """--recipe small: plain CE, no mixup/augmentation, dim 64; the default stays the paper's."""
+    from tests.test_data import _make_scv2
+
+    paper = recipe("scv2")
+    assert (paper.recipe, paper.loss, paper.mixup, paper.augment, paper.batch_size, paper.epochs) == (
+        "default", "bce", 0.6, True, 128, 200)
+    small = recipe("scv2", "small")
+    assert (small.recipe, small.loss, small.mixup, small.augment, small.label_smoothing) == (
+        "small", "ce", 0.0, False, 0.0)
+    assert (small.batch_size, small.epochs, small.model) == (32, 30, {"dim": 64, "memory_size": 128})
+    assert (small.lr, paper.lr) == (5e-3, 2.5e-3)
+    root = _make_scv2(tmp_path / "sc")
+    m = train(dataset="scv2", data_dir=str(root), recipe="small", epochs=1, threads=1,
+              out_dir=tmp_path / "out", progress=False)
+    ckpt = load_checkpoint(tmp_path / "out" / "last.pt")
+    assert (ckpt.config.dim, ckpt.config.memory_size) == (64, 128)
+    assert m["options"]["recipe"] == "small" and m["options"]["loss"] == "ce"
+    with pytest.raises(UserError, match="trained with recipe 'small', not 'default'"):
+        train(dataset="scv2", data_dir=str(root), recipe="default", epochs=2,
+              resume=tmp_path / "out" / "last.pt", progress=False)
