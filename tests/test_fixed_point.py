@@ -1,0 +1,217 @@
+"""The fixed-point lowering's checks, notes and parameters on small hand-made NIR graphs.
+
+Each bad graph raises one UserError whose message names what is wrong; the parameters of
+good graphs are computed by hand from the rules in ``backends/fixed_point.py``'s docstring.
+"""
+
+from __future__ import annotations
+
+import nir
+import numpy as np
+import pytest
+
+from backends.base import simulate
+from backends.fixed_point import lower, lower_for_input
+from lmuformer.errors import UserError
+from tests.test_emulator import _linear, edge_graph, wrap_graph
+
+
+def _graph(nodes: dict, edges: list, **metadata) -> nir.NIRGraph:
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": 1.0, "latency_frames": 0, **metadata})
+
+
+def _io(n: int = 1) -> dict:
+    return {"input": nir.Input(input_type={"input": np.array([n])}),
+            "output": nir.Output(output_type={"output": np.array([n])})}
+
+
+def _lif_graph(lif: nir.LIF, weight=((1,),), exponent: int = 0) -> nir.NIRGraph:
+    """input(1) -> weight -> LIF -> [1] -> readout I -> output."""
+    n = np.asarray(lif.v_threshold).size
+    nodes = {**_io(), "a.in": _linear(weight, exponent), "a": lif, "r.in": _linear(np.ones((1, n)), 0),
+             "readout": nir.I(r=np.ones(1))}
+    edges = [("input", "a.in"), ("a.in", "a"), ("a", "r.in"), ("r.in", "readout"), ("readout", "output")]
+    return _graph(nodes, edges)
+
+
+def _lif_node(n: int = 1, tau=2.0, r=1.0, v_leak=0.0, v_threshold=1.0, v_reset=0.0) -> nir.LIF:
+    def full(v):
+        return np.broadcast_to(np.asarray(v, np.float64), (n,)).copy()
+
+    return nir.LIF(tau=full(tau), r=full(r), v_leak=full(v_leak), v_threshold=full(v_threshold),
+                   v_reset=full(v_reset))
+
+
+@pytest.mark.parametrize("bits, ok", [(1, False), (2, True), (24, True), (25, False)])
+def test_input_bits_range(bits, ok):
+    if ok:
+        assert lower(wrap_graph(), input_bits=bits).input_bits == bits
+    else:
+        with pytest.raises(UserError, match=r"^input bits must be between 2 and 24, got "):
+            lower(wrap_graph(), input_bits=bits)
+
+
+def test_one_input_one_output_and_an_integrator_readout():
+    g = wrap_graph()
+    g.nodes["input2"] = nir.Input(input_type={"input": np.array([1])})
+    with pytest.raises(UserError, match=r"^need exactly one Input and one Output node, found 2 and 1$"):
+        lower(g)
+    g = wrap_graph()
+    g.nodes["output2"] = nir.Output(output_type={"output": np.array([1])})
+    with pytest.raises(UserError, match=r"found 1 and 2$"):
+        lower(g)
+    g = _lif_graph(_lif_node())
+    g.edges[-1] = ("a", "output")  # the LIF feeds the output
+    with pytest.raises(UserError, match=r"^the Output node must be fed by one I node \(the readout integ"):
+        lower(g)
+
+
+def test_lif_parameters_checked():
+    with pytest.raises(UserError, match=r"^a: tau differs between neurons; Lava's LIF takes one value"):
+        lower(_lif_graph(nir.LIF(tau=np.array([2.0, 3.0]), r=np.ones(2), v_leak=np.zeros(2),
+                                 v_threshold=np.ones(2), v_reset=np.zeros(2)), weight=[[1], [1]]))
+    with pytest.raises(UserError, match=r"^a: v_reset must be 0 \(Lava's LIF resets to 0\)$"):
+        lower(_lif_graph(_lif_node(v_reset=0.5)))
+    with pytest.raises(UserError, match=r"^a: need 0 < dt/tau <= 1 and r > 0 \(got dt/tau=2.0, r=1.0\)$"):
+        lower(_lif_graph(_lif_node(tau=0.5)))
+    with pytest.raises(UserError, match=r"\(got dt/tau=0.5, r=0.0\)$"):
+        lower(_lif_graph(_lif_node(r=0.0)))
+    # alpha = 1 (tau = dt) is allowed: dv saturates at 4095
+    p = lower(_lif_graph(_lif_node(tau=1.0))).populations["a"]
+    assert (p.dv, p.dv_f, p.vth) == (4095, 1.0, 2**10)
+
+
+def test_lif_fixed_point_parameters_by_hand():
+    # tau = 3 dt: alpha = 1/3, dv = rint(4096 / 3) = 1365 (a note), vth = rint(1 * 2**10 * 3) = 3072
+    net = lower(_lif_graph(_lif_node(tau=3.0, v_leak=0.25, r=2.0)))
+    p = net.populations["a"]
+    assert (p.kind, p.size, p.frac, p.du, p.dv) == ("lif", 1, 10, 4095, 1365)
+    assert p.vth == round(2**10 / (2 / 3)) == 1536
+    assert p.dv_f == pytest.approx(1 / 3) and p.vth_f == pytest.approx(1.5)
+    # bias = v_leak / r = 1/8: scaled 2**16 / 8 = 8192 > 4095 -> bias_exp 1, mantissa 4096 > 4095 -> exp 2
+    assert p.bias_f.tolist() == [0.125]
+    assert (p.bias_mant.tolist(), p.bias_exp.tolist()) == ([2048], [2])
+    assert any(n.startswith("a: dv = 1365/4096 rounds dt/tau = 0.333") for n in net.notes), net.notes
+    assert not any("bias rounded" in n for n in net.notes)
+    # a bias off the grid is rounded (a note), a threshold too large for 17 bits lowers the grid
+    net = lower(_lif_graph(_lif_node(v_leak=1 / 3, v_threshold=100.0)))
+    p = net.populations["a"]
+    # 100 * 2**k * 2 < 2**17 -> k = 9
+    assert p.frac == 9 and p.vth == 100 * 2**10
+    assert "a: bias rounded to bias_mant << bias_exp" in net.notes
+    assert "a: current grid 2**-9; finer spike synapse terms (2**-10) rounded" not in net.notes
+    # 2**15 / 3 = 10922.7 -> / 2 = 5461.3 > 4095 -> / 4 = 2730.7: rint 2731, bias_exp 2
+    assert (p.bias_mant.tolist(), p.bias_exp.tolist()) == ([2731], [2])
+
+
+def test_spike_synapse_finer_than_the_lif_grid_is_noted():
+    # a spike synapse term of 2**-12 into a LIF whose grid is capped at 2**-10
+    lif = _lif_node()
+    nodes = {**_io(), "a.in": _linear([[1]], 0), "a": lif, "b.in": _linear([[1]], -12), "b": _lif_node(),
+             "r.in": _linear([[1]], 0), "readout": nir.I(r=np.ones(1))}
+    edges = [("input", "a.in"), ("a.in", "a"), ("a", "b.in"), ("b.in", "b"), ("b", "r.in"),
+             ("r.in", "readout"), ("readout", "output")]
+    net = lower(_graph(nodes, edges))
+    assert net.populations["b"].frac == 10
+    assert "b: current grid 2**-10; finer spike synapse terms (2**-12) rounded" in net.notes
+    t = net.synapses[1].terms[0]
+    assert (t.weight_exp, t.exponent, t.shift) == (-12 + 10 - 1, -12, 3)
+    assert t.round_channel is None  # a spike synapse is not rounded by a constant channel
+    # lifting max_frac makes it exact
+    net = lower(_graph(nodes, edges), max_frac=12)
+    assert net.populations["b"].frac == 12 and not any("current grid" in n for n in net.notes)
+
+
+def test_bad_synapses_and_delays():
+    g = _lif_graph(_lif_node())
+    g.nodes["a.in2"] = _linear([[1]], 0)
+    g.edges.append(("input", "a.in2"))  # a synapse without a target
+    with pytest.raises(UserError, match=r"^a.in2: a synapse needs exactly one source and one target$"):
+        lower(g)
+    g = _lif_graph(_lif_node())
+    g.edges[0] = ("a", "a.in")  # the LIF feeds itself without delay
+    g.edges.append(("input", "r.in2"))
+    g.nodes["r.in2"] = _linear([[1]], 0)
+    g.edges.append(("r.in2", "readout"))
+    with pytest.raises(UserError, match=r"^the graph has a cycle without a Delay node$"):
+        lower(g)
+    g = _lif_graph(_lif_node())
+    g.nodes["x"] = _linear([[1]], 0)
+    g.edges += [("input", "x"), ("x", "input")]
+    with pytest.raises(UserError, match=r"^x: its target input is not a LIF or I population$"):
+        lower(g)
+
+
+def _delayed(delay: float) -> nir.NIRGraph:
+    """input -> Delay -> [1] -> readout: the input arrives ``delay`` steps later."""
+    nodes = {**_io(), "d": nir.Delay(delay=np.array([delay])), "r.in": _linear([[1]], 0),
+             "readout": nir.I(r=np.ones(1))}
+    return _graph(nodes, [("input", "d"), ("d", "r.in"), ("r.in", "readout"), ("readout", "output")])
+
+
+def test_delays_fold_into_synapses():
+    net = lower(_delayed(2.0))
+    (s,) = net.synapses
+    assert (s.source, s.target, s.delay, s.graded, net.max_delay) == ("input", "readout", 2, True, 2)
+    x = np.array([[[1.0], [2.0], [0.0], [0.0]]])
+    r = simulate(_delayed(2.0), x, backend="emulator", precision="fixed", progress=False)
+    assert r.trace[0, :, 0].tolist() == [0.0, 0.0, 1.0, 3.0]
+    for bad in (0.0, 1.5):
+        with pytest.raises(UserError, match=r"^d: delay is not a positive whole number of steps$"):
+            lower(_delayed(bad))
+
+
+def test_identity_edges_become_synapses():
+    """A population wired straight to another (no Linear between) is an identity synapse."""
+    nodes = {**_io(2), "a.in": _linear(np.eye(2), 0), "a": _lif_node(2), "readout": nir.I(r=np.full(2, 0.5))}
+    edges = [("input", "a.in"), ("a.in", "a"), ("a", "readout"), ("readout", "output")]
+    net = lower(_graph(nodes, edges))
+    s = next(s for s in net.synapses if s.name == "a->readout")
+    assert (s.source, s.target, s.delay, s.graded) == ("a", "readout", 0, False)
+    assert s.weight.tolist() == [[0.5, 0.0], [0.0, 0.5]]  # dt * r folded in
+    (t,) = s.terms  # no metadata: quantised to one 8-bit term, 0.5 = 64 * 2**-7 exactly
+    assert t.exponent == -7 and t.weights.tolist() == [[128, 0], [0, 128]]
+    assert net.notes == []
+
+
+def test_input_overflow_of_the_int32_accumulator():
+    # W = 254: 254 * 2**15 * fan-in + 2**23 >= 2**31 from fan-in 258 on (16-bit input)
+    assert lower(_fan_in(257)).input_bits == 16
+    g = _fan_in(258)
+    with pytest.raises(UserError, match=r"^r.in: a 16-bit input overflows the int32 accumulator$"):
+        lower(g)
+    assert lower(g, input_bits=8).input_bits == 8
+
+
+def _fan_in(n: int) -> nir.NIRGraph:
+    nodes = {**_io(n), "r.in": _linear(np.full((1, n), 127), 0), "readout": nir.I(r=np.ones(1))}
+    nodes["output"] = nir.Output(output_type={"output": np.array([1])})
+    return _graph(nodes, [("input", "r.in"), ("r.in", "readout"), ("readout", "output")])
+
+
+def test_lower_for_input_checks():
+    g = wrap_graph()
+    with pytest.raises(UserError, match=r"^precision must be 'fixed' or 'float', not 'double'$"):
+        lower_for_input(g, np.zeros((1, 2, 1)), "double")
+    net, x, steps = lower_for_input(g, np.zeros((3, 5, 1)), "fixed")
+    assert steps == 5 and x.shape == (3, 5, 1) and net.input == "input" and net.readout == "readout"
+    net, _, steps = lower_for_input(edge_graph(), np.zeros((1, 4, 2)), "float")
+    assert steps == 5  # latency_frames 1
+
+
+def test_integrator_grid_and_bias():
+    """The readout integrator's grid: the finest on which the static bound fits 24 bits (at most 20)."""
+    # edge graph: readout fed by 2 spikes/step through |W| row sums (473, 129) / 256 over 5 steps
+    net = lower(edge_graph(), steps=5)
+    p = net.populations["readout"]
+    assert p.state_bound == 473 / 256 * 5  # no recurrence: the largest row sum times the steps
+    assert p.frac == 19  # floor(log2((2**23 - 1) / (9.238 * 1.001))) = 19
+    assert lower(edge_graph(), steps=5, fine_state=False).populations["readout"].frac == 8
+    assert lower(edge_graph(), steps=5, max_state_frac=12).populations["readout"].frac == 12
+    assert lower(edge_graph()).populations["readout"].frac == 20  # 1 step (the latency): capped at 20
+    assert net.summary() == {"frac": {"input": 8, "a": 10, "readout": 19}, "dense_terms": 3, "notes": []}
+    assert net.populations["readout"].bias_int.tolist() == [0, 0]
+    # a graded-fed integrator: no static bound, a note, grid 16
+    net = lower(wrap_graph())
+    assert net.populations["readout"].frac == 16
+    assert net.notes == ["readout: no static state bound (graded inputs); state may wrap at 24 bits"]
