@@ -215,3 +215,68 @@ def test_integrator_grid_and_bias():
     net = lower(wrap_graph())
     assert net.populations["readout"].frac == 16
     assert net.notes == ["readout: no static state bound (graded inputs); state may wrap at 24 bits"]
+
+
+# ---- the emulator's integer edges, by hand ----
+
+def test_wrap32_and_wrap24_by_hand():
+    from backends.emulator import _wrap24, _wrap32
+
+    a = np.array([0, 5, -5, 2**31 - 1, 2**31, -(2**31), -(2**31) - 1, 2**32 + 7], dtype=np.int64)
+    assert _wrap32(a).tolist() == [0, 5, -5, 2**31 - 1, -(2**31), -(2**31), 2**31 - 1, 7]
+    b = np.array([0, 2**23 - 1, 2**23, -(2**23), -(2**23) - 1, 2**24 + 3], dtype=np.int64)
+    assert _wrap24(b).tolist() == [0, 2**23 - 1, -(2**23), -(2**23), 2**23 - 1, 3]
+
+
+def test_lif_step_fixed_by_hand():
+    """u = a_in << 6 (du = 4095), u wraps at 24 bits, v = trunc decay + u + bias clipped to
+    +-(2**23 - 1), spike iff v > vth << 6, then v = 0."""
+    from backends.emulator import lif_step_fixed
+
+    z = np.zeros(7, np.int64)
+    a_in = np.array([1, -1, 2**17 - 1, 2**17, 2**17 + 1, -(2**17), -(2**17) + 1], dtype=np.int64)
+    v0 = np.array([4097, -4097, 0, 0, 0, 0, -(2**20)], dtype=np.int64)
+    u, v, s = lif_step_fixed(z, v0, a_in, 4095, 2048, 0, 2**10)
+    # u = a_in << 6, wrapped as Lava does: > 2**23 -> - 2**24, <= -2**23 -> + 2**24
+    assert u.tolist() == [64, -64, 2**23 - 64, 2**23, -(2**23) + 64, 2**23, -(2**23) + 64]
+    # v: trunc(+-4097 * 2048 / 4096) = +-2048 (towards 0), + u, clipped to +-(2**23 - 1); threshold 2**16
+    assert v.tolist() == [2048 + 64, -2048 - 64, 0, 0, -(2**23) + 64, 0, -(2**23) + 1]
+    assert s.tolist() == [False, False, True, True, False, True, False]
+    # the strict > at the tie: v == vth << 6 does not spike, one unit above does
+    u, v, s = lif_step_fixed(z[:2], np.zeros(2, np.int64), np.array([2**10, 2**10]), 4095, 2048,
+                             np.array([0, 1]), 2**10)
+    assert s.tolist() == [False, True] and v.tolist() == [2**16, 0]
+    # the bias is added every step; the decay keeps (4096 - dv) / 4096 of v
+    u, v, s = lif_step_fixed(z[:1], np.array([1000]), np.array([0]), 4095, 1024, np.array([7]), 2**10)
+    assert (u.tolist(), v.tolist(), s.tolist()) == ([0], [750 + 7], [False])
+    # a_in << 6 wraps at 32 bits (to -2**31), then u's 24-bit rule adds 2**24
+    u, v, s = lif_step_fixed(z[:1], z[:1], np.array([2**25]), 4095, 2048, 0, 2**10)
+    assert u.tolist() == [-(2**31) + 2**24]
+
+
+def test_emulator_result_fields_by_hand():
+    from tests.test_emulator import EDGE_SPIKES, EDGE_X
+
+    g = edge_graph()
+    x = np.concatenate([EDGE_X, np.zeros_like(EDGE_X), EDGE_X])
+    r = simulate(g, x, backend="emulator", precision="fixed", progress=False, batch_size=2)
+    assert (r.backend, r.precision, r.steps, r.neurons) == ("emulator", "fixed", 5, {"a": 2})
+    assert r.spikes["a"].tolist() == [2, 0, 2]
+    assert np.array_equal(r.readout, r.trace[:, -1]) and r.trace.shape == (3, 5, 2)
+    assert r.readout[1].tolist() == [0.0, 0.0]
+    # a_in of a = x * 2**10: the largest is (2 + 2**-8) * 2**10 = 2052
+    assert r.extra["peak_abs_a_in"] == {"a": 2052}
+    assert r.extra["input_clipped"] == 0.0
+    assert r.extra["network"] == lower(g, steps=5).summary()
+    assert "spike_trains" not in r.extra
+    rec = simulate(g, x, backend="emulator", precision="fixed", progress=False, record=True, batch_size=1)
+    assert np.array_equal(rec.extra["spike_trains"]["a"], np.concatenate([EDGE_SPIKES, 0 * EDGE_SPIKES,
+                                                                          EDGE_SPIKES]))
+    fl = simulate(g, 300 * x, backend="emulator", precision="float", progress=False)
+    assert "peak_abs_a_in" not in fl.extra and "input_clipped" not in fl.extra
+    clipped = simulate(g, 300 * x, backend="emulator", precision="fixed", progress=False)
+    assert clipped.extra["input_clipped"] == 8 / 24  # the 8 nonzero values (600, 600.7) outside +-128
+    from backends.emulator import run
+
+    empty = run(g, np.zeros((0, 4, 2)), progress=False)  # simulate() refuses it; the backend copes
+    assert empty.trace.shape == (0, 5, 2) and empty.readout.shape == (0, 2)
