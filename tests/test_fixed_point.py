@@ -280,3 +280,40 @@ def test_emulator_result_fields_by_hand():
 
     empty = run(g, np.zeros((0, 4, 2)), progress=False)  # simulate() refuses it; the backend copes
     assert empty.trace.shape == (0, 5, 2) and empty.readout.shape == (0, 2)
+
+
+def test_weights_off_their_metadata_are_quantised_with_a_note():
+    g = wrap_graph()
+    g.nodes["readout.in"] = nir.Linear(weight=np.array([[0.3]]))  # no metadata: rint to 8 bits
+    net = lower(g)
+    (t,) = net.synapses[0].terms
+    # 0.3 = 77 * 2**-8 + 0.0008: the 8-bit term with the largest |m| <= 127 is 77 * 2**-8
+    assert (t.exponent, t.weights.tolist()) == (-8, [[154]])
+    assert net.notes[0] == "readout.in: quantised to 8 bits (max abs error 0.000781)"
+    g.nodes["readout.in"] = nir.Linear(weight=np.array([[0.3]]), metadata={
+        "weight_mantissa": np.array([[1]]), "weight_exponent": -2})  # metadata that disagrees
+    assert lower(g).notes[0] == "readout.in: re-quantised to 8 bits (max abs error 0.000781)"
+
+
+def test_recurrent_integrator_state_bound_by_hand():
+    """m <- m + s + (-1/2) m[t-1]: A = 1/2, the bound over 3 steps is 1 + 1/2 + 1/4."""
+    nodes = {**_io(), "a.in": _linear([[1]], 0), "a": _lif_node(), "m.in": _linear([[1]], 0),
+             "m": nir.I(r=np.ones(1)), "d": nir.Delay(delay=np.array([1.0])), "m.rec": _linear([[-1]], -1),
+             "r.in": _linear([[1]], 0), "readout": nir.I(r=np.ones(1))}
+    edges = [("input", "a.in"), ("a.in", "a"), ("a", "m.in"), ("m.in", "m"), ("m", "d"), ("d", "m.rec"),
+             ("m.rec", "m"), ("m", "r.in"), ("r.in", "readout"), ("readout", "output")]
+    net = lower(_graph(nodes, edges), steps=3)
+    m = net.populations["m"]
+    assert m.state_bound == 1.75
+    assert m.frac == 20  # capped: 1.75 fits 2**22
+    rec = next(s for s in net.synapses if s.name == "m.rec")
+    assert (rec.source, rec.delay, rec.graded) == ("m", 1, True)
+    (t,) = rec.terms
+    # -1 * 2**-1 from the memory's 2**-20 grid onto itself: weight_exp = -1 - 20 + 20 - 1 = -2
+    assert (t.weight_exp, t.shift, t.round_channel) == (-2, 2, 0)
+    # r.in: 2**0 from 2**-20 onto the readout's 2**-16 (graded-fed: no bound): shift 5, channel 2**3
+    r_in = next(s for s in net.synapses if s.name == "r.in").terms[0]
+    assert (r_in.weight_exp, r_in.round_channel, m.consts) == (-5, 1, [1, 8])
+    floors = lower(_graph(nodes, edges), steps=3, round_graded=False)
+    assert all(t.round_channel is None for s in floors.synapses for t in s.terms)
+    assert floors.populations["m"].consts == []
