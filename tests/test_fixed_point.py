@@ -317,3 +317,29 @@ def test_recurrent_integrator_state_bound_by_hand():
     floors = lower(_graph(nodes, edges), steps=3, round_graded=False)
     assert all(t.round_channel is None for s in floors.synapses for t in s.terms)
     assert floors.populations["m"].consts == []
+
+
+def test_lower_for_input_passes_its_parameters():
+    x = np.zeros((2, 4, 2))
+    net, _, steps = lower_for_input(edge_graph(), x, "fixed")
+    assert (net.input_bits, net.input_frac, steps) == (16, 8, 5)
+    assert net.populations["readout"].state_bound == 473 / 256 * 5  # lowered for the 5 steps
+    net, _, _ = lower_for_input(edge_graph(), x, "fixed", input_bits=8, input_frac_bits=4)
+    assert (net.input_bits, net.input_frac) == (8, 4)
+    g = wrap_graph()
+    del g.metadata["latency_frames"]
+    assert lower_for_input(g, np.zeros((1, 3, 1)), "float")[2] == 3  # no latency: frames only
+    with pytest.raises(UserError, match=r"^input must be \(samples, frames, features\), got shape \(8, 8\)$"):
+        lower_for_input(g, np.zeros((8, 8)), "fixed")
+
+
+def test_split_terms_and_clipping_at_their_bounds():
+    from backends.fixed_point import split_terms
+
+    assert [(m.tolist(), e) for m, e in split_terms(np.array([[127, -127]]), 0)] == [([[127, -127]], 0)]
+    assert [(m.tolist(), e) for m, e in split_terms(np.array([[128]]), 0)] == [([[1]], 7)]  # 0 digit dropped
+    assert [(m.tolist(), e) for m, e in split_terms(np.array([300]), -3)] == [([2], 4), ([44], -3)]
+    net = lower(wrap_graph())
+    lsb = 2.0**-8
+    assert net.clipped_fraction(np.array([32767 * lsb, -32768 * lsb])) == 0.0  # the last codes fit
+    assert net.clipped_fraction(np.array([32768 * lsb, -32769 * lsb])) == 1.0
