@@ -343,3 +343,14 @@ def test_split_terms_and_clipping_at_their_bounds():
     lsb = 2.0**-8
     assert net.clipped_fraction(np.array([32767 * lsb, -32768 * lsb])) == 0.0  # the last codes fit
     assert net.clipped_fraction(np.array([32768 * lsb, -32769 * lsb])) == 1.0
+
+
+@pytest.mark.parametrize("v_leak, frac, mant, exp", [
+    (4095 / 512, 10, 4095, 7),  # 4095/512 * 2**16 = 4095 * 2**7: the largest bias that fits k = 10
+    (10.0, 9, 2560, 7),  # 10 * 2**16 / 2**7 = 5120 > 4095: k = 9
+    (10000.0, 0, 4095, 7),  # fits no grid: k = 0 and the mantissa clipped to 4095
+])
+def test_a_large_bias_lowers_the_current_grid(v_leak, frac, mant, exp):
+    p = lower(_lif_graph(_lif_node(v_leak=v_leak))).populations["a"]
+    assert (p.frac, p.bias_mant.tolist(), p.bias_exp.tolist()) == (frac, [mant], [exp])
+    assert p.bias_mant.dtype == np.int64 and p.bias_exp.dtype == np.int64
