@@ -354,3 +354,13 @@ def test_a_large_bias_lowers_the_current_grid(v_leak, frac, mant, exp):
     p = lower(_lif_graph(_lif_node(v_leak=v_leak))).populations["a"]
     assert (p.frac, p.bias_mant.tolist(), p.bias_exp.tolist()) == (frac, [mant], [exp])
     assert p.bias_mant.dtype == np.int64 and p.bias_exp.dtype == np.int64
+
+
+def test_emulator_records_spike_trains_only_when_asked():
+    from backends.emulator import Emulator
+
+    from tests.test_emulator import EDGE_SPIKES, EDGE_X
+
+    emu = Emulator(lower(edge_graph(), steps=5), fixed=True)
+    assert emu.run(EDGE_X, 5)["trains"] == {}
+    assert np.array_equal(emu.run(EDGE_X, 5, record=True)["trains"]["a"], EDGE_SPIKES)
