@@ -358,7 +358,6 @@ def test_a_large_bias_lowers_the_current_grid(v_leak, frac, mant, exp):
 
 def test_emulator_records_spike_trains_only_when_asked():
     from backends.emulator import Emulator
-
     from tests.test_emulator import EDGE_SPIKES, EDGE_X
 
     emu = Emulator(lower(edge_graph(), steps=5), fixed=True)
