@@ -363,3 +363,35 @@ def test_emulator_records_spike_trains_only_when_asked():
     emu = Emulator(lower(edge_graph(), steps=5), fixed=True)
     assert emu.run(EDGE_X, 5)["trains"] == {}
     assert np.array_equal(emu.run(EDGE_X, 5, record=True)["trains"]["a"], EDGE_SPIKES)
+
+
+def test_emulator_result_types_and_short_inputs():
+    from tests.test_emulator import EDGE_X
+
+    g = edge_graph()
+    r = simulate(g, EDGE_X, backend="emulator", precision="fixed", progress=False, record=True)
+    assert r.spikes["a"].dtype == np.int64 and r.extra["spike_trains"]["a"].dtype == bool
+    zero = simulate(g, np.zeros((1, 4, 2)), backend="emulator", precision="fixed", progress=False)
+    assert zero.extra["peak_abs_a_in"] == {"a": 0} and zero.spikes["a"].tolist() == [0]
+    # one frame and one latency step: the second step runs on zeros
+    one = simulate(g, EDGE_X[:, :1], backend="emulator", precision="fixed", progress=False, record=True)
+    assert one.extra["spike_trains"]["a"].tolist() == [[[False, True], [False, False]]]
+
+
+@pytest.mark.parametrize("r, exponent, note", [(0.5, -1, None), (0.0, 0, "quantised")])
+def test_integrator_r_folded_into_the_exponent(r, exponent, note):
+    """dt * r = 2**-1 is folded into the exponent of the metadata's mantissa (exact, no note);
+    r = 0 has no log2: the weight (all 0) is quantised (noted)."""
+    g = wrap_graph()
+    g.nodes["readout"] = nir.I(r=np.full(1, r))
+    if r == 0.0:
+        g.nodes["readout.in"] = nir.Linear(weight=np.array([[1.0]]))
+    net = lower(g)
+    (t,) = net.synapses[0].terms
+    assert net.synapses[0].weight.tolist() == [[r]]
+    if note is None:
+        assert t.exponent == exponent and t.weights.tolist() == [[2]]
+        assert not any("quantised" in n for n in net.notes)
+    else:
+        assert t.weights.tolist() == [[0]]
+        assert net.notes[0] == "readout.in: quantised to 8 bits (max abs error 0)"
