@@ -395,3 +395,48 @@ def test_integrator_r_folded_into_the_exponent(r, exponent, note):
     else:
         assert t.weights.tolist() == [[0]]
         assert net.notes[0] == "readout.in: quantised to 8 bits (max abs error 0)"
+
+
+def _spikes_into_readout(delay: bool = False, bias: float | None = None) -> nir.NIRGraph:
+    """input -> [1] -> LIF a -> (Delay 1) -> [1] (+ bias) -> readout -> output."""
+    syn = _linear([[1]], 0) if bias is None else nir.Affine(
+        weight=np.array([[1.0]]), bias=np.array([bias]),
+        metadata={"weight_mantissa": np.array([[1]]), "weight_exponent": 0})
+    nodes = {**_io(), "a.in": _linear([[1]], 0), "a": _lif_node(), "r.in": syn,
+             "readout": nir.I(r=np.ones(1))}
+    edges = [("input", "a.in"), ("a.in", "a"), ("r.in", "readout"), ("readout", "output")]
+    if delay:
+        nodes["d"] = nir.Delay(delay=np.array([1.0]))
+        edges += [("a", "d"), ("d", "r.in")]
+    else:
+        edges.append(("a", "r.in"))
+    return _graph(nodes, edges)
+
+
+def test_state_bound_of_delayed_spikes_and_a_bias():
+    # a delayed spike synapse is an input, not a recurrence: 1 per step over 3 steps
+    assert lower(_spikes_into_readout(delay=True), steps=3).populations["readout"].state_bound == 3.0
+    # the bias counts like an input that is always on: (1 + 0.5) * 3
+    net = lower(_spikes_into_readout(bias=0.5), steps=3)
+    assert net.populations["readout"].state_bound == 4.5
+    assert net.populations["readout"].bias_f.tolist() == [0.5]
+
+
+def test_steps_and_latency_from_the_metadata():
+    g = edge_graph()
+    g.metadata["frames"] = 4  # steps = frames + latency = 5
+    assert lower(g).populations["readout"].state_bound == 473 / 256 * 5
+    del g.metadata["latency_frames"]
+    net = lower(g)
+    assert net.latency == 0 and net.populations["readout"].state_bound == 473 / 256 * 4
+
+
+def test_the_input_is_first_whatever_the_node_order():
+    """A population that needs no zero-delay source (fed through a Delay) is as ready as the input;
+    the input still comes first, then the order of the nodes."""
+    g = _delayed(1.0)
+    nodes = {"acc": nir.I(r=np.ones(1)), **g.nodes}
+    del nodes["readout"]
+    edges = [(a.replace("readout", "acc"), b.replace("readout", "acc")) for a, b in g.edges]
+    net = lower(_graph(nodes, edges))
+    assert list(net.populations) == ["input", "acc"] and net.readout == "acc"
