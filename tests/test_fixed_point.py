@@ -440,3 +440,41 @@ def test_the_input_is_first_whatever_the_node_order():
     edges = [(a.replace("readout", "acc"), b.replace("readout", "acc")) for a, b in g.edges]
     net = lower(_graph(nodes, edges))
     assert list(net.populations) == ["input", "acc"] and net.readout == "acc"
+
+
+def test_delay_tolerance_chains_and_bad_delay_inputs():
+    assert lower(_delayed(2 + 5e-7)).synapses[0].delay == 2  # within 1e-6 of a whole step
+    with pytest.raises(UserError, match=r"^d: delay is not a positive whole number of steps$"):
+        lower(_delayed(1 + 5e-6))  # no relative tolerance
+    g = _delayed(1.0)
+    g.nodes["d2"] = nir.Delay(delay=np.array([2.0]))
+    g.edges = [("input", "d2"), ("d2", "d")] + [e for e in g.edges if e[0] != "input"]
+    assert lower(g).synapses[0].delay == 3  # chained delays add up
+    g = _delayed(1.0)
+    g.nodes["x"] = nir.Input(input_type={"input": np.array([1])})
+    g.nodes = {"a.in": _linear([[1]], 0), "a": _lif_node(), **_delayed(1.0).nodes}
+    g.edges = _delayed(1.0).edges + [("input", "a.in"), ("a.in", "a"), ("a", "d")]
+    with pytest.raises(UserError, match=r"^d: a Delay node needs exactly one input$"):
+        lower(g)
+    nodes = {**_io(), "l2": _linear([[1]], 0), "l1": _linear([[1]], 0), "readout": nir.I(r=np.ones(1))}
+    g = _graph(nodes, [("input", "l1"), ("l1", "l2"), ("l2", "readout"), ("readout", "output")])
+    with pytest.raises(UserError, match=r"^l1 \(Linear\) cannot feed a synapse here$"):
+        lower(g)
+
+
+@pytest.mark.parametrize("precision", ["fixed", "float"])
+def test_populations_without_synapses_and_an_integrator_bias(precision):
+    """LIF a has no synapse, only v_leak 1.5: v = 1.5, 2.25 (> 2: spike), 1.5, 2.25 (spike); the
+    readout adds its bias 0.5 every step and 1 per spike of a (nodes set after construction:
+    NIR would add an Input in front of a)."""
+    nodes = {**_io(), "a": _lif_node(v_leak=1.5), "z.in": nir.Linear(weight=np.zeros((1, 1))),
+             "r.in": nir.Affine(weight=np.array([[1.0]]), bias=np.array([0.5]),
+                                metadata={"weight_mantissa": np.array([[1]]), "weight_exponent": 0}),
+             "readout": nir.I(r=np.ones(1))}
+    edges = [("input", "z.in"), ("z.in", "readout"), ("a", "r.in"), ("r.in", "readout"),
+             ("readout", "output")]
+    g = _graph(dict(nodes), list(edges))
+    g.nodes, g.edges = nodes, edges
+    r = simulate(g, np.zeros((2, 4, 1)), backend="emulator", precision=precision, progress=False, record=True)
+    assert r.extra["spike_trains"]["a"][:, :, 0].astype(int).tolist() == [[0, 1, 0, 1]] * 2
+    assert r.trace[:, :, 0].tolist() == [[0.5, 2.0, 2.5, 4.0]] * 2
