@@ -465,16 +465,16 @@ def test_delay_tolerance_chains_and_bad_delay_inputs():
 @pytest.mark.parametrize("precision", ["fixed", "float"])
 def test_populations_without_synapses_and_an_integrator_bias(precision):
     """LIF a has no synapse, only v_leak 1.5: v = 1.5, 2.25 (> 2: spike), 1.5, 2.25 (spike); the
-    readout adds its bias 0.5 every step and 1 per spike of a (nodes set after construction:
+    readout adds its bias 1 every step and 1 per spike of a (nodes set after construction:
     NIR would add an Input in front of a)."""
     nodes = {**_io(), "a": _lif_node(v_leak=1.5), "z.in": nir.Linear(weight=np.zeros((1, 1))),
-             "r.in": nir.Affine(weight=np.array([[1.0]]), bias=np.array([0.5]),
+             "r.in": nir.Affine(weight=np.array([[1.0]]), bias=np.array([1.0]),
                                 metadata={"weight_mantissa": np.array([[1]]), "weight_exponent": 0}),
-             "readout": nir.I(r=np.ones(1))}
+             "readout": nir.I(r=np.ones(1))}  # its grid is 2**0 (spikes of weight 1, no bound): bias 1
     edges = [("input", "z.in"), ("z.in", "readout"), ("a", "r.in"), ("r.in", "readout"),
              ("readout", "output")]
     g = _graph(dict(nodes), list(edges))
     g.nodes, g.edges = nodes, edges
     r = simulate(g, np.zeros((2, 4, 1)), backend="emulator", precision=precision, progress=False, record=True)
     assert r.extra["spike_trains"]["a"][:, :, 0].astype(int).tolist() == [[0, 1, 0, 1]] * 2
-    assert r.trace[:, :, 0].tolist() == [[0.5, 2.0, 2.5, 4.0]] * 2
+    assert r.trace[:, :, 0].tolist() == [[1.0, 3.0, 4.0, 6.0]] * 2
