@@ -478,3 +478,32 @@ def test_populations_without_synapses_and_an_integrator_bias(precision):
     r = simulate(g, np.zeros((2, 4, 1)), backend="emulator", precision=precision, progress=False, record=True)
     assert r.extra["spike_trains"]["a"][:, :, 0].astype(int).tolist() == [[0, 1, 0, 1]] * 2
     assert r.trace[:, :, 0].tolist() == [[1.0, 3.0, 4.0, 6.0]] * 2
+
+
+@pytest.mark.parametrize("node", [
+    nir.LI(tau=np.ones(1), r=np.ones(1), v_leak=np.zeros(1)), nir.IF(r=np.ones(1), v_threshold=np.ones(1)),
+    nir.Scale(scale=np.ones(1)), nir.Threshold(threshold=np.ones(1))], ids=lambda n: type(n).__name__)
+def test_nodes_the_fixed_point_backends_do_not_run(node):
+    g = wrap_graph()
+    g.nodes["x"] = node  # after construction: NIR would wire an unconnected node to a new Input/Output
+    name = type(node).__name__
+    with pytest.raises(UserError, match=rf"^x: {name} nodes are not supported by the fixed-point backends$"):
+        lower(g)
+
+
+def test_identity_edges_scale_by_dt_r_of_integrators_only():
+    """a -> b (LIF, r = 2) and a -> readout (I, r = 3, dt = 0.5): identity synapses of weight 1 and
+    dt * r = 1.5; the Affine r.in's bias 1 into the readout is scaled by dt * r too."""
+    nodes = {**_io(), "a.in": _linear([[1]], 0), "a": _lif_node(), "b": _lif_node(r=2.0),
+             "r.in": nir.Affine(weight=np.array([[1.0]]), bias=np.array([1.0])),
+             "readout": nir.I(r=np.full(1, 3.0))}
+    edges = [("input", "a.in"), ("a.in", "a"), ("a", "b"), ("a", "readout"), ("b", "r.in"),
+             ("r.in", "readout"), ("readout", "output"), ("a", "input")]  # an edge into the Input is not a synapse
+    g = _graph(dict(nodes), list(edges), dt=0.5)
+    g.nodes, g.edges = nodes, edges
+    net = lower(g)
+    syn = {s.name: s for s in net.synapses}
+    assert set(syn) == {"a.in", "r.in", "a->b", "a->readout"}
+    assert syn["a->b"].weight.tolist() == [[1.0]] and syn["a->readout"].weight.tolist() == [[1.5]]
+    assert syn["r.in"].weight.tolist() == [[1.5]] and net.populations["readout"].bias_f.tolist() == [1.5]
+    assert all(t.weights.dtype == np.int32 for s in net.synapses for t in s.terms)
