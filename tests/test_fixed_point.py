@@ -498,7 +498,7 @@ def test_identity_edges_scale_by_dt_r_of_integrators_only():
              "r.in": nir.Affine(weight=np.array([[1.0]]), bias=np.array([1.0])),
              "readout": nir.I(r=np.full(1, 3.0))}
     edges = [("input", "a.in"), ("a.in", "a"), ("a", "b"), ("a", "readout"), ("b", "r.in"),
-             ("r.in", "readout"), ("readout", "output"), ("a", "input")]  # an edge into the Input is not a synapse
+             ("r.in", "readout"), ("readout", "output"), ("a", "input")]  # into the Input: no synapse
     g = _graph(dict(nodes), list(edges), dt=0.5)
     g.nodes, g.edges = nodes, edges
     net = lower(g)
