@@ -507,3 +507,17 @@ def test_identity_edges_scale_by_dt_r_of_integrators_only():
     assert syn["a->b"].weight.tolist() == [[1.0]] and syn["a->readout"].weight.tolist() == [[1.5]]
     assert syn["r.in"].weight.tolist() == [[1.5]] and net.populations["readout"].bias_f.tolist() == [1.5]
     assert all(t.weights.dtype == np.int32 for s in net.synapses for t in s.terms)
+
+
+def test_lif_parameter_edges():
+    for attr in ("r", "v_threshold"):
+        lif = _lif_node(2)
+        setattr(lif, attr, np.array([1.0, 2.0]))
+        with pytest.raises(UserError, match=rf"^a: {attr} differs between neurons; Lava's LIF"):
+            lower(_lif_graph(lif, weight=[[1], [1]]))
+    with pytest.raises(UserError, match=r"\(got dt/tau=0.0, r=1.0\)$"):
+        lower(_lif_graph(_lif_node(tau=np.inf)))
+    # dt/tau just below 1: rint(4096 * 0.99995) = 4096 does not fit 12 bits: dv = 4095 (a note)
+    net = lower(_lif_graph(_lif_node(tau=1 / 0.99995)))
+    assert net.populations["a"].dv == 4095
+    assert (net.latency, net.dt) == (0, 1.0) and lower(edge_graph()).latency == 1
