@@ -521,3 +521,15 @@ def test_lif_parameter_edges():
     net = lower(_lif_graph(_lif_node(tau=1 / 0.99995)))
     assert net.populations["a"].dv == 4095
     assert (net.latency, net.dt) == (0, 1.0) and lower(edge_graph()).latency == 1
+
+
+def test_threshold_bound_and_a_small_state_bound():
+    # vth * 2**k / (alpha r) must stay below 2**17: 64 * 2**10 * 2 = 2**17 exactly -> k = 9
+    assert lower(_lif_graph(_lif_node(v_threshold=64.0))).populations["a"].frac == 9
+    # r = 2: 100 * 2**10 / (1/2 * 2) = 102400 < 2**17 -> k = 10
+    assert lower(_lif_graph(_lif_node(r=2.0, v_threshold=100.0))).populations["a"].frac == 10
+    # a bound below 1 (one spike of weight 2**-3) still sets the finest grid, 2**-20
+    g = _lif_graph(_lif_node())
+    g.nodes["r.in"] = _linear([[1]], -3)
+    p = lower(g, steps=1).populations["readout"]
+    assert (p.state_bound, p.frac) == (0.125, 20)
