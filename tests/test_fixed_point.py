@@ -533,3 +533,16 @@ def test_threshold_bound_and_a_small_state_bound():
     g.nodes["r.in"] = _linear([[1]], -3)
     p = lower(g, steps=1).populations["readout"]
     assert (p.state_bound, p.frac) == (0.125, 20)
+
+
+def test_integrator_grid_margin_bias_and_lowered_grid_note():
+    # bound 16 (one spike a step for 16 steps): (2**23 - 1) / (16 * 1.001) < 2**19 -> grid 2**-18
+    assert lower(_lif_graph(_lif_node()), steps=16).populations["readout"].frac == 18
+    p = lower(_spikes_into_readout(bias=0.5), steps=3).populations["readout"]
+    assert p.frac == 20 and p.bias_int.tolist() == [2**19]  # 0.5 on the 2**-20 grid
+    # 1000 neurons, weight 100 * 2**-12 each, 100 steps: bound 2441 fits 24 bits only on 2**-11
+    g = _lif_graph(_lif_node(1000), weight=np.ones((1000, 1)))
+    g.nodes["r.in"] = _linear(np.full((1, 1000), 100), -12)
+    net = lower(g, steps=100)
+    assert net.populations["readout"].frac == 11
+    assert "readout: state grid 2**-11 to fit 24 bits (bound |m| <= 2441)" in net.notes
