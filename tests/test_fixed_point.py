@@ -546,3 +546,12 @@ def test_integrator_grid_margin_bias_and_lowered_grid_note():
     net = lower(g, steps=100)
     assert net.populations["readout"].frac == 11
     assert "readout: state grid 2**-11 to fit 24 bits (bound |m| <= 2441)" in net.notes
+
+
+def test_emulator_run_defaults():
+    """run(graph, x): fixed point, 16-bit input with 8 fractional bits (range +-128)."""
+    from backends.emulator import run
+
+    r = run(edge_graph(), np.array([[[150.0, 100.0]]]), progress=False)
+    assert r.precision == "fixed" and r.extra["input_clipped"] == 0.5  # 150 only
+    assert r.extra["network"]["frac"]["input"] == 8
