@@ -349,6 +349,8 @@ def test_split_terms_and_clipping_at_their_bounds():
     (4095 / 512, 10, 4095, 7),  # 4095/512 * 2**16 = 4095 * 2**7: the largest bias that fits k = 10
     (10.0, 9, 2560, 7),  # 10 * 2**16 / 2**7 = 5120 > 4095: k = 9
     (10000.0, 0, 4095, 7),  # fits no grid: k = 0 and the mantissa clipped to 4095
+    (-10000.0, 0, -4095, 7),
+    (4095 / 2**16, 10, 4095, 0),  # the 13-bit mantissa's largest value at bias_exp 0
 ])
 def test_a_large_bias_lowers_the_current_grid(v_leak, frac, mant, exp):
     p = lower(_lif_graph(_lif_node(v_leak=v_leak))).populations["a"]
@@ -492,9 +494,9 @@ def test_nodes_the_fixed_point_backends_do_not_run(node):
 
 
 def test_identity_edges_scale_by_dt_r_of_integrators_only():
-    """a -> b (LIF, r = 2) and a -> readout (I, r = 3, dt = 0.5): identity synapses of weight 1 and
+    """a -> b (LIF, r = 4) and a -> readout (I, r = 3, dt = 0.5): identity synapses of weight 1 and
     dt * r = 1.5; the Affine r.in's bias 1 into the readout is scaled by dt * r too."""
-    nodes = {**_io(), "a.in": _linear([[1]], 0), "a": _lif_node(), "b": _lif_node(r=2.0),
+    nodes = {**_io(), "a.in": _linear([[1]], 0), "a": _lif_node(), "b": _lif_node(r=4.0),
              "r.in": nir.Affine(weight=np.array([[1.0]]), bias=np.array([1.0])),
              "readout": nir.I(r=np.full(1, 3.0))}
     edges = [("input", "a.in"), ("a.in", "a"), ("a", "b"), ("a", "readout"), ("b", "r.in"),
@@ -555,3 +557,33 @@ def test_emulator_run_defaults():
     r = run(edge_graph(), np.array([[[150.0, 100.0]]]), progress=False)
     assert r.precision == "fixed" and r.extra["input_clipped"] == 0.5  # 150 only
     assert r.extra["network"]["frac"]["input"] == 8
+
+
+def test_uniformity_tolerance_names_and_odd_shifts():
+    for tau in (2 * (1 + 1e-7), 2 + 5e-9):  # beyond rtol 1e-9, atol 0
+        with pytest.raises(UserError, match=r"^a: tau differs between neurons"):
+            lower(_lif_graph(nir.LIF(tau=np.array([2.0, tau]), r=np.ones(2), v_leak=np.zeros(2),
+                                     v_threshold=np.ones(2), v_reset=np.zeros(2)), weight=[[1], [1]]))
+    g = wrap_graph()
+    g.nodes["readout"] = nir.I(r=np.array([1.0, 2.0]))
+    g.nodes["readout.in"] = _linear([[1], [1]], 0)
+    with pytest.raises(UserError, match=r"^readout: r differs between neurons"):
+        lower(g)
+    g = edge_graph()
+    assert lower(g).populations["readout"].state_bound == 473 / 256  # no frames in the metadata: 1 step
+    assert lower(g).populations["a"].name == "a"
+    # a graded term with a right shift of 1: 2**-8 from the input's 2**-8 onto 2**-16, no channel
+    g = wrap_graph()
+    g.nodes["readout.in"] = _linear([[1]], -8)
+    net = lower(g)
+    assert net.synapses[0].terms[0].shift == 1 and net.synapses[0].terms[0].round_channel is None
+    assert "readout.in: a right shift by 1 stays floor-rounded" in net.notes
+
+
+def test_input_accumulator_bound_at_equality():
+    # W = 240 (mantissa 120), fan-in 272: 240 * 2**15 * 272 + 2**23 = 2**31 exactly: refused
+    nodes = {**_io(272), "r.in": _linear(np.full((1, 272), 120), 0), "readout": nir.I(r=np.ones(1))}
+    nodes["output"] = nir.Output(output_type={"output": np.array([1])})
+    g = _graph(nodes, [("input", "r.in"), ("r.in", "readout"), ("readout", "output")])
+    with pytest.raises(UserError, match="overflows the int32 accumulator"):
+        lower(g)
