@@ -587,3 +587,16 @@ def test_input_accumulator_bound_at_equality():
     g = _graph(nodes, [("input", "r.in"), ("r.in", "readout"), ("readout", "output")])
     with pytest.raises(UserError, match="overflows the int32 accumulator"):
         lower(g)
+
+
+def test_graded_sums_beyond_float32_are_exact():
+    """8 input codes of 32767 (one 32766) times W = 254: the sum 254 * 262135 needs 26 bits (float32
+    would round it); the readout (grid 2**-16) gets it << 7, wrapped to 24 bits."""
+    nodes = {**_io(8), "r.in": _linear(np.full((1, 8), 127), 0), "readout": nir.I(r=np.ones(1))}
+    nodes["output"] = nir.Output(output_type={"output": np.array([1])})
+    g = _graph(nodes, [("input", "r.in"), ("r.in", "readout"), ("readout", "output")])
+    codes = np.array([32767] * 7 + [32766])
+    r = simulate(g, (codes / 256)[None, None, :], backend="emulator", precision="fixed", progress=False)
+    total = (254 * int(codes.sum())) << 7
+    want = ((total + 2**23) % 2**24) - 2**23
+    assert r.trace[0, 0, 0] == want * 2.0**-16
