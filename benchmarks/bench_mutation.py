@@ -81,7 +81,9 @@ MODULES: dict[str, Module] = {
                         ("plot_curve",)),
     "checkpoint": Module("lmuformer/checkpoint.py",
                          ("tests/test_training.py", "-k", "checkpoint and not real_entry_point")),
-    "files": Module("lmuformer/files.py", ("tests/test_export.py", "-k", "atomic or utf8")),
+    "files": Module("lmuformer/files.py", ("tests/test_export.py", "tests/test_robustness.py", "-k",
+                                           "atomic or utf8 or device_and_directory or special_target or "
+                                           "stale_temporaries or lock_is_exclusive or onto_its")),
 }
 
 
