@@ -29,14 +29,17 @@ def load_model(checkpoint: str | None = None, preset_name: str | None = None,
         raise UserError(str(e)) from None
 
 
-def _finetuned_for(checkpoint: str | None) -> dict | None:
-    """The export options a fine-tuned checkpoint records (``lmuf finetune``), else None."""
+def _model_and_tuning(checkpoint: str | None, preset_name: str | None,
+                      seed: int) -> tuple[torch.nn.Module, dict | None]:
+    """The model (as :func:`load_model`) and, for a checkpoint, the export options it was
+    fine-tuned for (``lmuf finetune``; None otherwise), from one read of the file."""
     if checkpoint is None:
-        return None
+        return load_model(None, preset_name, seed), None
     from lmuformer.checkpoint import load_checkpoint
 
-    tuned = load_checkpoint(checkpoint).metrics.get("finetuned_for")
-    return dict(tuned) if isinstance(tuned, dict) else None
+    ckpt = load_checkpoint(checkpoint)
+    tuned = ckpt.metrics.get("finetuned_for")
+    return ckpt.model.eval(), dict(tuned) if isinstance(tuned, dict) else None
 
 
 def export_model(
@@ -63,10 +66,9 @@ def export_model(
     Options left None take the :class:`ExportOptions` defaults, or, for a checkpoint made by
     ``lmuf finetune --for-export``, the options it was fine-tuned for (recorded in its
     metrics as ``finetuned_for``); an option given that differs from those is a UserError."""
-    model = load_model(checkpoint, preset_name, seed)
+    model, tuned = _model_and_tuning(checkpoint, preset_name, seed)
     given = {"weight_bits": weight_bits, "weight_terms": weight_terms, "lmu_bits": lmu_bits,
              "lmu_terms": lmu_terms, "dt": dt}
-    tuned = _finetuned_for(checkpoint)
     if tuned is not None:
         wrong = [k for k, v in given.items() if v is not None and v != tuned.get(k)]
         if not quantize or wrong:
