@@ -34,10 +34,10 @@ from backends import simulate  # noqa: E402
 from export.graph import ExportOptions, model_to_nir  # noqa: E402
 from export.interpret import GraphRunner  # noqa: E402
 from export.summary import summarize  # noqa: E402
+from lmuformer.analysis import BUILTIN  # noqa: E402
+from lmuformer.analysis.compare import compare_forms, to_markdown  # noqa: E402
 from lmuformer.data import load_test_split  # noqa: E402
 from lmuformer.files import write_json  # noqa: E402
-from lmuformer.report import BUILTIN  # noqa: E402
-from lmuformer.report.compare import compare_forms, to_markdown  # noqa: E402
 
 PROFILES = [BUILTIN[p] for p in ("45nm", "loihi", "spinnaker2")]
 LOIHI2_MAX_DELAY = 62  # assumed, see export/README.md

@@ -3,7 +3,7 @@
     python benchmarks/bench_mapping.py --digits runs/digits/model.nir [--scv2 scv2.nir]
 
 For each graph and target: cores, chips, memory, the busiest core, the estimated time per
-step and per inference, each optimisation side by side (``lmuformer.mapping.map_graph``);
+step and per inference, each optimisation side by side (``lmuformer.analysis.mapping.map_graph``);
 activity from the emulator's fixed-point run (scv2: ``--scv2-samples`` standard-normal
 samples, the preset has random weights; digits: the first ``--samples`` test samples).
 Times the placement alone (the issue's bar: scv2 in < 10 s) and the whole ``lmuf map``
@@ -24,20 +24,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backends.evaluate import samples_for_graph  # noqa: E402
 from backends.fixed_point import lower  # noqa: E402
 from export import read_graph  # noqa: E402
+from lmuformer.analysis.mapping import BUILTIN, map_graph, place  # noqa: E402
+from lmuformer.analysis.mapping.format import kib, seconds  # noqa: E402
+from lmuformer.analysis.mapping.plot import plot_placement  # noqa: E402
 from lmuformer.files import write_json  # noqa: E402
-from lmuformer.mapping import BUILTIN, map_graph, place  # noqa: E402
-from lmuformer.mapping.format import kib, seconds  # noqa: E402
-from lmuformer.mapping.plot import plot_placement  # noqa: E402
+from lmuformer.jobs.simulate import samples_for_graph  # noqa: E402
 
 
 def scv2_graph(path: str | None):
     if path:
         return read_graph(path), path
     from export import model_to_nir
-    from export.api import load_model
+    from lmuformer.jobs.export import load_model
 
     return model_to_nir(load_model(preset_name="scv2")), "scv2 preset (random weights)"
 

@@ -96,10 +96,10 @@ def deployed_one(checkpoint: str, seeds: int, out_dir: str) -> dict:
     import time
 
     from backends.base import simulate
-    from backends.evaluate import spike_identity
     from backends.finetune import IntegerForward, finetune
     from backends.fixed_point import lower
     from lmuformer.checkpoint import load_checkpoint
+    from lmuformer.jobs.simulate import spike_identity
 
     ck = load_checkpoint(checkpoint)
     model = ck.model.eval()

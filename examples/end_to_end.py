@@ -15,12 +15,12 @@ import numpy as np
 
 import backends
 import export
-from lmuformer import streaming
+from lmuformer.analysis import streaming
+from lmuformer.analysis.counts import build_report
+from lmuformer.analysis.format import render
+from lmuformer.analysis.profiles import resolve_profiles
 from lmuformer.checkpoint import load_checkpoint
 from lmuformer.data import load_test_split
-from lmuformer.report.counts import build_report
-from lmuformer.report.format import render
-from lmuformer.report.profiles import resolve_profiles
 from lmuformer.training import train
 
 

@@ -46,8 +46,8 @@ def test_calibrated_preset_is_reproducible() -> None:
 
 
 def test_export_preset_seeded(tmp_path: Path) -> None:
-    from export.api import export_model
     from export.io import read_graph
+    from lmuformer.jobs.export import export_model
 
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
         export_model(preset_name="tiny", output=str(tmp_path / f"{name}.nir"), seed=seed)

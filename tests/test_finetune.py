@@ -12,12 +12,12 @@ from backends.base import simulate
 from backends.finetune import IntegerForward, _clip_ste, finetune, graph_weights
 from backends.fixed_point import lower
 from export import model_to_nir
-from export.api import export_model
 from export.graph import ExportOptions
 from lmuformer import build_model
 from lmuformer.checkpoint import load_checkpoint, save_checkpoint
 from lmuformer.data import load_test_split
 from lmuformer.errors import UserError
+from lmuformer.jobs.export import export_model
 from tests.test_emulator import active_model
 
 ONE_TERM = ExportOptions(weight_terms=1, lmu_terms=1)

@@ -11,10 +11,18 @@ import pytest
 from click.testing import CliRunner
 
 from backends.fixed_point import DenseTerm, Network, Population, Synapse
+from lmuformer.analysis.mapping import (
+    BUILTIN,
+    Figure,
+    Hardware,
+    Options,
+    get_hardware,
+    load_hardware_file,
+    place,
+)
+from lmuformer.analysis.mapping.hardware import check
+from lmuformer.analysis.mapping.placement import compare, secondary_terms, with_optimisations
 from lmuformer.errors import UserError
-from lmuformer.mapping import BUILTIN, Figure, Hardware, Options, get_hardware, load_hardware_file, place
-from lmuformer.mapping.hardware import check
-from lmuformer.mapping.placement import compare, secondary_terms, with_optimisations
 
 
 def _hw(**over) -> Hardware:

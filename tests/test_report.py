@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 
 from backends import SimulationResult, simulate
+from lmuformer.analysis import BUILTIN, build_report, get_profile, layer_counts, load_profile_file
+from lmuformer.analysis.ann import ann_baseline, ann_macs_per_frame
+from lmuformer.analysis.format import FORMATS, render
+from lmuformer.analysis.profiles import LOIHI2_NOTE, resolve_profiles
 from lmuformer.errors import UserError
-from lmuformer.report import BUILTIN, build_report, get_profile, layer_counts, load_profile_file
-from lmuformer.report.ann import ann_baseline, ann_macs_per_frame
-from lmuformer.report.format import FORMATS, render
-from lmuformer.report.profiles import LOIHI2_NOTE, resolve_profiles
 
 PJ = 1e-12
 
@@ -303,7 +303,7 @@ def test_emulator_and_lava_fixed_point_give_identical_counts(tiny_nir, other):
 
 def test_report_document_by_hand(run):
     """Every top-level field and the total row of the hand graph's report."""
-    from lmuformer.report.counts import ASSUMPTIONS
+    from lmuformer.analysis.counts import ASSUMPTIONS
 
     g, r = run
     rep = build_report(g, r, [BUILTIN["45nm"]], ann=True, source="hand.nir")
@@ -366,7 +366,7 @@ def test_report_errors(run):
 
 
 def test_sizes_scale_synapses_and_fan_out_errors():
-    from lmuformer.report.counts import _size, fan_out, outgoing_synapses
+    from lmuformer.analysis.counts import _size, fan_out, outgoing_synapses
 
     node = nir.Input(input_type={"input": np.array([4])})
     assert _size(node) == 4
@@ -437,7 +437,7 @@ def test_ann_baseline_in_report_uses_the_spiking_energy(tiny_nir):
 
 
 def test_profiles_by_hand(tmp_path, monkeypatch):
-    from lmuformer.report.profiles import Profile
+    from lmuformer.analysis.profiles import Profile
 
     p = Profile("p", "src", sop_j=1.0, neuron_update_j=2.0)
     assert p.figure("neuron_update_active") == 2.0  # defaults to the inactive figure

@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from export import ExportOptions, model_to_nir, write_graph
-from lmuformer import streaming
+from lmuformer.analysis import streaming
 from lmuformer.cli import cli
 from lmuformer.data import load_test_split
 from lmuformer.errors import UserError

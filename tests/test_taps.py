@@ -15,10 +15,10 @@ from backends.base import simulate
 from export import GraphRunner, model_to_nir
 from export.graph import ExportOptions, _bn_affine
 from export.taps import realised_error, shortest_taps, truncation_error
+from lmuformer.analysis import BUILTIN, build_report
 from lmuformer.cli import cli
 from lmuformer.errors import UserError
 from lmuformer.functional.lmu import impulse_response
-from lmuformer.report import BUILTIN, build_report
 from tests.conftest import skip_without_lava
 from tests.test_emulator import active_model, inputs
 

@@ -34,8 +34,8 @@ def command(checkpoint, target, preset_name, output, weight_bits, weight_terms, 
             lmu_form, lmu_taps, lmu_max_delay, as_float, dt,
             eval_dataset, data_dir, samples, seed, as_json) -> None:
     """Export a spiking LMUFormer (CHECKPOINT or --preset) to a NIR file."""
-    from export.api import export_model
     from lmuformer.files import check_outputs
+    from lmuformer.jobs.export import export_model
     from lmuformer.validation import number
 
     if (checkpoint is None) == (preset_name is None):

@@ -33,11 +33,11 @@ def command(model, target, dataset, data_dir, use_random, seed, samples, opts, n
     synapses, synaptic memory, input axons and, from a run (--dataset or --random), messages
     per step; totals, the busiest core and time estimates with their sources.  Without a run
     the activity is the worst case (every neuron fires every step)."""
-    from backends.evaluate import samples_for_graph
     from export import read_graph
-    from lmuformer.mapping import Options, get_hardware, map_graph
-    from lmuformer.mapping.format import render
-    from lmuformer.mapping.placement import with_optimisations
+    from lmuformer.analysis.mapping import Options, get_hardware, map_graph
+    from lmuformer.analysis.mapping.format import render
+    from lmuformer.analysis.mapping.placement import with_optimisations
+    from lmuformer.jobs.simulate import samples_for_graph
 
     if use_random and dataset is not None:
         raise click.UsageError("give --dataset NAME or --random, not both")
@@ -56,6 +56,6 @@ def command(model, target, dataset, data_dir, use_random, seed, samples, opts, n
     else:
         click.echo(text, nl=False)
     if plot:
-        from lmuformer.mapping.plot import plot_placement
+        from lmuformer.analysis.mapping.plot import plot_placement
 
         plot_placement(report, plot)

@@ -44,10 +44,10 @@ def command(model, dataset, data_dir, use_random, seed, samples, backend, precis
     Counts are per inference, the mean over samples; energy is given under each --profile.
     """
     from backends import simulate
-    from backends.evaluate import samples_for_graph
     from export import read_graph
-    from lmuformer.report import build_report, resolve_profiles
-    from lmuformer.report.format import render
+    from lmuformer.analysis import build_report, resolve_profiles
+    from lmuformer.analysis.format import render
+    from lmuformer.jobs.simulate import samples_for_graph
 
     if use_random == (dataset is not None):
         raise click.UsageError("give either --dataset NAME or --random")
@@ -68,7 +68,7 @@ def command(model, dataset, data_dir, use_random, seed, samples, backend, precis
     else:
         click.echo(text, nl=False)
     if plot:
-        from lmuformer.report.plot import plot_report
+        from lmuformer.analysis.plot import plot_report
 
         plot_report(report, plot)
 
@@ -78,9 +78,9 @@ def _compare(model, dataset, data_dir, use_random, seed, samples, backend, preci
     import json
     import os
 
-    from backends.evaluate import samples_for_graph
-    from export.api import load_model
-    from lmuformer.report.compare import compare_forms, to_markdown
+    from lmuformer.analysis.compare import compare_forms, to_markdown
+    from lmuformer.jobs.export import load_model
+    from lmuformer.jobs.simulate import samples_for_graph
 
     if fmt not in ("json", "markdown", "table"):
         raise click.UsageError("--lmu-forms renders markdown (the default) or json")

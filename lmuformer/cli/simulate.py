@@ -21,8 +21,8 @@ import click
 def command(model, backend, precision, dataset, data_dir, samples, use_random, seed, no_compare,
             json_path) -> None:
     """Simulate MODEL (a NIR file) on a dataset's test samples."""
-    from backends.evaluate import simulate_file
     from lmuformer.files import check_outputs, write_json
+    from lmuformer.jobs.simulate import simulate_file
 
     check_outputs({"--json": json_path}, inputs=[model])
 

@@ -36,7 +36,7 @@ def command(source, dataset, data_dir, backend, precision, samples, margin, plot
     After n frames the prediction is the argmax of the running mean of the head outputs
     emitted so far; the final accuracy adds the latency flush steps.
     """
-    from lmuformer import streaming
+    from lmuformer.analysis import streaming
     from lmuformer.files import check_outputs
 
     if plot_path is not None and Path(plot_path).suffix.lower() not in PLOT_FORMATS:

@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from lmuformer.report.counts import build_report
-from lmuformer.report.format import joules, num
-from lmuformer.report.profiles import Profile
+from lmuformer.analysis.counts import build_report
+from lmuformer.analysis.format import joules, num
+from lmuformer.analysis.profiles import Profile
 
 FORMS = ("recurrent", "taps")
 

@@ -1,12 +1,13 @@
 """Placement of a lowered network on neuromorphic cores and chips (``lmuf map``).
 
-- :mod:`lmuformer.mapping.hardware`: targets as data (built-in ``loihi2``, ``loihi1``; files);
-- :mod:`lmuformer.mapping.placement`: the split / pack algorithm, per-core loads, timings;
-- :mod:`lmuformer.mapping.format`: table, JSON and markdown; :mod:`lmuformer.mapping.plot`: PNG.
+- :mod:`lmuformer.analysis.mapping.hardware`: targets as data (built-in ``loihi2``, ``loihi1``; files);
+- :mod:`lmuformer.analysis.mapping.placement`: the split / pack algorithm, per-core loads, timings;
+- :mod:`lmuformer.analysis.mapping.format`: table, JSON and markdown;
+  :mod:`lmuformer.analysis.mapping.plot`: PNG.
 """
 
-from lmuformer.mapping.hardware import BUILTIN, Figure, Hardware, get_hardware, load_hardware_file
-from lmuformer.mapping.placement import OPTIMISATIONS, Options, compare, place, source_rates
+from lmuformer.analysis.mapping.hardware import BUILTIN, Figure, Hardware, get_hardware, load_hardware_file
+from lmuformer.analysis.mapping.placement import OPTIMISATIONS, Options, compare, place, source_rates
 
 __all__ = ["BUILTIN", "OPTIMISATIONS", "Figure", "Hardware", "Options", "compare", "get_hardware",
            "load_hardware_file", "map_graph", "place", "source_rates"]
@@ -18,7 +19,7 @@ def map_graph(graph, target: str = "loihi2", optimisations=(), x=None, base: Opt
     the per-neuron spike rates, else the activity is the worst case.  The report dict has
     ``comparison`` (as lowered, each optimisation, all) beside the placement."""
     from backends.fixed_point import lower
-    from lmuformer.mapping.placement import with_optimisations
+    from lmuformer.analysis.mapping.placement import with_optimisations
 
     hw = get_hardware(target) if isinstance(target, str) else target
     base = base or Options()
@@ -30,7 +31,7 @@ def map_graph(graph, target: str = "loihi2", optimisations=(), x=None, base: Opt
         net = lower(graph, steps=int(result.steps))
         rates, steps, samples = source_rates(net, result.extra["spike_trains"]), int(result.steps), len(x)
     else:
-        from backends.evaluate import graph_input_shape
+        from lmuformer.jobs.simulate import graph_input_shape
 
         frames, _ = graph_input_shape(graph)
         latency = int(graph.metadata.get("latency_frames", 0) or 0)

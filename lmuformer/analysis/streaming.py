@@ -295,8 +295,8 @@ def stream_eval(source: str | Path, dataset: str, backend: str | None = None, sa
         latency, backend, precision = int(model.latency), "torch-stream", "float"
     else:
         from backends.base import default_precision
-        from backends.evaluate import graph_input_shape
         from export import read_graph
+        from lmuformer.jobs.simulate import graph_input_shape
 
         backend = backend or "torch"
         precision = precision or default_precision(backend)

@@ -40,8 +40,8 @@ import nir
 import numpy as np
 
 from backends.base import SimulationResult
+from lmuformer.analysis.profiles import BUILTIN, Profile
 from lmuformer.errors import UserError
-from lmuformer.report.profiles import BUILTIN, Profile
 
 SPIKING = (nir.LIF, nir.IF, nir.CubaLIF)
 GRADED = (nir.I, nir.LI, nir.CubaLI)
@@ -281,7 +281,7 @@ def build_report(
     ann: bool = True,
     source: str | None = None,
 ) -> dict:
-    """The whole report as one JSON-ready dict (see ``lmuformer/report/README.md``)."""
+    """The whole report as one JSON-ready dict (see ``lmuformer/analysis/README.md``)."""
     if not profiles:
         raise UserError("select at least one energy profile")
     layers = layer_counts(graph, result)
@@ -330,7 +330,7 @@ def _ann(graph: nir.NIRGraph, layers: list[Layer], frames: int | None) -> dict |
     raw = graph.metadata.get("model_config")
     if not isinstance(raw, str) or frames is None:
         return None
-    from lmuformer.report.ann import ann_baseline
+    from lmuformer.analysis.ann import ann_baseline
 
     e45 = BUILTIN["45nm"]
     spiking_j = float(np.mean(sum(la.energy(e45) for la in layers)))

@@ -57,8 +57,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from backends.fixed_point import Network
+from lmuformer.analysis.mapping.hardware import Hardware
 from lmuformer.errors import UserError
-from lmuformer.mapping.hardware import Hardware
 
 TERM_BITS = 8  # the lowering's Dense terms: 8-bit signed mantissas
 ENCODINGS = ("dense", "sparse", "auto")

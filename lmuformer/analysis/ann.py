@@ -14,9 +14,9 @@ from dataclasses import replace
 
 from torch import nn
 
+from lmuformer.analysis.profiles import BUILTIN
 from lmuformer.model import ModelConfig, build_model
 from lmuformer.model.layers import CausalConv3, LMUMemory
-from lmuformer.report.profiles import BUILTIN
 
 
 def ann_config(cfg: ModelConfig | dict, memory_size: int | None = None) -> ModelConfig:

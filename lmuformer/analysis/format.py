@@ -1,4 +1,4 @@
-"""Render a report dict (:func:`lmuformer.report.counts.build_report`) as a terminal table,
+"""Render a report dict (:func:`lmuformer.analysis.counts.build_report`) as a terminal table,
 JSON, CSV or markdown.  The table fits a 100-column terminal."""
 
 from __future__ import annotations

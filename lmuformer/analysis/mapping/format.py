@@ -1,11 +1,11 @@
-"""Render a placement report (:func:`lmuformer.mapping.map_graph`) as a table, JSON or markdown."""
+"""Render a placement report (:func:`lmuformer.analysis.mapping.map_graph`) as a table, JSON or markdown."""
 
 from __future__ import annotations
 
 import json
 import textwrap
 
-from lmuformer.report.format import num
+from lmuformer.analysis.format import num
 
 FORMATS = ("table", "json", "markdown")
 WIDTH = 100
