@@ -42,6 +42,9 @@ from torch import nn
 from backends.fixed_point import ACT_SHIFT, DECAY_BITS, STATE_MAX, Network, lower
 from export.graph import ExportOptions, model_to_nir
 from export.quantize import exponent_for
+from lmuformer.checkpoint import load_checkpoint, save_checkpoint
+from lmuformer.data import load_dataset, load_test_split
+from lmuformer.data.speech_commands import mixup as mix
 from lmuformer.errors import UserError
 from lmuformer.functional.lif import SURROGATE_ALPHA
 from lmuformer.model.lmuformer import LMUFormer
@@ -281,10 +284,6 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
     (tests); ``augment``: the dataset's training augmentation (digits: random 1-pixel shifts);
     ``threads``: torch threads while it runs (default: the checkpoint's recipe's, else unchanged;
     digits: 1, faster than two for this small model)."""
-    from lmuformer.checkpoint import load_checkpoint, save_checkpoint
-    from lmuformer.data import load_dataset, load_test_split
-    from lmuformer.data.speech_commands import mixup as mix
-
     check_options(opts)
     if not 0 <= distill <= 1:
         raise UserError(f"--distill must be in [0, 1], got {distill}")

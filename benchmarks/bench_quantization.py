@@ -98,8 +98,8 @@ def deployed_one(checkpoint: str, seeds: int, out_dir: str) -> dict:
     from backends.base import simulate
     from backends.finetune import IntegerForward, finetune
     from backends.fixed_point import lower
+    from lmuformer.analysis.spikes import spike_identity
     from lmuformer.checkpoint import load_checkpoint
-    from lmuformer.jobs.simulate import spike_identity
 
     ck = load_checkpoint(checkpoint)
     model = ck.model.eval()

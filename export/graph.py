@@ -14,13 +14,13 @@ after the memory folded in; no graded state, see :mod:`export.taps`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import nir
 import numpy as np
 import torch
 
+from export.metadata import GraphMetadata
 from export.quantize import (
     QuantizedTerm,
     dequantize,
@@ -30,13 +30,12 @@ from export.quantize import (
 )
 from export.taps import TAPS_BOUND, realised_error, shortest_taps, taps_report
 from lmuformer.errors import UserError
+from lmuformer.functional.lif import DECAY
 from lmuformer.functional.lmu import impulse_response
 from lmuformer.model.layers import LIF, CausalConv3, SeqBatchNorm
 from lmuformer.model.lmuformer import LMUFormer
 
-FORMAT = "lmuformer-nir"
-FORMAT_VERSION = 1
-TAU_STEPS = 2.0  # LIF membrane time constant in frames
+TAU_STEPS = 1.0 / DECAY  # LIF membrane time constant in frames (dt / tau = DECAY)
 LMU_FORMS = ("recurrent", "taps")
 RELAY_WEIGHT = 4.0  # relay LIF (threshold 1, dt/tau = 1/2): one input spike gives v = 2 > 1
 
@@ -254,23 +253,14 @@ def model_to_nir(model: LMUFormer, opts: ExportOptions | None = None) -> nir.NIR
     b.add("output", nir.Output(output_type={"output": np.array([n_cls])}), n_cls)
     b.edges.append(("readout", "output"))
 
-    metadata = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "dt": opts.dt,
-        "latency_frames": model.latency,
-        "frames": cfg.frames,
-        "readout": "readout holds sum over all steps of the head output; logits = readout / steps",
-        "quantized": opts.quantize,
-        "weight_bits": opts.weight_bits if opts.quantize else 0,
-        "weight_terms": opts.weight_terms if opts.quantize else 0,
-        "lmu_bits": opts.lmu_bits if opts.quantize else 0,
-        "lmu_terms": opts.lmu_terms if opts.quantize else 0,
-        "lmu_form": opts.lmu_form,
-        "model_config": json.dumps(cfg.to_dict()),
-        "quantization_error": json.dumps({"weights": b.errors, "lmu": lmu_reports}),
-        "lmu_memory": json.dumps(lmu_reports),
-    }
+    q = opts.quantize
+    metadata = GraphMetadata(
+        dt=opts.dt, latency_frames=model.latency, frames=cfg.frames, quantized=q,
+        weight_bits=opts.weight_bits if q else 0, weight_terms=opts.weight_terms if q else 0,
+        lmu_bits=opts.lmu_bits if q else 0, lmu_terms=opts.lmu_terms if q else 0, lmu_form=opts.lmu_form,
+        model_config=cfg.to_dict(), quantization_error={"weights": b.errors, "lmu": lmu_reports},
+        lmu_memory=lmu_reports, calibration=getattr(model, "calibration", None) or None,
+    ).to_nir()
     return nir.NIRGraph(nodes=b.nodes, edges=b.edges, metadata=metadata)
 
 

@@ -10,7 +10,6 @@ Threshold: ``x > theta``; Affine/Linear/Scale are memoryless.  All states start 
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from export.io import check_supported
+from export.metadata import GraphMetadata
 from lmuformer.errors import UserError
 
 
@@ -76,7 +76,8 @@ class GraphRunner:
         check_supported(graph)
         self.graph = graph
         self.dtype = dtype
-        self.dt = float(graph.metadata["dt"])
+        meta = GraphMetadata.of(graph)
+        self.dt = meta.dt
         self.order = topological_order(graph)
         self.preds: dict[str, list[str]] = {n: [] for n in graph.nodes}
         for src, dst in graph.edges:
@@ -89,7 +90,7 @@ class GraphRunner:
             )
         self.input, self.output = inputs[0], outputs[0]
         self.params = {n: self._params(node) for n, node in graph.nodes.items()}
-        self.latency = int(graph.metadata.get("latency_frames", 0))
+        self.latency = meta.latency_frames
 
     def _params(self, node: nir.NIRNode) -> dict[str, torch.Tensor]:
         d = self.dtype
@@ -194,9 +195,3 @@ class GraphRunner:
         """Model logits: the accumulated readout divided by the number of steps."""
         r = self.run(x)
         return r.readout / r.steps
-
-
-def graph_config(graph: nir.NIRGraph) -> dict:
-    """The model config recorded in an lmuformer export (empty for foreign graphs)."""
-    raw = graph.metadata.get("model_config")
-    return json.loads(raw) if isinstance(raw, str) else {}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 import nir
 import numpy as np
+
+from export.metadata import GraphMetadata
 
 
 def synapse_count(node: nir.NIRNode) -> int:
@@ -18,7 +19,7 @@ def synapse_count(node: nir.NIRNode) -> int:
 
 def summarize(graph: nir.NIRGraph) -> dict:
     """Counts and metadata of a graph, as one JSON-ready dict."""
-    md = graph.metadata
+    md = GraphMetadata.of(graph)
     nodes = Counter(type(n).__name__ for n in graph.nodes.values())
     neurons = sum(
         int(np.size(n.v_threshold)) for n in graph.nodes.values() if isinstance(n, (nir.LIF, nir.IF))
@@ -33,18 +34,16 @@ def summarize(graph: nir.NIRGraph) -> dict:
         "graded_units": graded,
         "synapses": sum(synapse_count(n) for n in graph.nodes.values()),
         "lmu_synapses": lmu_synapses,
-        "latency_frames": int(md.get("latency_frames", 0)),
-        "dt": float(md["dt"]),
-        "quantized": bool(md.get("quantized", False)),
-        "lmu_form": str(md.get("lmu_form", "recurrent")),
-        "lmu": json.loads(md["lmu_memory"]) if "lmu_memory" in md else [],
+        "latency_frames": md.latency_frames,
+        "dt": float(md.dt),
+        "quantized": md.quantized,
+        "lmu_form": md.lmu_form,
+        "lmu": md.lmu_memory,
     }
     if out["quantized"]:
-        out.update(
-            weight_bits=int(md["weight_bits"]), weight_terms=int(md.get("weight_terms", 1)),
-            lmu_bits=int(md["lmu_bits"]), lmu_terms=int(md["lmu_terms"]),
-        )
-        out["quantization_error"] = json.loads(md["quantization_error"])
+        out.update(weight_bits=md.weight_bits, weight_terms=md.weight_terms, lmu_bits=md.lmu_bits,
+                   lmu_terms=md.lmu_terms)
+        out["quantization_error"] = md.quantization_error
     return out
 
 

@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lmuformer.checkpoint import save_checkpoint
 from lmuformer.data.speech_commands import REFERENCE_CLASSES, class_order
 from lmuformer.errors import UserError
 from lmuformer.functional.lmu import lmu_discrete
@@ -288,8 +289,6 @@ def import_reference(path: str | os.PathLike, variant: str, output: str | os.Pat
     The checkpoint's metrics record the source file, variant and class names (``classes``).
     Returns the summary of :func:`convert_state_dict` plus ``output`` and ``parameters``.
     """
-    from lmuformer.checkpoint import save_checkpoint
-
     if variant not in VARIANTS:
         raise UserError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
     sd = read_reference(path)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from lmuformer.errors import UserError
+from lmuformer.model.config import ModelConfig
 
 GiB = 1024**3
 
@@ -132,8 +133,6 @@ def _brief(d: dict[str, Any]) -> str:
 def model_bytes(d: dict[str, Any]) -> float:
     """Bytes to build one model of config ``d`` (float32 weights with gradients and Adam
     moments, the float64 LMU matrices and their matrix exponential, the impulse response)."""
-    from lmuformer.model.config import ModelConfig
-
     dflt = ModelConfig()
     g = {k: d.get(k, getattr(dflt, k)) for k in MODEL_LIMITS}
     dim, m, f = g["dim"], g["memory_size"], g["in_features"]

@@ -275,7 +275,7 @@ def test_graded_synapses_round_half_up(digits_graph):
 
 
 def test_spike_identity_counts():
-    from lmuformer.jobs.simulate import spike_identity
+    from lmuformer.analysis.spikes import spike_identity
 
     ref = {n: np.zeros((4, 3, 2), bool) for n in ("a", "b", "c")}
     run = {n: v.copy() for n, v in ref.items()}
@@ -293,7 +293,7 @@ def test_one_term_export_spikes_as_its_float_graph():
     """One 8-bit term per weight: spike synapses exact, graded ones rounded half up, the memory
     on a 2**-20 grid.  Measured on 64 random samples: 62 identical (0.97), and a sample can
     only diverge first where the rounded graded input enters (patch.stage0)."""
-    from lmuformer.jobs.simulate import spike_identity
+    from lmuformer.analysis.spikes import spike_identity
 
     g = model_to_nir(active_model("tiny"), ExportOptions(quantize=True, weight_terms=1, lmu_terms=1))
     x = inputs(64, seed=3)

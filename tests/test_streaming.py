@@ -15,6 +15,8 @@ from lmuformer.analysis import streaming
 from lmuformer.cli import cli
 from lmuformer.data import load_test_split
 from lmuformer.errors import UserError
+from lmuformer.files import write_json
+from lmuformer.jobs import stream as stream_job
 from lmuformer.model import build_model
 from tests.conftest import activate
 
@@ -109,8 +111,8 @@ def test_one_class_margin_and_bad_data() -> None:
     assert m.shape == (2, 3) and (m == 1).all()
     model = _tiny()
     with pytest.raises(UserError, match="^the data does not fit the model: expected input"):
-        streaming.model_outputs(model, np.zeros((1, 8, 5)))
-    out = streaming.model_outputs(model, np.zeros((3, 8, 8)), batch_size=2)  # batches of 2 and 1
+        stream_job.model_outputs(model, np.zeros((1, 8, 5)))
+    out = stream_job.model_outputs(model, np.zeros((3, 8, 8)), batch_size=2)  # batches of 2 and 1
     assert out.shape == (3, 8 + model.latency, 10) and out.dtype == np.float64
 
 
@@ -119,11 +121,11 @@ def test_real_lengths_of_padded_speech() -> None:
 
     x = np.random.default_rng(0).normal(size=(2, 10, 4)).astype(np.float32)
     x[0, 7:] = float(normalize(torch.zeros(())))
-    assert streaming.real_lengths("scv2", x).tolist() == [7, 10]
-    assert streaming.real_lengths("digits", x).tolist() == [10, 10]
-    assert {streaming.real_lengths(d, x).dtype for d in ("scv2", "digits")} == {np.dtype(np.int64)}
+    assert stream_job.real_lengths("scv2", x).tolist() == [7, 10]
+    assert stream_job.real_lengths("digits", x).tolist() == [10, 10]
+    assert {stream_job.real_lengths(d, x).dtype for d in ("scv2", "digits")} == {np.dtype(np.int64)}
     x[0, 6] = float(normalize(torch.zeros(()))) + 1e-3  # close to the padding value, but a real frame
-    assert streaming.real_lengths("scv2", x).tolist() == [7, 10]
+    assert stream_job.real_lengths("scv2", x).tolist() == [7, 10]
 
 
 def _tiny():
@@ -137,9 +139,9 @@ def _digits(n: int = 12) -> tuple[np.ndarray, np.ndarray]:
 def test_torch_stream_curve_equals_nir_float_export_on_torch_backend() -> None:
     model = _tiny()
     x, y = _digits(24)
-    stream = streaming.model_outputs(model, x)
+    stream = stream_job.model_outputs(model, x)
     graph = model_to_nir(model, ExportOptions(quantize=False))
-    sim, latency = streaming.graph_outputs(graph, x, backend="torch", precision="float")
+    sim, latency = stream_job.graph_outputs(graph, x, backend="torch", precision="float")
     assert latency == model.latency and stream.shape == sim.shape == (24, 8 + latency, 10)
     np.testing.assert_allclose(sim, stream, atol=1e-9)
     assert (streaming.running_mean_predictions(sim) == streaming.running_mean_predictions(stream)).all()
@@ -158,8 +160,8 @@ def test_emulator_curve_agrees_with_torch_on_quantised_graph() -> None:
     model = _tiny()
     x, y = _digits(24)
     graph = model_to_nir(model, ExportOptions(quantize=True))
-    ref, latency = streaming.graph_outputs(graph, x, backend="torch", precision="float")
-    emu, _ = streaming.graph_outputs(graph, x, backend="emulator", precision="fixed")
+    ref, latency = stream_job.graph_outputs(graph, x, backend="torch", precision="float")
+    emu, _ = stream_job.graph_outputs(graph, x, backend="emulator", precision="fixed")
     agree = streaming.running_mean_predictions(emu) == streaming.running_mean_predictions(ref)
     assert agree.mean() >= 0.95
     a = streaming.summarize(ref, y, 8, latency).accuracy_by_frames
@@ -181,7 +183,7 @@ def test_cli_end_to_end_on_tiny_export(tmp_path) -> None:
     assert len(d["accuracy_by_steps"]) == 13 and d["accuracy_by_steps"][-1] == d["final_accuracy"]
     assert d["backend"] == "torch" and d["precision"] == "float"
     # the numbers are the Python API's, and the 99 % point is the curve's first entry >= 0.99 * final
-    api = streaming.stream_eval(path, "digits", samples=16, margins_=(0.2,))
+    api = stream_job.stream_eval(path, "digits", samples=16, margins_=(0.2,))
     assert d["accuracy_by_frames"] == api.accuracy_by_frames and d["final_accuracy"] == api.final_accuracy
     assert all(float(a * 16).is_integer() for a in d["accuracy_by_frames"])  # 16 samples
     curve, final = d["accuracy_by_frames"], d["final_accuracy"]
@@ -200,21 +202,21 @@ def test_checkpoint_source_uses_torch_stream(tmp_path) -> None:
 
     model = activate(build_model("tiny"))
     path = save_checkpoint(tmp_path / "m.pt", model, {})
-    r = streaming.stream_eval(path, "digits", samples=10)
+    r = stream_job.stream_eval(path, "digits", samples=10)
     assert r.backend == "torch-stream" and len(r.accuracy_by_frames) == 8 and r.latency == model.latency
     x, y = _digits(10)
     logits = model(torch.as_tensor(x))
     assert r.final_accuracy == pytest.approx(float((logits.argmax(1).numpy() == y).mean()))
     with pytest.raises(UserError, match="export it to NIR"):
-        streaming.stream_eval(path, "digits", backend="emulator", samples=2)
+        stream_job.stream_eval(path, "digits", backend="emulator", samples=2)
     # "torch" and "float" are what a checkpoint runs anyway; "fixed" is refused in one line
-    same = streaming.stream_eval(path, "digits", backend="torch", precision="float", samples=10, margins_=())
+    same = stream_job.stream_eval(path, "digits", backend="torch", precision="float", samples=10, margins_=())
     assert same.accuracy_by_frames == r.accuracy_by_frames and same.precision == "float"
     with pytest.raises(UserError, match="^a checkpoint runs in floating point; use a quantised NIR export "
                                         "for 'fixed'$"):
-        streaming.stream_eval(path, "digits", precision="fixed", samples=2)
+        stream_job.stream_eval(path, "digits", precision="fixed", samples=2)
     out = tmp_path / "r.json"
-    streaming.write_json(r, out)
+    write_json(out, r.to_dict())
     text = out.read_text()
     assert text.startswith('{\n  "') and text.endswith("}\n")  # indented by 2, one trailing newline
     assert json.loads(text)["final_accuracy"] == r.final_accuracy
@@ -222,14 +224,14 @@ def test_checkpoint_source_uses_torch_stream(tmp_path) -> None:
 
 def test_errors_are_user_errors(tmp_path) -> None:
     with pytest.raises(UserError, match="not found"):
-        streaming.stream_eval(tmp_path / "missing.nir", "digits")
+        stream_job.stream_eval(tmp_path / "missing.nir", "digits")
     bad = tmp_path / "x.txt"
     bad.write_text("x")
     with pytest.raises(UserError, match="expected a checkpoint"):
-        streaming.stream_eval(bad, "digits")
+        stream_job.stream_eval(bad, "digits")
     path = tmp_path / "tiny.nir"
     write_graph(model_to_nir(_tiny(), ExportOptions(quantize=False)), path)
     with pytest.raises(UserError, match="unknown dataset"):
-        streaming.stream_eval(path, "nope")
+        stream_job.stream_eval(path, "nope")
     res = CliRunner().invoke(cli, ["stream", str(path), "--dataset", "digits", "--plot", "c.gif"])
     assert isinstance(res.exception, UserError)

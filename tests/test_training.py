@@ -344,7 +344,8 @@ def test_bf16_autocast_tiny_run(run_a: tuple[dict[str, Any], Path], tmp_path: Pa
 
 
 def test_fp16_step_uses_a_grad_scaler() -> None:
-    from lmuformer.training import TrainOptions, _Amp, _train_step
+    from lmuformer.training import TrainOptions
+    from lmuformer.training.loop import _Amp, _train_step
 
     torch.manual_seed(0)
     model = build_model("tiny")
@@ -361,7 +362,7 @@ def test_fp16_step_uses_a_grad_scaler() -> None:
 def test_collectives_live_on_the_backend_device(monkeypatch: pytest.MonkeyPatch) -> None:
     """NCCL takes only CUDA tensors (the device of the local rank), gloo CPU tensors; the
     gloo path itself runs in test_ddp_two_processes."""
-    from lmuformer.training import _collective_device
+    from lmuformer.training.distributed import _collective_device
 
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert _collective_device("nccl", torch.device("cuda")) == torch.device("cuda", 1)

@@ -12,11 +12,13 @@ layers: the integrator (recurrent) or the relay neurons (taps, when a maximum de
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from backends import simulate
+from export.graph import ExportOptions, model_to_nir
+from export.metadata import GraphMetadata
 from lmuformer.analysis.counts import build_report
 from lmuformer.analysis.format import joules, num
 from lmuformer.analysis.profiles import Profile
@@ -49,9 +51,6 @@ def compare_forms(model, x: np.ndarray | Callable, profiles: Sequence[Profile], 
     Returns {"forms": {form: report}, "memory_energy_j", "total_energy_j", "ratio_memory",
     "ratio_total" (taps / recurrent per profile), "same_predictions", "layers": merged rows}.
     """
-    from backends import simulate
-    from export.graph import ExportOptions, model_to_nir
-
     reports, preds = {}, {}
     for form in FORMS:
         graph = model_to_nir(model, ExportOptions(lmu_form=form, **export_options))
@@ -60,7 +59,7 @@ def compare_forms(model, x: np.ndarray | Callable, profiles: Sequence[Profile], 
         extra = {"record": True} if backend in ("emulator", "lava") else {}
         result = simulate(graph, x, backend=backend, precision=precision, progress=False, **extra)
         reports[form] = build_report(graph, result, profiles, source=source)
-        reports[form]["lmu"] = json.loads(graph.metadata.get("lmu_memory", "[]"))
+        reports[form]["lmu"] = GraphMetadata.of(graph).lmu_memory
         preds[form] = result.predictions
     mem = {f: memory_energy(r) for f, r in reports.items()}
     tot = {f: dict(r["total"]["energy_j"]) for f, r in reports.items()}

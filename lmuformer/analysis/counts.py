@@ -32,7 +32,6 @@ the weights alone.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -40,6 +39,9 @@ import nir
 import numpy as np
 
 from backends.base import SimulationResult
+from export.interpret import topological_order
+from export.metadata import GraphMetadata
+from lmuformer.analysis.ann import ann_baseline
 from lmuformer.analysis.profiles import BUILTIN, Profile
 from lmuformer.errors import UserError
 
@@ -138,7 +140,7 @@ def outgoing_synapses(graph: nir.NIRGraph, source: str) -> list[str]:
 
 def outgoing_delays(graph: nir.NIRGraph, source: str) -> dict[str, int]:
     """Synapse node -> its delay in steps from ``source`` (the sum of the Delay nodes on the way)."""
-    dt = float(graph.metadata.get("dt", 1.0) or 1.0)
+    dt = GraphMetadata.of(graph).dt or 1.0
     succ: dict[str, list[str]] = {}
     for a, b in graph.edges:
         succ.setdefault(a, []).append(b)
@@ -183,8 +185,6 @@ def fan_out(graph: nir.NIRGraph, source: str, neurons: int) -> tuple[np.ndarray,
 
 def _order(graph: nir.NIRGraph) -> list[str]:
     try:
-        from export.interpret import topological_order
-
         return topological_order(graph)
     except UserError:
         return list(graph.nodes)
@@ -193,7 +193,7 @@ def _order(graph: nir.NIRGraph) -> list[str]:
 def layer_counts(graph: nir.NIRGraph, result: SimulationResult) -> list[Layer]:
     """The layers of ``graph`` in evaluation order, with the counts of ``result``."""
     samples, steps = result.samples, int(result.steps)
-    latency = int(graph.metadata.get("latency_frames", 0) or 0)
+    latency = GraphMetadata.of(graph).latency_frames
     frames = max(steps - latency, 0)
     per_neuron = result.extra.get("neuron_spikes", {}) if isinstance(result.extra, dict) else {}
     trains = result.extra.get("spike_trains", {}) if isinstance(result.extra, dict) else {}
@@ -314,7 +314,7 @@ def build_report(
         "samples": int(result.samples),
         "steps": int(result.steps),
         "frames": layers[0].steps if layers and layers[0].kind == "input" else None,
-        "dt": float(graph.metadata["dt"]) if "dt" in graph.metadata else None,
+        "dt": GraphMetadata.of(graph).dt,
         "layers": rows,
         "total": total,
         "profiles": {p.name: p.to_dict() for p in profiles},
@@ -327,11 +327,9 @@ def build_report(
 
 
 def _ann(graph: nir.NIRGraph, layers: list[Layer], frames: int | None) -> dict | None:
-    raw = graph.metadata.get("model_config")
-    if not isinstance(raw, str) or frames is None:
+    config = GraphMetadata.of(graph).model_config
+    if not config or frames is None:
         return None
-    from lmuformer.analysis.ann import ann_baseline
-
     e45 = BUILTIN["45nm"]
     spiking_j = float(np.mean(sum(la.energy(e45) for la in layers)))
-    return ann_baseline(json.loads(raw), frames, spiking_j)
+    return ann_baseline(config, frames, spiking_j)

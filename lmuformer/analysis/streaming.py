@@ -30,6 +30,8 @@ Definitions (the paper's rule, measured with real streaming):
   and answer the running prediction there (the decided class is therefore always the
   running-mean argmax); a sample that never reaches the margin uses all T frames and
   the final (flushed) prediction (:func:`early_decisions`).
+
+Running a checkpoint or a graph on a data set is the job :mod:`lmuformer.jobs.stream`.
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ from typing import Any
 
 import numpy as np
 
-from lmuformer.errors import UserError
 from lmuformer.files import atomic_write
 
 DEFAULT_MARGINS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
@@ -208,129 +209,12 @@ def summarize(outputs: np.ndarray, labels: np.ndarray, frames: int, latency: int
     )
 
 
-# ----------------------------------------------------------------------------- data and sources
-
-
-def real_lengths(dataset: str, x: np.ndarray) -> np.ndarray:
-    """Per-sample real frame counts: for ``scv2`` the frames before the trailing padding
-    (rows equal to the normalised zero log-mel, which ``pad_or_cut`` appends); T otherwise."""
-    x = np.asarray(x)
-    n, frames = x.shape[0], x.shape[1]
-    if dataset != "scv2":
-        return np.full(n, frames, dtype=np.int64)
-    import torch
-
-    from lmuformer.data.audio import normalize
-
-    pad = float(normalize(torch.zeros(())))
-    is_pad = np.all(np.abs(x - pad) < 1e-6, axis=2)  # (n, frames)
-    # length = frames minus the length of the trailing run of padding rows
-    trailing = np.cumprod(is_pad[:, ::-1], axis=1).sum(axis=1)
-    return (frames - trailing).astype(np.int64)
-
-
-def model_outputs(model, x: np.ndarray, batch_size: int = 256, device: str = "cpu") -> np.ndarray:
-    """Per-step head outputs of an LMUFormer in streaming mode: (samples, T + latency, classes)."""
-    import torch
-
-    model = model.to(device).eval()
-    dtype = next(model.parameters()).dtype
-    outs = []
-    for i in range(0, len(x), batch_size):
-        xb = torch.as_tensor(np.asarray(x[i : i + batch_size]), dtype=dtype, device=device)
-        try:
-            outs.append(model.stream_outputs(xb).double().cpu().numpy())
-        except ValueError as e:
-            raise UserError(f"the data does not fit the model: {e}") from None
-    return np.concatenate(outs)
-
-
-def graph_outputs(graph, x: np.ndarray, backend: str = "torch", precision: str = "float",
-                  progress: bool = False) -> tuple[np.ndarray, int]:
-    """Per-step outputs of a NIR graph run by ``backend``, and the graph's latency."""
-    from backends import simulate
-
-    latency = int(graph.metadata.get("latency_frames", 0))
-    result = simulate(graph, x, backend=backend, precision=precision, progress=progress)
-    outputs = per_step_outputs(result.trace)
-    if outputs.shape[1] != x.shape[1] + latency:
-        raise UserError(f"backend {backend!r} ran {outputs.shape[1]} steps, expected "
-                        f"{x.shape[1]} frames + {latency} latency")
-    return outputs, latency
-
-
-def stream_eval(source: str | Path, dataset: str, backend: str | None = None, samples: int | None = None,
-                data_dir: str | None = None, precision: str | None = None,
-                margins_: tuple[float, ...] = DEFAULT_MARGINS, progress: bool = False,
-                batch_size: int = 256) -> StreamResult:
-    """Streaming evaluation of a checkpoint (.pt, run in the torch model's streaming mode)
-    or a NIR file (.nir, run by ``backend``: torch, emulator or lava) on the first
-    ``samples`` test items of ``dataset``.
-
-    ``precision`` defaults to "float" for the torch backend and "fixed" otherwise."""
-    import time
-
-    source = Path(source)
-    if not source.is_file():
-        raise UserError(f"file not found: {source}")
-    suffix = source.suffix.lower()
-    if suffix not in (".pt", ".nir"):
-        raise UserError(f"{source}: expected a checkpoint (.pt) or a NIR file (.nir)")
-    from lmuformer.data import load_test_split
-
-    x, y = load_test_split(dataset, data_dir, samples)
-    start = time.perf_counter()
-    if suffix == ".pt":
-        if backend not in (None, "torch"):
-            raise UserError(f"a checkpoint runs in the torch model's streaming mode; to use "
-                            f"--backend {backend}, export it to NIR first")
-        if precision not in (None, "float"):
-            raise UserError("a checkpoint runs in floating point; use a quantised NIR export for 'fixed'")
-        try:
-            from lmuformer.checkpoint import load_checkpoint
-        except ImportError as e:
-            raise UserError(f"checkpoint loading is unavailable ({e})") from None
-        model = load_checkpoint(source).model
-        outputs = model_outputs(model, x, batch_size=batch_size)
-        latency, backend, precision = int(model.latency), "torch-stream", "float"
-    else:
-        from backends.base import default_precision
-        from export import read_graph
-        from lmuformer.jobs.simulate import graph_input_shape
-
-        backend = backend or "torch"
-        precision = precision or default_precision(backend)
-
-        graph = read_graph(source)
-        _, features = graph_input_shape(graph)
-        if features != x.shape[2]:
-            raise UserError(f"the graph takes {features} features per frame, the data has {x.shape[2]}")
-        outputs, latency = graph_outputs(graph, x, backend, precision, progress)
-    wall = time.perf_counter() - start
-    if not np.all(np.isfinite(outputs)):
-        raise UserError(f"{source}: the {backend} run produced non-finite outputs")
-    return summarize(outputs, y, x.shape[1], latency, real_lengths(dataset, x), margins_,
-                     source=str(source), backend=backend, precision=precision, dataset=dataset, wall_s=wall)
-
-
-# ----------------------------------------------------------------------------- outputs
-
-
-def write_json(result: StreamResult, path: str | Path) -> None:
-    """The result as JSON (written to a temporary file, then renamed)."""
-    import json
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            json.dump(result.to_dict(), f, indent=2)
-            f.write("\n")
-
-    atomic_write(path, write)
+# ----------------------------------------------------------------------------- plot
 
 
 def plot_curve(result: StreamResult, path: str | Path) -> None:
     """Accuracy vs frames seen, the final (flushed) accuracy and the 99 % point marked."""
-    import matplotlib
+    import matplotlib  # optional heavy dependency: imported only to draw
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -37,14 +37,15 @@ def command(source, dataset, data_dir, backend, precision, samples, margin, plot
     emitted so far; the final accuracy adds the latency flush steps.
     """
     from lmuformer.analysis import streaming
-    from lmuformer.files import check_outputs
+    from lmuformer.files import check_outputs, write_json
+    from lmuformer.jobs.stream import stream_eval
 
     if plot_path is not None and Path(plot_path).suffix.lower() not in PLOT_FORMATS:
         raise UserError(f"--plot must end in one of {', '.join(PLOT_FORMATS)}")
     check_outputs({"--json": json_path, "--plot": plot_path}, inputs=[source])
     margins = tuple(margin) if margin else streaming.DEFAULT_MARGINS
-    r = streaming.stream_eval(source, dataset, backend=backend, samples=samples, data_dir=data_dir,
-                              precision=precision, margins_=margins, progress=not quiet)
+    r = stream_eval(source, dataset, backend=backend, samples=samples, data_dir=data_dir,
+                    precision=precision, margins_=margins, progress=not quiet)
     click.echo(f"{r.dataset}: {r.samples} samples, {r.frames} frames (+{r.latency} flush), "
                f"{r.backend}/{r.precision}, {r.wall_s:.1f} s")
     click.echo(f"final accuracy (with flush): {100 * r.final_accuracy:.2f} %; "
@@ -64,7 +65,7 @@ def command(source, dataset, data_dir, backend, precision, samples, margin, plot
         click.echo(f"early decision, margin {e['margin']:.2f}: accuracy {100 * e['accuracy']:.2f} %, "
                    f"mean {e['mean_frames']:.2f} frames, {100 * e['decided_early']:.1f} % decided early")
     if json_path is not None:
-        streaming.write_json(r, json_path)
+        write_json(json_path, r.to_dict())
         click.echo(f"wrote {json_path}")
     if plot_path is not None:
         streaming.plot_curve(r, plot_path)

@@ -18,7 +18,9 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from lmuformer.data.base import SPLITS, check_split, require_dir
-from lmuformer.data.speech_commands import mixup
+from lmuformer.data.digits import Digits
+from lmuformer.data.mnist import MNISTSequences
+from lmuformer.data.speech_commands import SpeechCommands, mixup
 from lmuformer.errors import UserError
 
 __all__ = [
@@ -68,16 +70,10 @@ def load_dataset(name: str, split: str, data_dir: str | None = None, augment: bo
     _check_name(name)
     check_split(split)
     if name == "digits":
-        from lmuformer.data.digits import Digits
-
         return Digits(split, augment=augment, seed=seed)
     root = require_dir(name, data_dir)
     if name in ("mnist", "psmnist"):
-        from lmuformer.data.mnist import MNISTSequences
-
         return MNISTSequences(root, split, permuted=name == "psmnist", augment=augment, seed=seed)
-    from lmuformer.data.speech_commands import SpeechCommands
-
     return SpeechCommands(root, split, augment=augment, seed=seed)
 
 

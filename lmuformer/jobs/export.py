@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import torch
 
@@ -11,18 +9,17 @@ from export.graph import ExportOptions, model_to_nir
 from export.interpret import GraphRunner
 from export.io import write_graph
 from export.summary import summarize
+from lmuformer.checkpoint import load_checkpoint
+from lmuformer.data import load_test_split
 from lmuformer.errors import UserError
+from lmuformer.model.calibrate import calibrated_preset
 
 
 def load_model(checkpoint: str | None = None, preset_name: str | None = None,
                seed: int = 0) -> torch.nn.Module:
     """A model in eval mode from a checkpoint file, or a preset seeded and batch-norm calibrated."""
     if checkpoint is not None:
-        from lmuformer.checkpoint import load_checkpoint
-
         return load_checkpoint(checkpoint).model.eval()
-    from lmuformer.model.calibrate import calibrated_preset
-
     try:
         return calibrated_preset(preset_name, seed)
     except ValueError as e:
@@ -35,8 +32,6 @@ def _model_and_tuning(checkpoint: str | None, preset_name: str | None,
     fine-tuned for (``lmuf finetune``; None otherwise), from one read of the file."""
     if checkpoint is None:
         return load_model(None, preset_name, seed), None
-    from lmuformer.checkpoint import load_checkpoint
-
     ckpt = load_checkpoint(checkpoint)
     tuned = ckpt.metrics.get("finetuned_for")
     return ckpt.model.eval(), dict(tuned) if isinstance(tuned, dict) else None
@@ -82,13 +77,9 @@ def export_model(
     opts = ExportOptions(quantize=quantize, lmu_form=lmu_form, lmu_taps=lmu_taps, lmu_max_delay=lmu_max_delay,
                          **given)
     graph = model_to_nir(model, opts)
-    if getattr(model, "calibration", None):  # a preset: how its batch norms were set
-        graph.metadata["calibration"] = json.dumps(model.calibration)
     write_graph(graph, output)
     summary = summarize(graph)
     if eval_dataset is not None:
-        from lmuformer.data import load_test_split
-
         x, y = load_test_split(eval_dataset, data_dir, samples)
         with torch.no_grad():
             float_pred = torch.cat(

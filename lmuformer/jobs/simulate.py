@@ -1,5 +1,5 @@
-"""Simulate an exported graph on the first N test samples of a dataset (the ``lmuf
-simulate`` job as one Python call)."""
+"""Simulate an exported graph on the first N test samples of a data set (the ``lmuf simulate``
+job as one Python call), and the input of a graph from a data set or random frames."""
 
 from __future__ import annotations
 
@@ -8,22 +8,13 @@ from pathlib import Path
 import nir
 import numpy as np
 
-from backends.base import SimulationResult, simulate
-from export.interpret import graph_config
+from backends.base import simulate
 from export.io import read_graph
+from export.metadata import graph_input_shape
+from lmuformer.analysis.spikes import layer_spikes, spike_identity
+from lmuformer.data import load_test_split
 from lmuformer.errors import UserError
 from lmuformer.validation import check_input_size, number
-
-
-def graph_input_shape(graph: nir.NIRGraph) -> tuple[int | None, int]:
-    """(frames, features) a graph takes: features from its Input node, frames from the model
-    config recorded in an lmuformer export (None for a foreign graph)."""
-    inputs = [n for n in graph.nodes.values() if isinstance(n, nir.Input)]
-    if len(inputs) != 1:
-        raise UserError(f"the graph has {len(inputs)} Input nodes; need exactly one")
-    features = int(np.prod(np.asarray(next(iter(inputs[0].input_type.values())))))
-    frames = graph_config(graph).get("frames") or graph.metadata.get("frames")
-    return (int(frames) if frames else None), features
 
 
 def samples_for_graph(graph: nir.NIRGraph, dataset: str | None, data_dir: str | None = None,
@@ -44,8 +35,6 @@ def samples_for_graph(graph: nir.NIRGraph, dataset: str | None, data_dir: str | 
         return x.astype(np.float32), None
     if dataset is None:
         raise UserError("give --dataset NAME (or --random)")
-    from lmuformer.data import load_test_split
-
     x, y = load_test_split(dataset, data_dir, samples)
     if x.shape[2] != features:
         raise UserError(
@@ -53,14 +42,6 @@ def samples_for_graph(graph: nir.NIRGraph, dataset: str | None, data_dir: str | 
         )
     return x, y
 
-
-
-def layer_spikes(result: SimulationResult) -> list[dict]:
-    """Per spiking population: name, neurons, spikes summed over the samples."""
-    return [
-        {"name": name, "neurons": int(result.neurons[name]), "spikes": int(round(float(counts.sum())))}
-        for name, counts in result.spikes.items()
-    ]
 
 
 def simulate_file(
@@ -100,33 +81,3 @@ def simulate_file(
         out["spike_identity"] = spike_identity(result.extra["spike_trains"], float_run.extra["spike_trains"],
                                                list(result.neurons))
     return out
-
-
-def spike_identity(trains: dict[str, np.ndarray], reference: dict[str, np.ndarray], order: list[str]) -> dict:
-    """Compare per-population spike trains (name -> (samples, steps, neurons) bool) with a
-    reference run's.  ``order``: the populations in graph (evaluation) order.
-
-    Returns ``identical`` (fraction of samples whose every train equals the reference's),
-    ``identical_samples``, ``first_divergence`` (the first population in ``order`` that differs
-    in any sample, None if none) and ``first_divergence_samples`` (population -> number of
-    samples whose first differing population, in ``order``, is that one)."""
-    names = [n for n in order if n in trains and n in reference]
-    if set(names) != set(trains) or set(names) != set(reference):
-        raise UserError("the two runs record different spiking populations")
-    samples = next(iter(trains.values())).shape[0] if trains else 0
-    first = np.full(samples, -1)
-    for i, n in enumerate(names):
-        if trains[n].shape != reference[n].shape:
-            raise UserError(f"{n}: spike trains of shape {trains[n].shape} and {reference[n].shape}")
-        differs = (trains[n] != reference[n]).reshape(samples, -1).any(axis=1)
-        first[(first < 0) & differs] = i
-    same = int(np.sum(first < 0))
-    counts = {names[i]: int(np.sum(first == i)) for i in sorted(set(first[first >= 0].tolist()))}
-    return {
-        "identical": same / samples if samples else 1.0,
-        "identical_samples": same,
-        "samples": int(samples),
-        "first_divergence": names[int(first[first >= 0].min())] if np.any(first >= 0) else None,
-        "first_divergence_samples": counts,
-        "reference": "emulator float run of the same graph",
-    }

@@ -34,6 +34,7 @@ from lmuformer.model.layers import (
     SeqBatchNorm,
     State,
 )
+from lmuformer.model.lean_stream import stepper
 
 
 def _run(layers: list[nn.Module], x: torch.Tensor, state: State | None) -> torch.Tensor:
@@ -279,8 +280,6 @@ class LMUFormer(nn.Module):
         if lean is None:
             lean = self.config.variant == "spiking"
         if lean:
-            from lmuformer.model.lean_stream import stepper
-
             if self.training:
                 raise RuntimeError("streaming runs in eval mode: call model.eval() first")
             fast = stepper(self, x.shape[0])

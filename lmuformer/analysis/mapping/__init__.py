@@ -6,8 +6,18 @@
   :mod:`lmuformer.analysis.mapping.plot`: PNG.
 """
 
+from backends import simulate
+from backends.fixed_point import lower
+from export.metadata import GraphMetadata
 from lmuformer.analysis.mapping.hardware import BUILTIN, Figure, Hardware, get_hardware, load_hardware_file
-from lmuformer.analysis.mapping.placement import OPTIMISATIONS, Options, compare, place, source_rates
+from lmuformer.analysis.mapping.placement import (
+    OPTIMISATIONS,
+    Options,
+    compare,
+    place,
+    source_rates,
+    with_optimisations,
+)
 
 __all__ = ["BUILTIN", "OPTIMISATIONS", "Figure", "Hardware", "Options", "compare", "get_hardware",
            "load_hardware_file", "map_graph", "place", "source_rates"]
@@ -18,24 +28,16 @@ def map_graph(graph, target: str = "loihi2", optimisations=(), x=None, base: Opt
     optimisations; with ``x`` (samples, frames, features) the emulator's fixed-point run gives
     the per-neuron spike rates, else the activity is the worst case.  The report dict has
     ``comparison`` (as lowered, each optimisation, all) beside the placement."""
-    from backends.fixed_point import lower
-    from lmuformer.analysis.mapping.placement import with_optimisations
-
     hw = get_hardware(target) if isinstance(target, str) else target
     base = base or Options()
     rates, samples = None, 0
     if x is not None:
-        from backends import simulate
-
         result = simulate(graph, x, backend="emulator", precision="fixed", progress=False, record=True)
         net = lower(graph, steps=int(result.steps))
         rates, steps, samples = source_rates(net, result.extra["spike_trains"]), int(result.steps), len(x)
     else:
-        from lmuformer.jobs.simulate import graph_input_shape
-
-        frames, _ = graph_input_shape(graph)
-        latency = int(graph.metadata.get("latency_frames", 0) or 0)
-        steps = frames + latency if frames else None
+        meta = GraphMetadata.of(graph)
+        steps = meta.frames + meta.latency_frames if meta.frames else None
         net = lower(graph, steps=steps)
     report = place(net, hw, with_optimisations(base, list(optimisations)), rates, steps)
     report["optimisations"] = list(optimisations)
