@@ -29,7 +29,7 @@ from export import model_to_nir  # noqa: E402
 from export.graph import ExportOptions  # noqa: E402
 from lmuformer import build_model  # noqa: E402
 from lmuformer.files import write_json  # noqa: E402
-from tests.conftest import activate  # noqa: E402
+from lmuformer.model.calibrate import activate  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "backends.json"
 

@@ -98,7 +98,7 @@ def digits(checkpoint: str) -> dict:
 
 def scv2(samples: int) -> dict:
     from lmuformer.model import build_model
-    from tests.conftest import activate
+    from lmuformer.model.calibrate import activate
 
     x = np.random.default_rng(0).standard_normal((samples, 128, 128)).astype(np.float32)
     out: dict = {"samples": samples, "input": "standard normal (--random, seed 0)"}

@@ -14,18 +14,58 @@ import torch
 from lmuformer.data import DATASETS, dataset_info, load_dataset, mixup
 from lmuformer.data.audio import (
     EPS,
+    LOW_HZ,
+    NUM_MEL_BINS,
+    SAMPLE_RATE,
+    TARGET_FRAMES,
+    _mel_edges,
+    frame_sizes,
     log_mel,
-    mel_center_hz,
     mel_scale,
     normalize,
-    num_frames,
+    pad_or_cut,
     read_wav,
-    sine,
-    wav_features,
 )
 from lmuformer.data.mnist import IMAGE_MAGIC, LABEL_MAGIC, psmnist_permutation
 from lmuformer.data.speech_commands import add_noise, random_roll, spec_augment
 from lmuformer.errors import UserError
+
+# ---------------------------------------------------------------- audio test tools
+
+
+def inverse_mel_scale(mel: np.ndarray | float) -> np.ndarray | float:
+    """Hz of a Kaldi mel value: 700 (exp(mel / 1127) - 1)."""
+    return 700.0 * np.expm1(np.asarray(mel, dtype=np.float64) / 1127.0)
+
+
+def num_frames(num_samples: int, sample_rate: int = SAMPLE_RATE) -> int:
+    """Frames Kaldi (snip_edges) makes of ``num_samples`` samples: 98 for 16000 at 16 kHz."""
+    win, hop, _ = frame_sizes(sample_rate)
+    return 0 if num_samples < win else 1 + (num_samples - win) // hop
+
+
+def mel_center_hz(num_bins: int = NUM_MEL_BINS, sample_rate: int = SAMPLE_RATE,
+                  low_hz: float = LOW_HZ) -> np.ndarray:
+    """Centre frequencies in Hz of the mel filters, (num_bins,)."""
+    return np.asarray(inverse_mel_scale(_mel_edges(num_bins, sample_rate, low_hz)[1:-1]))
+
+
+def wav_features(wave: torch.Tensor, sample_rate: int = SAMPLE_RATE, frames: int = TARGET_FRAMES,
+                 window: str = "povey") -> torch.Tensor:
+    """Model input of a waveform (samples,): mean removed, log-mel, padded/cut, normalised.
+
+    Returns float32 (frames, 128), frame period 10 ms.
+    """
+    x = torch.as_tensor(wave, dtype=torch.float32)
+    return normalize(pad_or_cut(log_mel(x - x.mean(), sample_rate, window=window), frames))
+
+
+def sine(freq_hz: float, seconds: float = 1.0, sample_rate: int = SAMPLE_RATE,
+         amplitude: float = 0.5) -> torch.Tensor:
+    """A test tone, float32 (round(seconds x sample_rate),), amplitude in [-1, 1] units."""
+    t = torch.arange(int(round(seconds * sample_rate)), dtype=torch.float64) / sample_rate
+    return (amplitude * torch.sin(2 * math.pi * freq_hz * t)).to(torch.float32)
+
 
 # ---------------------------------------------------------------- registry
 

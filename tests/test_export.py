@@ -22,7 +22,7 @@ from lmuformer import PRESETS, build_model
 from lmuformer.cli import cli
 from lmuformer.errors import UserError
 from lmuformer.functional.lmu import lmu_discrete
-from tests.conftest import activate
+from lmuformer.model.calibrate import activate
 
 SPIKING = sorted(n for n, c in PRESETS.items() if c.variant == "spiking")
 
@@ -274,3 +274,53 @@ def test_write_text_is_utf8_whatever_the_locale(tmp_path) -> None:
                          text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tmp_path / "u.txt").read_bytes() == "\u00b5\u2014".encode()
+
+
+def test_metadata_round_trip_through_a_file(tmp_path) -> None:
+    """GraphMetadata is what model_to_nir writes and what is read back from HDF5, typed."""
+    from export.metadata import GraphMetadata
+
+    model = activate(build_model("tiny"))
+    graph = model_to_nir(model, ExportOptions(weight_terms=1))
+    write_graph(graph, tmp_path / "m.nir")
+    back = GraphMetadata.of(read_graph(tmp_path / "m.nir"))
+    assert back == GraphMetadata.of(graph)
+    assert (back.dt, back.latency_frames, back.frames, back.quantized) == (0.01, 5, model.config.frames, True)
+    assert (back.weight_bits, back.weight_terms, back.lmu_bits, back.lmu_terms) == (8, 1, 8, 2)
+    assert back.model_config == model.config.to_dict() and back.lmu_memory[0]["memory"] == "block0.lmu.memory"
+    foreign = GraphMetadata.of(nir.NIRGraph(nodes={}, edges=[], metadata={}))
+    assert (foreign.dt, foreign.latency_frames, foreign.frames, foreign.model_config) == (None, 0, None, {})
+
+
+def test_frame_period_changes_units_not_arithmetic() -> None:
+    """dt scales tau, r and delays together: dt / tau stays 1/2, so the fixed-point network and
+    its spike trains are the same at 10 ms and at 1 ms (digits' frame period)."""
+    from backends import simulate
+
+    model = activate(build_model("tiny"))
+    x = np.random.default_rng(0).random((3, model.config.frames, model.config.in_features)).astype(np.float32)
+    runs = {}
+    for dt in (0.01, 0.001):
+        graph = model_to_nir(model, ExportOptions(dt=dt))
+        np.testing.assert_allclose(graph.nodes["head.lif"].tau, 2 * dt)
+        runs[dt] = simulate(graph, x, backend="emulator", precision="fixed", progress=False, record=True)
+    a, b = runs[0.01], runs[0.001]
+    assert a.extra["spike_trains"].keys() == b.extra["spike_trains"].keys()
+    for name, trains in a.extra["spike_trains"].items():
+        np.testing.assert_array_equal(trains, b.extra["spike_trains"][name])
+    np.testing.assert_array_equal(a.trace, b.trace)
+    assert sum(int(t.sum()) for t in a.extra["spike_trains"].values()) > 0
+
+
+def test_export_dt_is_the_checkpoints_frame_period(tmp_path) -> None:
+    from lmuformer.checkpoint import save_checkpoint
+    from lmuformer.jobs.export import export_model
+
+    model = build_model("digits")
+    save_checkpoint(tmp_path / "d.pt", model, {"dataset": "digits", "frame_period_s": 0.001})
+    save_checkpoint(tmp_path / "old.pt", model, {"dataset": "digits"})  # no frame_period_s: the data set
+    save_checkpoint(tmp_path / "none.pt", model, {})
+    assert export_model(str(tmp_path / "d.pt"), output=str(tmp_path / "d.nir"))["dt"] == 0.001
+    assert export_model(str(tmp_path / "old.pt"), output=str(tmp_path / "o.nir"))["dt"] == 0.001
+    assert export_model(str(tmp_path / "none.pt"), output=str(tmp_path / "n.nir"))["dt"] == ExportOptions().dt
+    assert export_model(str(tmp_path / "d.pt"), output=str(tmp_path / "e.nir"), dt=0.02)["dt"] == 0.02

@@ -18,7 +18,7 @@ from lmuformer.checkpoint import load_checkpoint, save_checkpoint
 from lmuformer.data import load_test_split
 from lmuformer.errors import UserError
 from lmuformer.jobs.export import export_model
-from tests.test_emulator import active_model
+from tests.graphs import active_model
 
 ONE_TERM = ExportOptions(weight_terms=1, lmu_terms=1)
 

@@ -13,7 +13,7 @@ import pytest
 from backends.base import simulate
 from backends.fixed_point import lower, lower_for_input
 from lmuformer.errors import UserError
-from tests.test_emulator import _linear, edge_graph, wrap_graph
+from tests.graphs import _linear, edge_graph, wrap_graph
 
 
 def _graph(nodes: dict, edges: list, **metadata) -> nir.NIRGraph:
@@ -255,7 +255,7 @@ def test_lif_step_fixed_by_hand():
 
 
 def test_emulator_result_fields_by_hand():
-    from tests.test_emulator import EDGE_SPIKES, EDGE_X
+    from tests.graphs import EDGE_SPIKES, EDGE_X
 
     g = edge_graph()
     x = np.concatenate([EDGE_X, np.zeros_like(EDGE_X), EDGE_X])
@@ -360,7 +360,7 @@ def test_a_large_bias_lowers_the_current_grid(v_leak, frac, mant, exp):
 
 def test_emulator_records_spike_trains_only_when_asked():
     from backends.emulator import Emulator
-    from tests.test_emulator import EDGE_SPIKES, EDGE_X
+    from tests.graphs import EDGE_SPIKES, EDGE_X
 
     emu = Emulator(lower(edge_graph(), steps=5), fixed=True)
     assert emu.run(EDGE_X, 5)["trains"] == {}
@@ -368,7 +368,7 @@ def test_emulator_records_spike_trains_only_when_asked():
 
 
 def test_emulator_result_types_and_short_inputs():
-    from tests.test_emulator import EDGE_X
+    from tests.graphs import EDGE_X
 
     g = edge_graph()
     r = simulate(g, EDGE_X, backend="emulator", precision="fixed", progress=False, record=True)

@@ -92,7 +92,7 @@ def tiny_files(tmp_path_factory):
     from export.graph import ExportOptions
     from lmuformer.checkpoint import save_checkpoint
     from lmuformer.model import build_model
-    from tests.conftest import activate
+    from lmuformer.model.calibrate import activate
 
     d = tmp_path_factory.mktemp("fuzz")
     model = activate(build_model("tiny"))

@@ -10,7 +10,7 @@ from lmuformer import build_model
 from lmuformer.functional import lif_triton
 from lmuformer.functional.lif import LIFParams, lif_sequence
 from lmuformer.functional.lif_triton import lif_sequence_triton
-from tests.conftest import activate
+from lmuformer.model.calibrate import activate
 
 
 def _grads(fn, x: torch.Tensor, gz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

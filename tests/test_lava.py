@@ -17,7 +17,7 @@ from export import model_to_nir
 from export.graph import ExportOptions
 from lmuformer.errors import UserError
 from tests.conftest import skip_without_lava
-from tests.test_emulator import (
+from tests.graphs import (
     EDGE_SPIKES,
     EDGE_X,
     WRAP_X,

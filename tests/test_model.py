@@ -17,7 +17,7 @@ from lmuformer.functional.lmu import (
     memory_step,
     zoh_discretize,
 )
-from tests.conftest import activate
+from lmuformer.model.calibrate import activate
 
 
 @pytest.mark.parametrize(("name", "count"), [("scv2", 1_689_894), ("scv2-ann", 1_621_796)])

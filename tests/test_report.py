@@ -229,7 +229,7 @@ def test_ann_baseline():
 def tiny_nir(tmp_path_factory):
     from export import model_to_nir, write_graph
     from lmuformer.model import build_model
-    from tests.conftest import activate
+    from lmuformer.model.calibrate import activate
 
     path = tmp_path_factory.mktemp("report") / "tiny.nir"
     write_graph(model_to_nir(activate(build_model("tiny"))), path)

@@ -274,7 +274,7 @@ def test_signal_during_lava_leaves_nothing(tmp_path, sig, phase, group):
     skip_without_lava()
     from export import model_to_nir, write_graph
     from export.graph import ExportOptions
-    from tests.test_emulator import active_model
+    from tests.graphs import active_model
 
     graph = model_to_nir(active_model("digits", seed=1), ExportOptions(quantize=True))
     write_graph(graph, tmp_path / "d.nir")

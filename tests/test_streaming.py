@@ -18,7 +18,7 @@ from lmuformer.errors import UserError
 from lmuformer.files import write_json
 from lmuformer.jobs import stream as stream_job
 from lmuformer.model import build_model
-from tests.conftest import activate
+from lmuformer.model.calibrate import activate
 
 # One sample, 4 steps, 3 classes; per-step argmax is 0, 1, 2, 0 but the running mean's is 0, 1, 2, 2:
 # sums [1,0,0] -> [1,3,0] -> [1,3,4] -> [3,3,4].

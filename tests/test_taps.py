@@ -20,7 +20,7 @@ from lmuformer.cli import cli
 from lmuformer.errors import UserError
 from lmuformer.functional.lmu import impulse_response
 from tests.conftest import skip_without_lava
-from tests.test_emulator import active_model, inputs
+from tests.graphs import active_model, inputs
 
 
 @pytest.fixture(scope="module")

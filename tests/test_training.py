@@ -17,8 +17,8 @@ from lmuformer import build_model
 from lmuformer.checkpoint import load_checkpoint, save_checkpoint, update_metrics
 from lmuformer.data import load_dataset
 from lmuformer.errors import UserError
+from lmuformer.model.calibrate import activate
 from lmuformer.training import evaluate, recipe, train
-from tests.conftest import activate
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(dataset="digits", preset="tiny", seed=0, lr=2e-2, threads=1, progress=False)

@@ -78,10 +78,6 @@ class Layer:
     active_updates: np.ndarray
     outgoing: list[str] = field(default_factory=list)
 
-    @property
-    def mean_fan_out(self) -> float:
-        return self.synapses / self.neurons if self.neurons else 0.0
-
     def energy_by_kind(self, profile: Profile) -> dict[str, np.ndarray]:
         """Joules per sample for each kind of operation."""
 

@@ -46,6 +46,9 @@ def num(x: float | None) -> str:
     return f"{x:.3g}"
 
 
+ENERGY_UNITS = ((1, "J"), (1e-3, "mJ"), (1e-6, "uJ"), (1e-9, "nJ"), (1e-12, "pJ"), (1e-15, "fJ"))  # (J, name)
+
+
 def joules(x: float | None) -> str:
     """Energy with an SI prefix: 137.8 nJ, 1.02 uJ."""
     if x is None:
@@ -53,7 +56,7 @@ def joules(x: float | None) -> str:
     if x == 0:
         return "0 J"
     a = abs(x)
-    for scale, unit in ((1, "J"), (1e-3, "mJ"), (1e-6, "uJ"), (1e-9, "nJ"), (1e-12, "pJ"), (1e-15, "fJ")):
+    for scale, unit in ENERGY_UNITS:
         if a >= scale:
             v = x / scale
             return f"{v:.3g} {unit}" if v < 100 else f"{v:.0f} {unit}"

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lmuformer.analysis.format import ENERGY_UNITS
 from lmuformer.errors import UserError
 from lmuformer.files import atomic_write
 
 COLORS = {"sop": "#1f77b4", "mac": "#ff7f0e", "neuron_update": "#2ca02c"}
 LABELS = {"sop": "synaptic ops (binary spikes)", "mac": "MACs (real-valued / graded)",
           "neuron_update": "neuron updates"}
-_UNITS = ((1, "J"), (1e-3, "mJ"), (1e-6, "uJ"), (1e-9, "nJ"), (1e-12, "pJ"), (1e-15, "fJ"))
 
 
 def _unit(peak: float) -> tuple[float, str]:
-    for scale, unit in _UNITS:
+    for scale, unit in ENERGY_UNITS:
         if peak >= scale:
             return scale, unit
-    return 1e-15, "fJ"
+    return ENERGY_UNITS[-1]
 
 
 def plot_report(report: dict, path: str | Path, profiles: list[str] | None = None) -> Path:

@@ -6,17 +6,23 @@ import json
 
 import click
 
+from export.graph import ExportOptions
+
+_D = ExportOptions()
+
 
 @click.command("export")
 @click.argument("checkpoint", required=False, type=click.Path(dir_okay=False))
 @click.option("--to", "target", type=click.Choice(["nir"]), default="nir", show_default=True)
 @click.option("--preset", "preset_name", help="Export a randomly initialised preset instead.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="NIR file to write.")
-@click.option("--weight-bits", type=int, help="Bits per term of learned weights [default: 8].")
+@click.option("--weight-bits", type=int,
+              help=f"Bits per term of learned weights [default: {_D.weight_bits}].")
 @click.option("--weight-terms", type=int,
-              help="Terms (synapses) per learned weight [default: 2; a fine-tuned checkpoint's own].")
-@click.option("--lmu-bits", type=int, help="Bits per term of the LMU matrices [default: 8].")
-@click.option("--lmu-terms", type=int, help="Terms (synapses) per LMU weight [default: 2].")
+              help=f"Terms (synapses) per learned weight [default: {_D.weight_terms}; a fine-tuned "
+              "checkpoint's own].")
+@click.option("--lmu-bits", type=int, help=f"Bits per term of the LMU matrices [default: {_D.lmu_bits}].")
+@click.option("--lmu-terms", type=int, help=f"Terms (synapses) per LMU weight [default: {_D.lmu_terms}].")
 @click.option("--lmu-form", type=click.Choice(["recurrent", "taps"]), default="recurrent", show_default=True,
               help="LMU memory as the recurrent integrator (reference) or as spike-driven delay taps.")
 @click.option("--lmu-taps", type=int, help="Taps of --lmu-form taps [default: the fewest whose "
@@ -24,7 +30,8 @@ import click
 @click.option("--lmu-max-delay", type=int, help="Longest synaptic delay (steps) for --lmu-form taps; "
               "longer taps read a relay chain of LIF neurons [default: no limit].")
 @click.option("--float", "as_float", is_flag=True, help="Export without quantisation.")
-@click.option("--dt", type=float, help="Frame period in seconds [default: 0.01].")
+@click.option("--dt", type=float, help="Frame period in seconds [default: the checkpoint's data set's; "
+              f"a preset: {_D.dt}].")
 @click.option("--eval", "eval_dataset", help="Also measure float and quantised accuracy on this dataset.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder of the --eval dataset.")
 @click.option("--samples", type=int, help="Evaluate on the first N test samples only.")

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import click
 
+from export.graph import ExportOptions
+
+_D = ExportOptions()
+
 
 @click.command("finetune")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--for-export", "for_export", is_flag=True, required=True,
               help="Fine-tune for the fixed-point export given by the export options below (required).")
-@click.option("--weight-bits", default=8, show_default=True, help="Bits per term of learned weights.")
+@click.option("--weight-bits", default=_D.weight_bits, show_default=True,
+              help="Bits per term of learned weights.")
 @click.option("--weight-terms", default=1, show_default=True, help="Terms per learned weight (1 only).")
-@click.option("--lmu-bits", default=8, show_default=True, help="Bits per term of the LMU matrices.")
+@click.option("--lmu-bits", default=_D.lmu_bits, show_default=True, help="Bits per term of the LMU matrices.")
 @click.option("--lmu-terms", default=1, show_default=True, help="Terms per LMU weight (1 only).")
-@click.option("--dt", default=0.01, show_default=True, help="Frame period in seconds.")
+@click.option("--dt", type=float, help="Frame period in seconds [default: the checkpoint's data set's].")
 @click.option("--epochs", default=8, show_default=True, type=click.IntRange(min=0))
 @click.option("--lr", default=2e-4, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Initial Adam learning rate (cosine decay to 0).")
@@ -28,8 +33,10 @@ def command(checkpoint, for_export, weight_bits, weight_terms, lmu_bits, lmu_ter
             batch_size, distill, seed, augment, data_dir, out_dir) -> None:
     """Fine-tune CHECKPOINT so that its export runs exactly as trained (writes OUT/best.pt)."""
     from backends.finetune import finetune
-    from export.graph import ExportOptions
+    from lmuformer.jobs.export import checkpoint_frame_period
 
+    if dt is None:
+        dt = checkpoint_frame_period(checkpoint)
     opts = ExportOptions(dt=dt, quantize=True, weight_bits=weight_bits, weight_terms=weight_terms,
                          lmu_bits=lmu_bits, lmu_terms=lmu_terms)
     m = finetune(checkpoint, out_dir, opts, epochs=epochs, lr=lr, batch_size=batch_size, distill=distill,

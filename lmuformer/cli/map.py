@@ -33,23 +33,15 @@ def command(model, target, dataset, data_dir, use_random, seed, samples, opts, n
     synapses, synaptic memory, input axons and, from a run (--dataset or --random), messages
     per step; totals, the busiest core and time estimates with their sources.  Without a run
     the activity is the worst case (every neuron fires every step)."""
-    from export import read_graph
-    from lmuformer.analysis.mapping import Options, get_hardware, map_graph
+    from lmuformer.analysis.mapping import Options, get_hardware
     from lmuformer.analysis.mapping.format import render
-    from lmuformer.analysis.mapping.placement import with_optimisations
-    from lmuformer.jobs.simulate import samples_for_graph
+    from lmuformer.jobs.map import map_file
 
     if use_random and dataset is not None:
         raise click.UsageError("give --dataset NAME or --random, not both")
     hw = get_hardware(target)
-    base = Options(split=not no_split)
-    with_optimisations(base, list(opts))  # unknown names fail before the run
-    graph = read_graph(model)
-    x = None
-    if use_random or dataset is not None:
-        x, _ = samples_for_graph(graph, dataset, data_dir, samples, use_random, seed)
-    report = map_graph(graph, hw, list(opts), x, base)
-    report["source"] = str(model)
+    report = map_file(model, hw, list(opts), Options(split=not no_split), dataset, data_dir, samples,
+                      use_random, seed)
     text = render(report, "json" if as_json else fmt)
     if output:
         write_text(output, text)

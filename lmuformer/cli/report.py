@@ -43,11 +43,9 @@ def command(model, dataset, data_dir, use_random, seed, samples, backend, precis
 
     Counts are per inference, the mean over samples; energy is given under each --profile.
     """
-    from backends import simulate
-    from export import read_graph
-    from lmuformer.analysis import build_report, resolve_profiles
+    from lmuformer.analysis import resolve_profiles
     from lmuformer.analysis.format import render
-    from lmuformer.jobs.simulate import samples_for_graph
+    from lmuformer.jobs.report import report_file
 
     if use_random == (dataset is not None):
         raise click.UsageError("give either --dataset NAME or --random")
@@ -57,11 +55,8 @@ def command(model, dataset, data_dir, use_random, seed, samples, backend, precis
         _compare(model, dataset, data_dir, use_random, seed, samples, backend, precision, prof, fmt, output,
                  lmu_taps)
         return
-    graph = read_graph(model)
-    x, _ = samples_for_graph(graph, dataset, data_dir, samples, use_random, seed)
-    record = {"record": True} if backend in ("emulator", "lava") else {}  # trains: SOPs as delivered
-    result = simulate(graph, x, backend=backend, precision=precision, progress=sys.stderr.isatty(), **record)
-    report = build_report(graph, result, prof, source=str(model))
+    report = report_file(model, prof, dataset, data_dir, samples, use_random, seed, backend, precision,
+                         progress=sys.stderr.isatty())
     text = render(report, fmt)
     if output:
         write_text(output, text)
@@ -76,18 +71,13 @@ def command(model, dataset, data_dir, use_random, seed, samples, backend, precis
 def _compare(model, dataset, data_dir, use_random, seed, samples, backend, precision, prof, fmt, output,
              lmu_taps) -> None:
     import json
-    import os
 
-    from lmuformer.analysis.compare import compare_forms, to_markdown
-    from lmuformer.jobs.export import load_model
-    from lmuformer.jobs.simulate import samples_for_graph
+    from lmuformer.analysis.compare import to_markdown
+    from lmuformer.jobs.report import compare_file
 
     if fmt not in ("json", "markdown", "table"):
         raise click.UsageError("--lmu-forms renders markdown (the default) or json")
-    is_file = os.path.exists(model)
-    net = load_model(model if is_file else None, None if is_file else model)
-    c = compare_forms(net, lambda g: samples_for_graph(g, dataset, data_dir, samples, use_random, seed)[0],
-                      prof, backend=backend, precision=precision, source=str(model), lmu_taps=lmu_taps)
+    c = compare_file(model, prof, dataset, data_dir, samples, use_random, seed, backend, precision, lmu_taps)
     text = json.dumps(c, indent=2, allow_nan=False) + "\n" if fmt == "json" else to_markdown(c)
     if output:
         write_text(output, text)

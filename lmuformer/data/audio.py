@@ -15,7 +15,6 @@ reference's dataset statistics mean = -6.845978, std = 5.5654526.
 
 from __future__ import annotations
 
-import math
 import wave
 from functools import lru_cache
 from pathlib import Path
@@ -43,11 +42,6 @@ def mel_scale(freq_hz: np.ndarray | float) -> np.ndarray | float:
     return 1127.0 * np.log1p(np.asarray(freq_hz, dtype=np.float64) / 700.0)
 
 
-def inverse_mel_scale(mel: np.ndarray | float) -> np.ndarray | float:
-    """Hz of a Kaldi mel value: 700 (exp(mel / 1127) - 1)."""
-    return 700.0 * np.expm1(np.asarray(mel, dtype=np.float64) / 1127.0)
-
-
 def frame_sizes(sample_rate: int) -> tuple[int, int, int]:
     """(window, hop, n_fft) in samples for a sample rate in Hz: (400, 160, 512) at 16 kHz."""
     win = int(sample_rate * FRAME_LENGTH_S)
@@ -55,22 +49,10 @@ def frame_sizes(sample_rate: int) -> tuple[int, int, int]:
     return win, hop, 1 << (win - 1).bit_length()
 
 
-def num_frames(num_samples: int, sample_rate: int = SAMPLE_RATE) -> int:
-    """Frames Kaldi (snip_edges) makes of ``num_samples`` samples: 98 for 16000 at 16 kHz."""
-    win, hop, _ = frame_sizes(sample_rate)
-    return 0 if num_samples < win else 1 + (num_samples - win) // hop
-
-
 def _mel_edges(num_bins: int, sample_rate: int, low_hz: float) -> np.ndarray:
     """Mel values of the filter edges, (num_bins + 2,): filter k spans edges k..k+2, peak at k+1."""
     lo, hi = float(mel_scale(low_hz)), float(mel_scale(sample_rate / 2.0))
     return lo + np.arange(num_bins + 2) * (hi - lo) / (num_bins + 1)
-
-
-def mel_center_hz(num_bins: int = NUM_MEL_BINS, sample_rate: int = SAMPLE_RATE,
-                  low_hz: float = LOW_HZ) -> np.ndarray:
-    """Centre frequencies in Hz of the mel filters, (num_bins,)."""
-    return np.asarray(inverse_mel_scale(_mel_edges(num_bins, sample_rate, low_hz)[1:-1]))
 
 
 @lru_cache(maxsize=8)
@@ -160,20 +142,3 @@ def read_wav(path: str | Path) -> tuple[torch.Tensor, int]:
         raise UserError(f"cannot read wav file {path}: {e or type(e).__name__}") from None
     samples = np.frombuffer(raw[: len(raw) // 2 * 2], dtype="<i2")
     return torch.from_numpy(samples.astype(np.float32) / 32768.0), rate
-
-
-def wav_features(wave: torch.Tensor, sample_rate: int = SAMPLE_RATE, frames: int = TARGET_FRAMES,
-                 window: str = "povey") -> torch.Tensor:
-    """Model input of a waveform (samples,): mean removed, log-mel, padded/cut, normalised.
-
-    Returns float32 (frames, 128), frame period 10 ms.
-    """
-    x = torch.as_tensor(wave, dtype=torch.float32)
-    return normalize(pad_or_cut(log_mel(x - x.mean(), sample_rate, window=window), frames))
-
-
-def sine(freq_hz: float, seconds: float = 1.0, sample_rate: int = SAMPLE_RATE,
-         amplitude: float = 0.5) -> torch.Tensor:
-    """A test tone, float32 (round(seconds x sample_rate),), amplitude in [-1, 1] units."""
-    t = torch.arange(int(round(seconds * sample_rate)), dtype=torch.float64) / sample_rate
-    return (amplitude * torch.sin(2 * math.pi * freq_hz * t)).to(torch.float32)

@@ -15,7 +15,6 @@ import torch
 from lmuformer.data.base import SequenceDataset
 
 FRAMES = 8
-FEATURES = 8
 SPLIT_SEED = 0
 TEST_SIZE = 360
 VAL_FRACTION = 0.1

@@ -10,7 +10,7 @@ from export.interpret import GraphRunner
 from export.io import write_graph
 from export.summary import summarize
 from lmuformer.checkpoint import load_checkpoint
-from lmuformer.data import load_test_split
+from lmuformer.data import DATASETS, dataset_info, load_test_split
 from lmuformer.errors import UserError
 from lmuformer.model.calibrate import calibrated_preset
 
@@ -26,15 +26,31 @@ def load_model(checkpoint: str | None = None, preset_name: str | None = None,
         raise UserError(str(e)) from None
 
 
+def frame_period(metrics: dict) -> float | None:
+    """The frame period (s) of the data set a checkpoint was trained on: as training recorded it
+    (``frame_period_s``), else from its ``dataset`` (:func:`lmuformer.data.dataset_info`), else None."""
+    if metrics.get("frame_period_s"):
+        return float(metrics["frame_period_s"])
+    if metrics.get("dataset") in DATASETS:
+        return float(dataset_info(metrics["dataset"])["frame_period_s"])
+    return None
+
+
+def checkpoint_frame_period(checkpoint: str) -> float:
+    """:func:`frame_period` of a checkpoint file, the :class:`ExportOptions` default if it has none."""
+    return frame_period(load_checkpoint(checkpoint).metrics) or ExportOptions().dt
+
+
 def _model_and_tuning(checkpoint: str | None, preset_name: str | None,
-                      seed: int) -> tuple[torch.nn.Module, dict | None]:
+                      seed: int) -> tuple[torch.nn.Module, dict | None, float | None]:
     """The model (as :func:`load_model`) and, for a checkpoint, the export options it was
-    fine-tuned for (``lmuf finetune``; None otherwise), from one read of the file."""
+    fine-tuned for (``lmuf finetune``; None otherwise) and its :func:`frame_period`, from one
+    read of the file."""
     if checkpoint is None:
-        return load_model(None, preset_name, seed), None
+        return load_model(None, preset_name, seed), None, None
     ckpt = load_checkpoint(checkpoint)
     tuned = ckpt.metrics.get("finetuned_for")
-    return ckpt.model.eval(), dict(tuned) if isinstance(tuned, dict) else None
+    return ckpt.model.eval(), dict(tuned) if isinstance(tuned, dict) else None, frame_period(ckpt.metrics)
 
 
 def export_model(
@@ -60,8 +76,10 @@ def export_model(
 
     Options left None take the :class:`ExportOptions` defaults, or, for a checkpoint made by
     ``lmuf finetune --for-export``, the options it was fine-tuned for (recorded in its
-    metrics as ``finetuned_for``); an option given that differs from those is a UserError."""
-    model, tuned = _model_and_tuning(checkpoint, preset_name, seed)
+    metrics as ``finetuned_for``); an option given that differs from those is a UserError.
+    ``dt`` left None is a checkpoint's data set frame period (:func:`frame_period`; a preset:
+    the default): only the graph's time unit, the LIF's dt / tau stays 1/2."""
+    model, tuned, period = _model_and_tuning(checkpoint, preset_name, seed)
     given = {"weight_bits": weight_bits, "weight_terms": weight_terms, "lmu_bits": lmu_bits,
              "lmu_terms": lmu_terms, "dt": dt}
     if tuned is not None:
@@ -72,6 +90,8 @@ def export_model(
             raise UserError(f"the checkpoint was fine-tuned for another export ({what}); export it with "
                             + " ".join(f"--{k.replace('_', '-')} {tuned[k]}" for k in given if k in tuned))
         given = {k: tuned.get(k) if v is None else v for k, v in given.items()}
+    if given["dt"] is None:
+        given["dt"] = period
     defaults = ExportOptions()
     given = {k: getattr(defaults, k) if v is None else v for k, v in given.items()}
     opts = ExportOptions(quantize=quantize, lmu_form=lmu_form, lmu_taps=lmu_taps, lmu_max_delay=lmu_max_delay,

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from lmuformer.model.config import ModelConfig, preset
+from lmuformer.model.layers import SeqBatchNorm
 from lmuformer.model.lmuformer import LMUFormer
 
 CALIBRATION_SAMPLES = 16
@@ -69,3 +70,19 @@ def calibrated_preset(name: str | ModelConfig, seed: int = 0, samples: int = CAL
         "input": f"standard normal, ({samples}, {cfg.frames}, {cfg.in_features}), from the seed",
     }
     return model
+
+
+def activate(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give a fresh model's BatchNorms random statistics (seeded) so that its neurons spike; in
+    eval mode.  A randomly initialised spiking LMUFormer is nearly silent; the tests and the
+    benchmarks' "activated" workloads need activity (:func:`calibrated_preset` is the milder,
+    data-driven alternative)."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, SeqBatchNorm):
+            n = m.num_features
+            m.weight.data = 0.5 + 1.5 * torch.rand(n, generator=g)
+            m.bias.data = 0.2 + 0.5 * torch.randn(n, generator=g)
+            m.running_mean.data = 0.1 * torch.randn(n, generator=g)
+            m.running_var.data = 0.05 + 0.2 * torch.rand(n, generator=g)
+    return model.eval()

@@ -81,6 +81,8 @@ class CausalConv3(nn.Module):
 class Delay1(nn.Module):
     """Delays a sequence by one step (zero first), to align a path with a CausalConv3."""
 
+    latency = 1
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([x.new_zeros((1, *x.shape[1:])), x[:-1]])
 

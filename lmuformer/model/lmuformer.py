@@ -75,10 +75,14 @@ class Linear(nn.Linear):
 # ----------------------------------------------------------------------------- spiking
 
 
+def path_latency(modules) -> int:
+    """Steps a path of modules delays its input: the sum of their ``latency`` (1 per causal
+    convolution or Delay1, 0 for the others)."""
+    return sum(getattr(m, "latency", 0) for m in modules)
+
+
 class SpikingPatchEmbedding(nn.Module):
     """conv0 -> 3 x [BN -> LIF -> conv]; then x + rpe(LIF(BN(x))). Real-valued output."""
-
-    latency = 5
 
     def __init__(self, in_features: int, dim: int):
         super().__init__()
@@ -88,6 +92,12 @@ class SpikingPatchEmbedding(nn.Module):
         )
         self.rpe = nn.ModuleList([SeqBatchNorm(dim), LIF(), CausalConv3(dim, dim)])
         self.skip = Delay1()
+
+    @property
+    def latency(self) -> int:
+        """Steps from a frame to its embedding: conv0, the stages, then the longer of rpe and skip."""
+        return (path_latency([self.conv0, *(m for s in self.stages for m in s)])
+                + max(path_latency(self.rpe), self.skip.latency))
 
     def run(self, x: torch.Tensor, state: State | None = None) -> torch.Tensor:
         x = _apply(self.conv0, x, state)
@@ -141,8 +151,6 @@ class SpikingChannelMixer(nn.Module):
 class PatchEmbedding(nn.Module):
     """4 x [conv -> ReLU -> BN]; then x + rpe(x) (the reference ``Tokenizer``)."""
 
-    latency = 5
-
     def __init__(self, in_features: int, dim: int):
         super().__init__()
         chans = [in_features, dim, dim, dim, dim]
@@ -153,6 +161,11 @@ class PatchEmbedding(nn.Module):
         )
         self.rpe = CausalConv3(dim, dim)
         self.skip = Delay1()
+
+    @property
+    def latency(self) -> int:
+        """Steps from a frame to its embedding: the stages, then the longer of rpe and skip."""
+        return path_latency(m for s in self.stages for m in s) + max(self.rpe.latency, self.skip.latency)
 
     def run(self, x: torch.Tensor, state: State | None = None) -> torch.Tensor:
         for stage in self.stages:

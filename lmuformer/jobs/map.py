@@ -1,0 +1,27 @@
+"""The map job (``lmuf map``): place a NIR file on a target's cores and chips, with spike
+rates from an emulator run on a data set or random input, or the worst-case activity."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from export import read_graph
+from lmuformer.analysis.mapping import Hardware, Options, map_graph
+from lmuformer.analysis.mapping.placement import with_optimisations
+from lmuformer.jobs.simulate import samples_for_graph
+
+
+def map_file(path: str, target: Hardware, optimisations: Sequence[str] = (), base: Options | None = None,
+             dataset: str | None = None, data_dir: str | None = None, samples: int | None = None,
+             random: bool = False, seed: int = 0) -> dict:
+    """The placement report of :func:`lmuformer.analysis.mapping.map_graph` for ``path``, its
+    ``source`` the file; with neither ``dataset`` nor ``random`` the activity is the worst case."""
+    base = base or Options()
+    with_optimisations(base, list(optimisations))  # unknown names fail before the run
+    graph = read_graph(path)
+    x = None
+    if random or dataset is not None:
+        x, _ = samples_for_graph(graph, dataset, data_dir, samples, random, seed)
+    report = map_graph(graph, target, list(optimisations), x, base)
+    report["source"] = str(path)
+    return report

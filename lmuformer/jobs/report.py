@@ -1,0 +1,40 @@
+"""The report jobs (``lmuf report``): run a NIR file on a data set's first test samples (or
+random input) and count spikes, SOPs and energy per layer; or export a model with both LMU
+memory forms and report them side by side."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from backends import simulate
+from export import read_graph
+from lmuformer.analysis.compare import compare_forms
+from lmuformer.analysis.counts import build_report
+from lmuformer.analysis.profiles import Profile
+from lmuformer.jobs.export import load_model
+from lmuformer.jobs.simulate import samples_for_graph
+
+
+def report_file(path: str, profiles: Sequence[Profile], dataset: str | None = None,
+                data_dir: str | None = None, samples: int | None = None, random: bool = False, seed: int = 0,
+                backend: str = "emulator", precision: str | None = None, progress: bool = False) -> dict:
+    """The report (:func:`lmuformer.analysis.counts.build_report`) of the NIR file ``path`` run
+    by ``backend`` on the input :func:`samples_for_graph` gives."""
+    graph = read_graph(path)
+    x, _ = samples_for_graph(graph, dataset, data_dir, samples, random, seed)
+    record = {"record": True} if backend in ("emulator", "lava") else {}  # trains: SOPs as delivered
+    result = simulate(graph, x, backend=backend, precision=precision, progress=progress, **record)
+    return build_report(graph, result, profiles, source=str(path))
+
+
+def compare_file(model: str, profiles: Sequence[Profile], dataset: str | None = None,
+                 data_dir: str | None = None, samples: int | None = None, random: bool = False, seed: int = 0,
+                 backend: str = "emulator", precision: str | None = None, lmu_taps: int | None = None
+                 ) -> dict:
+    """:func:`lmuformer.analysis.compare.compare_forms` of ``model`` (a checkpoint file, else a
+    preset name) on the input :func:`samples_for_graph` gives for its first export."""
+    is_file = os.path.exists(model)
+    net = load_model(model if is_file else None, None if is_file else model)
+    return compare_forms(net, lambda g: samples_for_graph(g, dataset, data_dir, samples, random, seed)[0],
+                         profiles, backend=backend, precision=precision, source=str(model), lmu_taps=lmu_taps)
