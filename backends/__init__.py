@@ -2,6 +2,8 @@
 (vectorised Loihi-style integer arithmetic) and ``lava`` (Lava processes).
 
 All share one entry point, :func:`backends.base.simulate`, and one result type.
+:mod:`backends.fixed_point` lowers a graph to the integer network the emulator and Lava run;
+:mod:`backends.finetune` trains through that integer arithmetic (``lmuf finetune``).
 """
 
 from backends.base import BACKENDS, SimulationResult, simulate

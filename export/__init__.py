@@ -2,8 +2,11 @@
 
 - :func:`export.graph.model_to_nir` builds the graph (BN folded, time-axis taps as Delays,
   the LMU memory as an explicit recurrent integrator or as delay taps, an accumulating readout);
-- :mod:`export.quantize` holds the pure quantisation functions;
+- :mod:`export.quantize` holds the pure quantisation functions, :mod:`export.taps` the delay-tap
+  form of the LMU memory;
+- :class:`export.metadata.GraphMetadata`: the graph's metadata, typed (written and read there only);
 - :func:`export.io.write_graph` / :func:`export.io.read_graph` store and load files;
+- :func:`export.summary.summarize`: counts and metadata of a graph;
 - :class:`export.interpret.GraphRunner` runs a graph step by step in PyTorch.
 
 The node-by-node mapping and the time alignment are documented in ``export/README.md``.

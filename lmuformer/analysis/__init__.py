@@ -1,10 +1,15 @@
-"""Per-layer spike, synaptic-operation (SOP) and energy reports of simulation runs.
+"""Analysis of graphs and simulation runs (the layer above ``backends``, below the jobs): it
+takes graphs, results and arrays, never a file of a data set or a checkpoint.
 
 - :mod:`lmuformer.analysis.profiles`: hardware energy profiles (built-in and from files);
-- :mod:`lmuformer.analysis.counts`: per-layer counts from a NIR graph and a simulation result;
+- :mod:`lmuformer.analysis.counts`: per-layer spikes, SOPs, MACs and energy of a graph's run;
 - :mod:`lmuformer.analysis.ann`: the MACs and energy of the same architecture's non-spiking version;
-- :mod:`lmuformer.analysis.format`: table, JSON, CSV and markdown renderings;
-- :mod:`lmuformer.analysis.plot`: stacked energy bars per layer (PNG).
+- :mod:`lmuformer.analysis.compare`: the recurrent and taps LMU memory forms side by side;
+- :mod:`lmuformer.analysis.spikes`: spikes per population, spike-train identity between runs;
+- :mod:`lmuformer.analysis.streaming`: accuracy against frames seen, early decisions;
+- :mod:`lmuformer.analysis.format`, :mod:`lmuformer.analysis.plot`: renderings (table, JSON, CSV,
+  markdown; PNG);
+- :mod:`lmuformer.analysis.mapping`: placement on neuromorphic cores and chips.
 
 How to read a report and what it leaves out: ``lmuformer/analysis/README.md``.
 """
