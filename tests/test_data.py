@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import math
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from lmuformer.data.audio import (
 from lmuformer.data.mnist import IMAGE_MAGIC, LABEL_MAGIC, psmnist_permutation
 from lmuformer.data.speech_commands import add_noise, random_roll, spec_augment
 from lmuformer.errors import UserError
+from tests.helpers import WORDS, make_scv2, write_wav
 
 # ---------------------------------------------------------------- audio test tools
 
@@ -213,24 +213,16 @@ def test_wav_features_shape_and_normalisation() -> None:
     assert wav_features(sine(1000.0, seconds=1.5)).shape == (128, 128)
 
 
-def _write_wav(path: Path, samples: np.ndarray, rate: int = 16000, width: int = 2, channels: int = 1) -> None:
-    with wave.open(str(path), "wb") as f:
-        f.setnchannels(channels)
-        f.setsampwidth(width)
-        f.setframerate(rate)
-        f.writeframes(samples.tobytes())
-
-
 def test_read_wav(tmp_path: Path) -> None:
     samples = (np.sin(np.arange(800) / 5.0) * 20000).astype("<i2")
-    _write_wav(tmp_path / "ok.wav", samples)
+    write_wav(tmp_path / "ok.wav", samples)
     w, rate = read_wav(tmp_path / "ok.wav")
     assert rate == 16000 and w.shape == (800,) and w.dtype == torch.float32
     np.testing.assert_allclose(w.numpy(), samples / 32768.0, rtol=1e-6)
-    _write_wav(tmp_path / "stereo.wav", np.zeros(1600, "<i2"), channels=2)
+    write_wav(tmp_path / "stereo.wav", np.zeros(1600, "<i2"), channels=2)
     with pytest.raises(UserError, match="stereo.wav is not 16-bit PCM mono"):
         read_wav(tmp_path / "stereo.wav")
-    _write_wav(tmp_path / "byte.wav", np.zeros(800, np.uint8), width=1)
+    write_wav(tmp_path / "byte.wav", np.zeros(800, np.uint8), width=1)
     with pytest.raises(UserError, match="not 16-bit PCM mono"):
         read_wav(tmp_path / "byte.wav")
     (tmp_path / "junk.wav").write_bytes(b"this is not a wav")
@@ -242,31 +234,8 @@ def test_read_wav(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- Speech Commands
 
-WORDS = ("yes", "no", "go")  # reference class order: no (22), yes (28), go (33)
-
-
-def _make_scv2(root: Path) -> Path:
-    """A tiny SCv2 folder: 3 words x 4 one-second wavs (1 val, 1 test, 2 train) + background noise."""
-    rng = np.random.default_rng(0)
-    val, test = [], []
-    for w, word in enumerate(WORDS):
-        (root / word).mkdir(parents=True)
-        for k in range(4):
-            t = np.arange(16000) / 16000.0
-            tone = 0.3 * np.sin(2 * np.pi * (300 + 400 * w + 50 * k) * t) + 0.01 * rng.standard_normal(16000)
-            _write_wav(root / word / f"spk{k}_nohash_0.wav", (tone * 32767).astype("<i2"))
-        val.append(f"{word}/spk0_nohash_0.wav")
-        test.append(f"{word}/spk1_nohash_0.wav")
-    (root / "_background_noise_").mkdir()
-    _write_wav(root / "_background_noise_" / "white.wav", (rng.standard_normal(32000) * 3000).astype("<i2"))
-    (root / "validation_list.txt").write_text("\n".join(val) + "\n")
-    (root / "testing_list.txt").write_text("\n".join(test) + "\n")
-    (root / "README.md").write_text("tiny")
-    return root
-
-
 def test_speech_commands_splits_and_items(tmp_path: Path) -> None:
-    root = str(_make_scv2(tmp_path / "sc"))
+    root = str(make_scv2(tmp_path / "sc"))
     train, val, test = (load_dataset("scv2", s, root) for s in ("train", "val", "test"))
     assert (len(train), len(val), len(test)) == (6, 3, 3)
     assert train.classes == ["no", "yes", "go"]
@@ -280,7 +249,7 @@ def test_speech_commands_splits_and_items(tmp_path: Path) -> None:
 
 
 def test_speech_commands_bad_layouts(tmp_path: Path) -> None:
-    root = _make_scv2(tmp_path / "sc")
+    root = make_scv2(tmp_path / "sc")
     (root / "validation_list.txt").unlink()
     with pytest.raises(UserError, match=r"not a Speech Commands V2 folder: validation_list.txt missing"):
         load_dataset("scv2", "train", str(root))
@@ -299,19 +268,19 @@ def test_speech_commands_bad_layouts(tmp_path: Path) -> None:
 
 
 def test_speech_commands_unreadable_wav(tmp_path: Path) -> None:
-    root = _make_scv2(tmp_path / "sc")
+    root = make_scv2(tmp_path / "sc")
     (root / "go" / "spk2_nohash_0.wav").write_bytes(b"RIFF\x00\x00broken")
     train = load_dataset("scv2", "train", str(root))
     index = train.files.index("go/spk2_nohash_0.wav")
     with pytest.raises(UserError, match="cannot read wav file .*spk2_nohash_0.wav"):
         train[index]
-    _write_wav(root / "go" / "spk3_nohash_0.wav", np.zeros(8000, "<i2"), rate=8000)
+    write_wav(root / "go" / "spk3_nohash_0.wav", np.zeros(8000, "<i2"), rate=8000)
     with pytest.raises(UserError, match="8000 Hz, expected 16000 Hz"):
         train[train.files.index("go/spk3_nohash_0.wav")]
 
 
 def test_speech_commands_augment_seeded(tmp_path: Path) -> None:
-    root = str(_make_scv2(tmp_path / "sc"))
+    root = str(make_scv2(tmp_path / "sc"))
     plain = load_dataset("scv2", "train", root)
     a = load_dataset("scv2", "train", root, augment=True, seed=3)
     b = load_dataset("scv2", "train", root, augment=True, seed=3)

@@ -8,13 +8,9 @@ Examples are derandomized (the same in every CI run) and bounded: MAX_EXAMPLES p
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
-import signal
-import sys
 import tempfile
 from pathlib import Path
 
@@ -26,6 +22,8 @@ import torch
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+
+from tests.helpers import run_main as cli  # noqa: E402
 
 MAX_EXAMPLES = 50
 FUZZ = settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -42,28 +40,6 @@ VALUES = st.one_of(NUMBERS, st.text(max_size=8), st.none(), st.booleans(),
                    st.lists(st.integers(0, 9), max_size=3))
 EDGES = st.sampled_from([0, -1, 0.0, -0.5, 1e308, math.nan, math.inf, -math.inf, 10**9, "1", True])
 HOSTILE = st.one_of(EDGES, EDGES, VALUES)  # edge cases drawn more often
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    """Run ``lmuf ARGS`` through the entry point ``main()`` in this process (its signal
-    handlers restored afterwards); (exit code, stdout, stderr)."""
-    from lmuformer.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
-    argv = sys.argv
-    sys.argv = ["lmuf", *args]
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.argv = argv
-        for s, h in handlers.items():
-            signal.signal(s, h)
-    return code, out.getvalue(), err.getvalue()
 
 
 def check_property(target: str, folder: Path, inputs: dict[Path, bytes], code: int, err: str) -> None:

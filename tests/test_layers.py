@@ -122,3 +122,19 @@ def test_the_walker_sees_upward_and_nested_imports(tmp_path):
     assert ("lmuformer.jobs.simulate", 4, True) in found
     assert layer_of("lmuformer.model.m") < layer_of("export.io") < layer_of("lmuformer.jobs.simulate")
     assert layer_of("lmuformer.cli.map") == len(LAYERS) - 1 and layer_of("numpy") is None
+
+
+def test_tests_and_benchmarks_share_helpers_not_test_modules():
+    """A test module imports no other test module (shared code: tests/conftest.py, graphs.py,
+    helpers.py); a benchmark imports nothing from tests/."""
+    bad = []
+    for folder in ("tests", "benchmarks"):
+        for path in sorted((ROOT / folder).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                for name in names:
+                    into_tests = folder == "benchmarks" and name.split(".")[0] == "tests"
+                    if into_tests or name.startswith("tests.test_"):
+                        bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: imports {name}")
+    assert not bad, "\n".join(bad)

@@ -33,7 +33,7 @@ def lmuf(*args: str, cwd: Path | None = None, **kw) -> subprocess.CompletedProce
 
 def lmuf_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """``lmuf ARGS`` in this process (through ``main()``) with ``cwd`` as working folder."""
-    from tests.test_fuzz import cli
+    from tests.helpers import run_main as cli
 
     old = os.getcwd()
     os.chdir(cwd)
@@ -328,7 +328,7 @@ def test_signal_during_lava_leaves_nothing(tmp_path, sig, phase, group):
 
 def run_cli(*args: str) -> tuple[int, str]:
     """``lmuf ARGS`` in this process through ``main()``; (exit code, stderr)."""
-    from tests.test_fuzz import cli
+    from tests.helpers import run_main as cli
 
     code, _, err = cli(*args)
     return code, err

@@ -372,7 +372,7 @@ def test_collectives_live_on_the_backend_device(monkeypatch: pytest.MonkeyPatch)
 
 def test_scv2_small_recipe_overlays_the_paper_recipe(tmp_path: Path) -> None:
     """--recipe small: plain CE, no mixup/augmentation, dim 64; the default stays the paper's."""
-    from tests.test_data import _make_scv2
+    from tests.helpers import make_scv2
 
     paper = recipe("scv2")
     assert (paper.recipe, paper.loss, paper.mixup, paper.augment, paper.batch_size, paper.epochs) == (
@@ -382,7 +382,7 @@ def test_scv2_small_recipe_overlays_the_paper_recipe(tmp_path: Path) -> None:
         "small", "ce", 0.0, False, 0.0)
     assert (small.batch_size, small.epochs, small.model) == (32, 30, {"dim": 64, "memory_size": 128})
     assert (small.lr, paper.lr) == (5e-3, 2.5e-3)
-    root = _make_scv2(tmp_path / "sc")
+    root = make_scv2(tmp_path / "sc")
     m = train(dataset="scv2", data_dir=str(root), recipe="small", epochs=1, threads=1,
               out_dir=tmp_path / "out", progress=False)
     ckpt = load_checkpoint(tmp_path / "out" / "last.pt")
