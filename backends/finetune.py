@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from backends.fixed_point import ACT_SHIFT, DECAY_BITS, STATE_MAX, Network, lower
+from backends.fixed_point import ACT_SHIFT, DECAY_BITS, STATE_MAX, Network, input_frac_for, lower
 from export.graph import ExportOptions, model_to_nir
 from export.quantize import quantize_terms
 from lmuformer.errors import UserError
@@ -335,9 +335,14 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
         torch.manual_seed(seed)
         steps = model.config.frames + model.latency
 
+        # the input grid the emulator and Lava choose on the test split (fixed_point's module doc);
+        # training inputs beyond its range are clipped, as deployment would clip them
+        q = input_frac_for(x_test)
+
         def relower() -> IntegerForward:
             """The integer forward pass of the model's export as it stands (lowered anew)."""
-            return IntegerForward(model, lower(model_to_nir(model, opts), steps=steps), steps)
+            return IntegerForward(model, lower(model_to_nir(model, opts), steps=steps, input_frac_bits=q),
+                                  steps)
 
         def drifted(f: IntegerForward) -> bool:
             """Would the export now choose another exponent for a weight matrix?"""
@@ -429,7 +434,7 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
         fwd = relower()
         test1 = evaluate(x_test, y_test)[0]
         wall = time.perf_counter() - start
-        after = lower(model_to_nir(model, opts), steps=steps)
+        after = lower(model_to_nir(model, opts), steps=steps, input_frac_bits=q)
         if _signature(after) != _signature(fwd.net) or not _same_integers(fwd, after):  # a bug, not bad input
             raise RuntimeError("the fine-tuned model's export does not lower as its integer forward pass")
         metrics = dict(ck.metrics)
@@ -437,7 +442,7 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
             finetuned_for=asdict(opts), finetune_epochs=epochs, finetune_lr=lr, finetune_wall_s=wall,
             finetune_batch_size=batch_size, finetune_distill=distill,
             finetune_label_smoothing=label_smoothing, finetune_mixup=mixup, finetune_relowered=relowered,
-            finetune_threads=torch.get_num_threads(),
+            finetune_threads=torch.get_num_threads(), finetune_input_frac_bits=q,
             deployed_accuracy_before=test0, deployed_accuracy=test1, finetune_best_epoch=best_epoch,
             finetune_val_history=history, finetune_val_loss_history=losses, deployed_val_accuracy=best[0],
             deployed_val_accuracy_before=val0[0], deployed_val_loss=best[1], deployed_val_loss_before=val0[1],
