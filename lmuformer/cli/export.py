@@ -14,7 +14,7 @@ import click
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="NIR file to write.")
 @click.option("--weight-bits", type=int, help="Bits per term of learned weights [default: 8].")
 @click.option("--weight-terms", type=int,
-              help="Terms (synapses) per learned weight [default: 2; a fine-tuned checkpoint's own].")
+              help="Terms (synapses) per learned weight [default: 1; a fine-tuned checkpoint's own].")
 @click.option("--lmu-bits", type=int, help="Bits per term of the LMU matrices [default: 8].")
 @click.option("--lmu-terms", type=int, help="Terms (synapses) per LMU weight [default: 2].")
 @click.option("--lmu-form", type=click.Choice(["recurrent", "taps"]), default="recurrent", show_default=True,

@@ -12,7 +12,7 @@ import click
 @click.option("--weight-bits", default=8, show_default=True, help="Bits per term of learned weights.")
 @click.option("--weight-terms", default=1, show_default=True, help="Terms per learned weight.")
 @click.option("--lmu-bits", default=8, show_default=True, help="Bits per term of the LMU matrices.")
-@click.option("--lmu-terms", default=1, show_default=True, help="Terms per LMU weight.")
+@click.option("--lmu-terms", default=2, show_default=True, help="Terms per LMU weight.")
 @click.option("--dt", default=0.01, show_default=True, help="Frame period in seconds.")
 @click.option("--epochs", default=8, show_default=True, type=click.IntRange(min=0))
 @click.option("--lr", default=2e-4, show_default=True, type=click.FloatRange(min=0, min_open=True),
