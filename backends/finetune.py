@@ -59,6 +59,8 @@ def check_options(opts: ExportOptions) -> None:
     opts.check()
     if not opts.quantize:
         raise UserError("fine-tuning for export needs a quantised export (not --float)")
+    if getattr(opts, "lmu_form", "recurrent") != "recurrent":
+        raise UserError(f"fine-tuning supports the recurrent LMU memory only, not --lmu-form {opts.lmu_form}")
     if (opts.weight_bits, opts.lmu_bits) != (8, 8):
         raise UserError("fine-tuning supports 8-bit terms only: --weight-bits 8 --lmu-bits 8 "
                         f"(got {opts.weight_bits} and {opts.lmu_bits})")
