@@ -16,7 +16,10 @@ in torch float64, which holds every integer of the lowering exactly (|values| < 
     * graded synapses ``floor((sum + 2**(shift-1)) / 2**shift)`` (the rounding channel), LIF
       ``V <- trunc(V * (4096 - dv) / 4096) + 64 a_in + bias``, spike ``V > 64 vth``, reset to 0;
       integrators ``M <- M + a_in + bias``; the LMU A and B as quantised (constants);
-    * the readout ``M * 2**-k / steps`` gives the logits.
+    * the readout ``M * 2**-k / steps`` gives the logits;
+    * the input on the grid the emulator and Lava choose for the test split
+      (``fixed_point.input_frac_for``, recorded as ``finetune_input_frac_bits``; training inputs
+      beyond its range are clipped as deployment clips them).
 
 Gradients: straight-through for every rounding (rint, floor, trunc, clip), the model's sigmoid
 surrogate (slope 4 on the NIR membrane) for the spikes, the reset detached (no gradient
