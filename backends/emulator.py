@@ -156,12 +156,13 @@ class Emulator:
 
 
 def run(graph, x: np.ndarray, precision: str = "fixed", progress: bool = True, batch_size: int = 64,
-        record: bool = False, input_bits: int = 16, input_frac_bits: int = 8) -> SimulationResult:
+        record: bool = False, input_bits: int = 16, input_frac_bits: int | None = None
+        ) -> SimulationResult:
     """Run ``graph`` on x (samples, frames, features) for frames + latency steps each.
 
     ``record``: also return every LIF population's spike trains in ``extra["spike_trains"]``
     (name -> (samples, steps, neurons) bool).  ``input_bits``/``input_frac_bits``: the fixed-point
-    input encoding (see :mod:`backends.fixed_point`).
+    input encoding (see :mod:`backends.fixed_point`; None: the finest grid x fits).
     """
     start = time.perf_counter()
     net, x, steps = lower_for_input(graph, x, precision, input_bits, input_frac_bits)

@@ -7,15 +7,19 @@ in torch float64, which holds every integer of the lowering exactly (|values| < 
     * the graph's synapse weights are computed from the model's parameters as the export
       computes them (:func:`graph_weights`: eval-mode BatchNorm folded per consumer, conv taps,
       the membrane-shortcut residual), then put on the deployed grid: mantissa
-      ``clip(rint(w / 2**e), -127, 127)`` with the exponent e the export chooses for the
-      weights as they stand (the pass is lowered anew whenever a matrix's peak crosses a power
+      ``clip(rint(w / 2**e), -127, 127)`` (per term, below) with the exponents the export chooses
+      for the weights as they stand (the pass is lowered anew whenever a matrix's peak crosses a power
       of two, and after every epoch), Dense weights ``2 * mantissa``, its ``weight_exp`` and
       rounding offset;
-    * LIF biases on the first synapse's grid (``quantize_to_grid``) times ``2**(k + 6)``;
+    * LIF biases on the finest term's grid (``quantize_to_grid``) times ``2**(k + 6)``, rounded to
+      ``bias_mant << bias_exp`` as lowered (integrators: rint);
     * graded synapses ``floor((sum + 2**(shift-1)) / 2**shift)`` (the rounding channel), LIF
       ``V <- trunc(V * (4096 - dv) / 4096) + 64 a_in + bias``, spike ``V > 64 vth``, reset to 0;
       integrators ``M <- M + a_in + bias``; the LMU A and B as quantised (constants);
-    * the readout ``M * 2**-k / steps`` gives the logits.
+    * the readout ``M * 2**-k / steps`` gives the logits;
+    * the input on the grid the emulator and Lava choose for the test split
+      (``fixed_point.input_frac_for``, recorded as ``finetune_input_frac_bits``; training inputs
+      beyond its range are clipped as deployment clips them).
 
 Gradients: straight-through for every rounding (rint, floor, trunc, clip), the model's sigmoid
 surrogate (slope 4 on the NIR membrane) for the spikes, the reset detached (no gradient
@@ -24,13 +28,17 @@ dv, the memory's grid) are those of the last lowering.  After training, :func:`f
 exports the kept state again and checks that it lowers to this forward pass's exponents,
 grids and integers, so the export of the fine-tuned checkpoint spikes exactly as it.
 
-Only one 8-bit term per matrix (``weight_terms = lmu_terms = 1``, ``weight_bits = lmu_bits
-= 8``) is supported: the forward pass would otherwise have to keep each term's residual.
+Any number of 8-bit terms per matrix (``weight_terms``, ``lmu_terms``; ``weight_bits =
+lmu_bits = 8``): term k is ``clip(rint(r_k / 2**e_k))`` of the residual ``r_k`` of the terms
+before it (float64, as ``export.quantize.quantize_terms``), each term one lowered synapse
+(``NAME.termK``); the gradient reaches the weight through the first term only (the others'
+residuals are detached).  The bias is put on the finest term's grid, as the export puts it.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -39,9 +47,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from backends.fixed_point import ACT_SHIFT, DECAY_BITS, STATE_MAX, Network, lower
+from backends.fixed_point import ACT_SHIFT, DECAY_BITS, STATE_MAX, Network, input_frac_for, lower
 from export.graph import ExportOptions, model_to_nir
-from export.quantize import exponent_for
+from export.quantize import quantize_terms
 from lmuformer.checkpoint import load_checkpoint, save_checkpoint
 from lmuformer.data import load_dataset, load_test_split
 from lmuformer.data.speech_commands import mixup as mix
@@ -57,9 +65,11 @@ def check_options(opts: ExportOptions) -> None:
     opts.check()
     if not opts.quantize:
         raise UserError("fine-tuning for export needs a quantised export (not --float)")
-    if (opts.weight_terms, opts.lmu_terms, opts.weight_bits, opts.lmu_bits) != (1, 1, 8, 8):
-        raise UserError("fine-tuning supports one 8-bit term per matrix only: --weight-terms 1 "
-                        "--lmu-terms 1 --weight-bits 8 --lmu-bits 8")
+    if getattr(opts, "lmu_form", "recurrent") != "recurrent":
+        raise UserError(f"fine-tuning supports the recurrent LMU memory only, not --lmu-form {opts.lmu_form}")
+    if (opts.weight_bits, opts.lmu_bits) != (8, 8):
+        raise UserError("fine-tuning supports 8-bit terms only: --weight-bits 8 --lmu-bits 8 "
+                        f"(got {opts.weight_bits} and {opts.lmu_bits})")
 
 
 # ---- model parameters -> graph synapse weights (torch, differentiable) ----------------------
@@ -126,6 +136,17 @@ def graph_weights(model: LMUFormer) -> dict[str, tuple[torch.Tensor, torch.Tenso
 
 # ---- the integer forward pass ----------------------------------------------------------------
 
+def term_chains(net: Network) -> dict[str, list[str]]:
+    """Model synapse (a :func:`graph_weights` name) -> the lowered synapses of its terms in order:
+    ``[name]`` for one term, ``[name.term0, name.term1, ...]`` for several (the export's naming)."""
+    chains: dict[str, list[tuple[int, str]]] = {}
+    for s in net.synapses:
+        m = re.fullmatch(r"(.+)\.term(\d+)", s.name)
+        base, k = (m.group(1), int(m.group(2))) if m else (s.name, 0)
+        chains.setdefault(base, []).append((k, s.name))
+    return {b: [n for _, n in sorted(v)] for b, v in chains.items()}
+
+
 def _ste(x: torch.Tensor, fn) -> torch.Tensor:
     """``fn(x)`` forward, identity gradient."""
     return x + (fn(x.detach()) - x.detach())
@@ -160,6 +181,7 @@ class IntegerForward(nn.Module):
         for s in net.synapses:
             if len(s.terms) != 1:
                 raise UserError(f"{s.name}: {len(s.terms)} Dense terms; fine-tuning needs one per synapse")
+        self.chains = term_chains(net)
         self.order = [n for n, p in net.populations.items() if p.kind != "input"]
         self.history = net.max_delay + 1
 
@@ -167,18 +189,26 @@ class IntegerForward(nn.Module):
         """Integer Dense weights per synapse (out, in) and integer bias per population."""
         gw = graph_weights(self.model)
         pops = self.net.populations
+        by_name = {s.name: s for s in self.net.synapses}
         weights, bias = {}, {n: None for n in pops}
-        for s in self.net.synapses:
-            w, b = gw[s.name]
-            t = s.terms[0]
-            scale = 2.0 ** (-t.exponent)
-            m = _clip_ste(w * scale)
-            weights[s.name] = 2.0 * m
+        for base, names in self.chains.items():
+            w, b = gw[base]
+            rest = w
+            for k, name in enumerate(names):  # term k quantises the residual of the terms before it
+                t = by_name[name].terms[0]
+                m = _clip_ste(rest * 2.0 ** (-t.exponent))
+                weights[name] = 2.0 * m
+                # the residual's value (float64, as the export's quantize_terms); gradient via term 0 only
+                rest = rest - (m * 2.0**t.exponent if k == 0 else (m * 2.0**t.exponent).detach())
             if b is not None:
-                p = pops[s.target]
-                bq = _ste(b * scale, torch.round) / scale  # on the synapse's grid (the export)
-                unit = 2.0 ** (p.frac + ACT_SHIFT) if p.kind == "lif" else 2.0**p.frac
-                bias[s.target] = bq * unit
+                p = pops[by_name[names[0]].target]
+                scale = 2.0 ** (-min(by_name[n].terms[0].exponent for n in names))  # the finest term's grid
+                bq = _ste(b * scale, torch.round) / scale  # on the synapse's finest grid (the export)
+                if p.kind == "lif":  # rint(b 2**(k+6) / 2**bias_exp) << bias_exp, bias_exp as lowered
+                    e = torch.as_tensor(2.0 ** p.bias_exp.astype(np.float64))
+                    bias[p.name] = _ste(bq * 2.0 ** (p.frac + ACT_SHIFT) / e, torch.round) * e
+                else:
+                    bias[p.name] = _ste(bq * 2.0**p.frac, torch.round)
         return weights, bias
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -309,16 +339,25 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
         torch.manual_seed(seed)
         steps = model.config.frames + model.latency
 
+        # the input grid the emulator and Lava choose on the test split (fixed_point's module doc);
+        # training inputs beyond its range are clipped, as deployment would clip them
+        q = input_frac_for(x_test)
+
         def relower() -> IntegerForward:
             """The integer forward pass of the model's export as it stands (lowered anew)."""
-            return IntegerForward(model, lower(model_to_nir(model, opts), steps=steps), steps)
+            return IntegerForward(model, lower(model_to_nir(model, opts), steps=steps, input_frac_bits=q),
+                                  steps)
 
         def drifted(f: IntegerForward) -> bool:
             """Would the export now choose another exponent for a weight matrix?"""
             with torch.no_grad():
                 gw = graph_weights(model)
-            return any(exponent_for(gw[s.name][0].numpy(), opts.weight_bits) != s.terms[0].exponent
-                       for s in f.net.synapses)
+            exps = {s.name: s.terms[0].exponent for s in f.net.synapses}
+            for base, names in f.chains.items():
+                terms = quantize_terms(gw[base][0].numpy(), opts.weight_bits, len(names))
+                if [t.exponent for t in terms] != [exps[n] for n in names]:
+                    return True
+            return False
 
         fwd = relower()
         model.eval()  # eval-mode BatchNorm statistics: deployment folds them
@@ -399,7 +438,7 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
         fwd = relower()
         test1 = evaluate(x_test, y_test)[0]
         wall = time.perf_counter() - start
-        after = lower(model_to_nir(model, opts), steps=steps)
+        after = lower(model_to_nir(model, opts), steps=steps, input_frac_bits=q)
         if _signature(after) != _signature(fwd.net) or not _same_integers(fwd, after):  # a bug, not bad input
             raise RuntimeError("the fine-tuned model's export does not lower as its integer forward pass")
         metrics = dict(ck.metrics)
@@ -407,7 +446,7 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
             finetuned_for=asdict(opts), finetune_epochs=epochs, finetune_lr=lr, finetune_wall_s=wall,
             finetune_batch_size=batch_size, finetune_distill=distill,
             finetune_label_smoothing=label_smoothing, finetune_mixup=mixup, finetune_relowered=relowered,
-            finetune_threads=torch.get_num_threads(),
+            finetune_threads=torch.get_num_threads(), finetune_input_frac_bits=q,
             deployed_accuracy_before=test0, deployed_accuracy=test1, finetune_best_epoch=best_epoch,
             finetune_val_history=history, finetune_val_loss_history=losses, deployed_val_accuracy=best[0],
             deployed_val_accuracy_before=val0[0], deployed_val_loss=best[1], deployed_val_loss_before=val0[1],

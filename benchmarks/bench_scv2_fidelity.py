@@ -5,10 +5,12 @@
 
 For a trained spiking scv2-layout checkpoint (128 frames x 128 mel bins), on the whole test split:
 
-* the default (two-term) and the one-term export without fine-tuning, each run on the emulator in
-  fixed point and in float (the graph's own float arithmetic): prediction agreement (bar >= 99.5 %),
-  the fraction of samples whose spike trains are identical and the first diverging population;
-* ``lmuf finetune --for-export --weight-terms 1 --lmu-terms 1`` (``--finetune-epochs``), then the
+* the exports (weight terms, LMU terms) = (1, 2) (the default), (2, 2) and (1, 1) without
+  fine-tuning, each run on the emulator in fixed point (input grid: the finest the test split
+  fits, as ``lmuf simulate`` chooses it, unless ``--input-frac-bits``) and in float (the graph's
+  own float arithmetic): prediction agreement (bar >= 99.5 %), the fraction of samples whose
+  spike trains are identical and the first diverging population;
+* ``lmuf finetune --for-export`` for the default export (``--finetune-epochs``), then the
   export of the fine-tuned checkpoint on the emulator against the fine-tuned model's own integer
   forward pass (bar: 100 % identical spike trains), and on Lava (``fixed_pt``) for the first
   ``--lava-samples`` samples.
@@ -24,6 +26,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -51,16 +54,18 @@ def _timed(fn):
                  "loadavg_before": load0, "loadavg_after": os.getloadavg()}
 
 
-def export_fidelity(model, x: np.ndarray, y: np.ndarray, terms: int, input_frac_bits: int = 8) -> dict:
-    """Fixed vs float emulator run of the ``terms``-term export of ``model`` (no fine-tuning);
-    ``input_frac_bits``: the input's fixed-point resolution 2**-q (the lowering's default: 8)."""
-    graph = model_to_nir(model, ExportOptions(weight_terms=terms, lmu_terms=terms))
+def export_fidelity(model, x: np.ndarray, y: np.ndarray, terms: tuple[int, int],
+                    input_frac_bits: int | None = None) -> dict:
+    """Fixed vs float emulator run of the export of ``model`` with ``terms`` = (weight terms, LMU
+    terms) (no fine-tuning); ``input_frac_bits``: the input grid 2**-q (None: the finest x fits)."""
+    graph = model_to_nir(model, ExportOptions(weight_terms=terms[0], lmu_terms=terms[1]))
     (fx, fl), t = _timed(lambda: (
         simulate(graph, x, backend="emulator", precision="fixed", progress=False, record=True,
                  input_frac_bits=input_frac_bits),
         simulate(graph, x, backend="emulator", precision="float", progress=False, record=True)))
     ident = spike_identity(fx.extra["spike_trains"], fl.extra["spike_trains"], list(fx.neurons))
-    return {"terms": terms, "input_frac_bits": input_frac_bits,
+    q = fx.extra["network"]["frac"]["input"]
+    return {"weight_terms": terms[0], "lmu_terms": terms[1], "input_frac_bits": q,
             "deployed_accuracy": float((fx.predictions == y).mean()),
             "float_graph_accuracy": float((fl.predictions == y).mean()),
             "agreement": float((fx.predictions == fl.predictions).mean()),
@@ -70,21 +75,23 @@ def export_fidelity(model, x: np.ndarray, y: np.ndarray, terms: int, input_frac_
 
 def finetuned_fidelity(checkpoint: str, data_dir: str, x: np.ndarray, y: np.ndarray, epochs: int,
                        lava_samples: int, out_dir: str) -> dict:
-    """Fine-tune for the one-term export, then its export vs the fine-tuned model's own forward."""
-    opts = ExportOptions(weight_terms=1, lmu_terms=1)
+    """Fine-tune for the default export, then its export vs the fine-tuned model's own forward."""
+    opts = ExportOptions()
     m, t_ft = _timed(lambda: finetune(checkpoint, out_dir, opts, epochs=epochs, data_dir=data_dir,
                                       progress=True))
     tuned = load_checkpoint(Path(out_dir) / "best.pt").model.eval()
     graph = model_to_nir(tuned, opts)
     steps = tuned.config.frames + tuned.latency
     with torch.no_grad():
-        logits, trains = IntegerForward(tuned, lower(graph, steps=steps), steps)(torch.as_tensor(x))
+        net = lower(graph, steps=steps, input_frac_bits=m["finetune_input_frac_bits"])
+        logits, trains = IntegerForward(tuned, net, steps)(torch.as_tensor(x))
     own = {k: v.numpy().astype(bool) for k, v in trains.items()}
     fx, t_emu = _timed(lambda: simulate(graph, x, backend="emulator", precision="fixed", progress=False,
                                         record=True))
     emu = spike_identity(fx.extra["spike_trains"], own, list(fx.neurons))
     emu["reference"] = OWN
-    res = {"epochs": epochs, "finetune": t_ft, "deployed_accuracy_before": m["deployed_accuracy_before"],
+    res = {"export": asdict(opts), "epochs": epochs, "finetune": t_ft,
+           "deployed_accuracy_before": m["deployed_accuracy_before"],
            "deployed_accuracy": float((fx.predictions == y).mean()),
            "best_epoch": m["finetune_best_epoch"], "val_history": m["finetune_val_history"],
            "relowered": m["finetune_relowered"],
@@ -108,8 +115,8 @@ def main() -> None:
     ap.add_argument("--finetune-epochs", type=int, default=2)
     ap.add_argument("--lava-samples", type=int, default=3)
     ap.add_argument("--skip-finetune", action="store_true")
-    ap.add_argument("--input-frac-bits", type=int, nargs="+", default=[8],
-                    help="input resolutions 2**-q to measure the exports at (default: the lowering's 8)")
+    ap.add_argument("--input-frac-bits", type=int, nargs="+", default=[None],
+                    help="input grids 2**-q to measure the exports at (default: the finest the data fits)")
     ap.add_argument("--out", default="benchmarks/results/scv2_fidelity.json")
     args = ap.parse_args()
     ck = load_checkpoint(args.checkpoint)
@@ -122,11 +129,11 @@ def main() -> None:
               "steps": model.config.frames + model.latency, "float_model_accuracy": acc,
               "command": " ".join(sys.argv), "exports": []}
     print(f"float model: test accuracy {acc:.4f} ({len(y)} samples)", flush=True)
-    for terms, q in [(t, q) for q in args.input_frac_bits for t in (2, 1)]:
+    for terms, q in [(t, q) for q in args.input_frac_bits for t in ((1, 2), (2, 2), (1, 1))]:
         r = export_fidelity(model, x, y, terms, q)
         result["exports"].append(r)
         s = r["spike_identity"]
-        print(f"{terms} term(s), input 2**-{q}: fixed {r['deployed_accuracy']:.4f}, "
+        print(f"terms {terms}, input 2**-{r['input_frac_bits']}: fixed {r['deployed_accuracy']:.4f}, "
               f"float graph {r['float_graph_accuracy']:.4f}, "
               f"agreement {r['agreement']:.4f} (bar 0.995 met: {r['agreement_bar_met']}), identical spike "
               f"trains {s['identical']:.4f}, first divergence {s['first_divergence']} "
@@ -134,7 +141,7 @@ def main() -> None:
     if not args.skip_finetune:
         r = finetuned_fidelity(args.checkpoint, args.data_dir, x, y, args.finetune_epochs, args.lava_samples,
                                tempfile.mkdtemp(prefix="scv2fid-"))
-        result["finetune_one_term"] = r
+        result["finetune_default"] = r
         print(f"fine-tuned ({r['epochs']} epochs, {r['finetune']['wall_s']:.0f} s wall, "
               f"load {r['finetune']['loadavg_before'][0]:.1f}): "
               f"deployed {r['deployed_accuracy_before']:.4f} -> "

@@ -49,7 +49,7 @@ class ExportOptions:
     dt: float = 0.01
     quantize: bool = True
     weight_bits: int = 8
-    weight_terms: int = 2
+    weight_terms: int = 1
     lmu_bits: int = 8
     lmu_terms: int = 2
     lmu_form: str = "recurrent"

@@ -98,9 +98,11 @@ def test_fixed_agrees_with_float(digits_graph):
 
 
 def test_two_term_export_is_rounded_not_broken(tiny_graphs):
-    """The default export (two 8-bit terms per learned matrix): the second term is finer than
-    the 2**-10 current grid, so it is floor-rounded (noted); every term still fits Lava's Dense."""
-    g, _ = tiny_graphs
+    """``--weight-terms 2``: the second term is finer than the 2**-10 current grid, so it is
+    floor-rounded (noted); every term still fits Lava's Dense.  The default (one term per learned
+    matrix) has no spike synapse term finer than its grid."""
+    assert not any("finer spike synapse terms" in n for n in lower(tiny_graphs[0]).notes)
+    g = model_to_nir(active_model("tiny"), ExportOptions(weight_terms=2))
     net = lower(g)
     assert any("rounded" in n for n in net.notes)
     for s in net.synapses:

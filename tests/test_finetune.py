@@ -10,7 +10,7 @@ import torch
 
 from backends.base import simulate
 from backends.finetune import IntegerForward, _clip_ste, finetune, graph_weights
-from backends.fixed_point import lower
+from backends.fixed_point import input_frac_for, lower
 from export import model_to_nir
 from export.graph import ExportOptions
 from lmuformer import build_model
@@ -55,16 +55,18 @@ def test_mantissa_rounding_passes_gradient_inside_the_range_only():
 
 def _forward_trains(model, graph, x):
     steps = model.config.frames + model.latency
-    fwd = IntegerForward(model, lower(graph, steps=steps), steps)
+    fwd = IntegerForward(model, lower(graph, steps=steps, input_frac_bits=input_frac_for(x)), steps)
     with torch.no_grad():
         logits, trains = fwd(torch.as_tensor(x))
     return logits.numpy(), {k: v.numpy().astype(bool) for k, v in trains.items()}
 
 
 def test_finetuned_export_spikes_as_the_finetuned_model(tiny_ckpt, tmp_path):
-    metrics = finetune(str(tiny_ckpt), str(tmp_path / "ft"), ONE_TERM, epochs=1, lr=1e-3,
+    # the default export: one term per learned weight, two per LMU matrix (four lowered synapses)
+    metrics = finetune(str(tiny_ckpt), str(tmp_path / "ft"), ExportOptions(), epochs=1, lr=1e-3,
                        train_samples=192, test_samples=48, progress=False, select=False)
-    assert metrics["finetuned_for"]["weight_terms"] == 1
+    assert (metrics["finetuned_for"]["weight_terms"], metrics["finetuned_for"]["lmu_terms"]) == (1, 2)
+    assert metrics["finetune_input_frac_bits"] == 14  # digits pixels in [0, 1]
     # weight peaks crossed powers of two during training: the pass followed the export's exponents
     assert metrics["finetune_relowered"] > 0
     ck = load_checkpoint(tmp_path / "ft" / "best.pt")
@@ -82,7 +84,8 @@ def test_finetuned_export_spikes_as_the_finetuned_model(tiny_ckpt, tmp_path):
     from export.io import read_graph
 
     graph = read_graph(tmp_path / "ft.nir")
-    assert graph.metadata["weight_terms"] == 1 and graph.metadata["lmu_terms"] == 1
+    assert graph.metadata["weight_terms"] == 1 and graph.metadata["lmu_terms"] == 2
+    assert any(n.endswith("memory.rec.term1") for n in graph.nodes)
     x, _ = load_test_split("digits", samples=48)
     logits, trains = _forward_trains(ck.model, graph, x)
     emu = simulate(graph, x, backend="emulator", precision="fixed", progress=False, record=True)
@@ -100,13 +103,31 @@ def test_finetuned_export_spikes_as_the_finetuned_model(tiny_ckpt, tmp_path):
         assert np.array_equal(v, trains[k][:3]), k
 
 
+@pytest.mark.parametrize("terms", [(2, 2), (1, 2)])
+def test_several_terms_per_matrix_spike_as_the_emulator(terms):
+    """Two-term exports (the default and the one-term weights with two-term LMU): the forward
+    pass keeps each term's residual and spikes as the emulator's fixed-point run."""
+    model = active_model("tiny")
+    graph = model_to_nir(model, ExportOptions(weight_terms=terms[0], lmu_terms=terms[1]))
+    assert any(n.endswith(".term1") for n in graph.nodes)
+    x, _ = load_test_split("digits", samples=24)
+    logits, trains = _forward_trains(model, graph, x)
+    emu = simulate(graph, x, backend="emulator", precision="fixed", progress=False, record=True)
+    for k, v in emu.extra["spike_trains"].items():
+        assert np.array_equal(trains[k], v), f"{k}: {int((trains[k] != v).sum())} spikes differ"
+    assert sum(v.sum() for v in trains.values()) > 500
+    assert np.array_equal(logits.argmax(1), emu.predictions)
+
+
 def test_bad_input_is_one_error_and_writes_nothing(tiny_ckpt, tmp_path):
     ann = tmp_path / "ann.pt"
     save_checkpoint(ann, build_model("tiny-ann").eval(), {"dataset": "digits"})
     with pytest.raises(UserError, match="non-spiking"):
         finetune(str(ann), str(tmp_path / "a"), ONE_TERM, progress=False)
-    with pytest.raises(UserError, match="one 8-bit term"):
-        finetune(str(tiny_ckpt), str(tmp_path / "b"), ExportOptions(weight_terms=2), progress=False)
+    with pytest.raises(UserError, match="8-bit terms only"):
+        finetune(str(tiny_ckpt), str(tmp_path / "b"), ExportOptions(weight_bits=6), progress=False)
+    with pytest.raises(UserError, match="recurrent LMU memory only"):
+        finetune(str(tiny_ckpt), str(tmp_path / "b"), ExportOptions(lmu_form="taps"), progress=False)
     with pytest.raises(UserError, match="distill"):
         finetune(str(tiny_ckpt), str(tmp_path / "d"), ONE_TERM, distill=1.5, progress=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "d").exists()
@@ -119,7 +140,7 @@ def test_bad_input_is_one_error_and_writes_nothing(tiny_ckpt, tmp_path):
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": root}
     out = ["--for-export", "--out", str(tmp_path / "c")]
-    for args in (["finetune", str(ann), *out], ["finetune", str(tiny_ckpt), "--weight-terms", "2", *out]):
+    for args in (["finetune", str(ann), *out], ["finetune", str(tiny_ckpt), "--weight-bits", "6", *out]):
         res = subprocess.run([sys.executable, "-m", "lmuformer.cli", *args], capture_output=True, text=True,
                              env=env, cwd=root, timeout=120)
         assert res.returncode == 2, (args, res.stdout, res.stderr)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from backends.base import simulate
-from backends.fixed_point import lower, lower_for_input
+from backends.fixed_point import input_frac_for, lower, lower_for_input
 from lmuformer.errors import UserError
 from tests.graphs import _linear, edge_graph, wrap_graph
 
@@ -267,15 +267,17 @@ def test_emulator_result_fields_by_hand():
     # a_in of a = x * 2**10: the largest is (2 + 2**-8) * 2**10 = 2052
     assert r.extra["peak_abs_a_in"] == {"a": 2052}
     assert r.extra["input_clipped"] == 0.0
-    assert r.extra["network"] == lower(g, steps=5).summary()
+    assert r.extra["network"] == lower(g, steps=5, input_frac_bits=input_frac_for(x)).summary()
     assert "spike_trains" not in r.extra
     rec = simulate(g, x, backend="emulator", precision="fixed", progress=False, record=True, batch_size=1)
     assert np.array_equal(rec.extra["spike_trains"]["a"], np.concatenate([EDGE_SPIKES, 0 * EDGE_SPIKES,
                                                                           EDGE_SPIKES]))
     fl = simulate(g, 300 * x, backend="emulator", precision="float", progress=False)
     assert "peak_abs_a_in" not in fl.extra and "input_clipped" not in fl.extra
-    clipped = simulate(g, 300 * x, backend="emulator", precision="fixed", progress=False)
+    clipped = simulate(g, 300 * x, backend="emulator", precision="fixed", progress=False, input_frac_bits=8)
     assert clipped.extra["input_clipped"] == 8 / 24  # the 8 nonzero values (600, 600.7) outside +-128
+    fits = simulate(g, 300 * x, backend="emulator", precision="fixed", progress=False)  # the grid fits x
+    assert fits.extra["input_clipped"] == 0.0 and fits.extra["network"]["frac"]["input"] == 5
     from backends.emulator import run
 
     empty = run(g, np.zeros((0, 4, 2)), progress=False)  # simulate() refuses it; the backend copes
@@ -322,7 +324,9 @@ def test_recurrent_integrator_state_bound_by_hand():
 def test_lower_for_input_passes_its_parameters():
     x = np.zeros((2, 4, 2))
     net, _, steps = lower_for_input(edge_graph(), x, "fixed")
-    assert (net.input_bits, net.input_frac, steps) == (16, 8, 5)
+    assert (net.input_bits, net.input_frac, steps) == (16, 20, 5)  # all zero: the finest grid
+    x[0, 0, 0] = -1.0
+    assert lower_for_input(edge_graph(), x, "fixed")[0].input_frac == 14  # 2**14 fits, 2**15 does not
     assert net.populations["readout"].state_bound == 473 / 256 * 5  # lowered for the 5 steps
     net, _, _ = lower_for_input(edge_graph(), x, "fixed", input_bits=8, input_frac_bits=4)
     assert (net.input_bits, net.input_frac) == (8, 4)
@@ -551,12 +555,14 @@ def test_integrator_grid_margin_bias_and_lowered_grid_note():
 
 
 def test_emulator_run_defaults():
-    """run(graph, x): fixed point, 16-bit input with 8 fractional bits (range +-128)."""
+    """run(graph, x): fixed point, 16-bit input on the finest grid x fits (150: 2**-7)."""
     from backends.emulator import run
 
     r = run(edge_graph(), np.array([[[150.0, 100.0]]]), progress=False)
-    assert r.precision == "fixed" and r.extra["input_clipped"] == 0.5  # 150 only
-    assert r.extra["network"]["frac"]["input"] == 8
+    assert r.precision == "fixed" and r.extra["input_clipped"] == 0.0
+    assert r.extra["network"]["frac"]["input"] == 7
+    r = run(edge_graph(), np.array([[[150.0, 100.0]]]), progress=False, input_frac_bits=8)
+    assert r.extra["input_clipped"] == 0.5  # 150 only: outside +-128
 
 
 def test_uniformity_tolerance_names_and_odd_shifts():
@@ -600,3 +606,15 @@ def test_graded_sums_beyond_float32_are_exact():
     total = (254 * int(codes.sum())) << 7
     want = ((total + 2**23) % 2**24) - 2**23
     assert r.trace[0, 0, 0] == want * 2.0**-16
+
+
+@pytest.mark.parametrize("peak, bits, q", [(1.0, 16, 14), (0.9999, 16, 15), (1.7, 16, 14), (150.0, 16, 7),
+                                           (32767.0, 16, 0), (1e9, 16, 0), (1.0, 8, 6), (0.0, 16, 20),
+                                           (2.0**-10, 16, 20)])
+def test_input_grid_is_the_finest_the_data_fits(peak, bits, q):
+    """input_frac_for: the largest q in 0..20 with rint(max|x| 2**q) <= 2**(bits-1) - 1."""
+    x = np.array([[[0.5 * peak, -peak]]])
+    assert input_frac_for(x, bits) == q
+    lim = 2 ** (bits - 1) - 1
+    if 0 < q < 20:
+        assert np.rint(peak * 2.0**q) <= lim < np.rint(peak * 2.0 ** (q + 1))

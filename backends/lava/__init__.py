@@ -291,7 +291,7 @@ def _stop_shared_memory(smm) -> None:
 
 
 def run(graph, x: np.ndarray, precision: str = "fixed", progress: bool = True, record: bool = False,
-        samples_per_run: int = 16, input_bits: int = 16, input_frac_bits: int = 8,
+        samples_per_run: int = 16, input_bits: int = 16, input_frac_bits: int | None = None,
         gap: int | None = None) -> SimulationResult:
     """Run ``graph`` on x (samples, frames, features) in Lava, frames + latency steps per sample.
 

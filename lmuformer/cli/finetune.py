@@ -15,9 +15,9 @@ _D = ExportOptions()
               help="Fine-tune for the fixed-point export given by the export options below (required).")
 @click.option("--weight-bits", default=_D.weight_bits, show_default=True,
               help="Bits per term of learned weights.")
-@click.option("--weight-terms", default=1, show_default=True, help="Terms per learned weight (1 only).")
+@click.option("--weight-terms", default=_D.weight_terms, show_default=True, help="Terms per learned weight.")
 @click.option("--lmu-bits", default=_D.lmu_bits, show_default=True, help="Bits per term of the LMU matrices.")
-@click.option("--lmu-terms", default=1, show_default=True, help="Terms per LMU weight (1 only).")
+@click.option("--lmu-terms", default=_D.lmu_terms, show_default=True, help="Terms per LMU weight.")
 @click.option("--dt", type=float, help="Frame period in seconds [default: the checkpoint's data set's].")
 @click.option("--epochs", default=8, show_default=True, type=click.IntRange(min=0))
 @click.option("--lr", default=2e-4, show_default=True, type=click.FloatRange(min=0, min_open=True),
