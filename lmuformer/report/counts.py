@@ -183,7 +183,7 @@ def fan_out(graph: nir.NIRGraph, source: str, neurons: int) -> tuple[np.ndarray,
 
 def _order(graph: nir.NIRGraph) -> list[str]:
     try:
-        from export.interpret import topological_order
+        from export.normalize import topological_order
 
         return topological_order(graph)
     except UserError:

@@ -1,0 +1,219 @@
+"""Normalising any NIR graph into the form every backend lowers: flat, acyclic but for
+Delay nodes, with ``metadata["dt"]`` set.
+
+- :func:`flatten` inlines nested :class:`nir.NIRGraph` nodes recursively.  Inner nodes are
+  named ``"outer.inner"``; the nested graph's own Input/Output nodes are removed and every
+  edge into them rewired (each source of an inner Input feeds each of its targets; likewise
+  for Output).  An edge may name a nested graph as a whole (``"sub"``: its single Input as a
+  target, its single Output as a source) or one of its nodes by a dotted name
+  (``"sub.input"``, ``"sub.lif"``), as NIR and nirtorch write them.
+- :func:`topological_order` is the evaluation order: edges leaving Delay nodes are cut.
+- :func:`prepare` is what the backends get: the flat graph, each cycle that does not pass
+  through a Delay node given an explicit one-step Delay on the edge that closes it (the
+  discrete-time reading of snnTorch's ``RLeaky``/``RSynaptic`` and of nirtorch recurrent
+  exports: the recurrent input at step t is the output of step t - 1), and the metadata's
+  ``dt`` (the graph's own, else the given one) and ``frames`` (where given).  What was done is
+  listed in ``metadata["notes"]`` (one line each).
+"""
+
+from __future__ import annotations
+
+import nir
+import numpy as np
+
+from lmuformer.errors import UserError
+
+MAX_DEPTH = 32  # nesting levels of NIRGraph nodes
+
+
+def _resolve(graph: nir.NIRGraph, end: str, role: str, where: str) -> str:
+    """The local node name an edge end refers to: ``end`` itself, or for a nested graph
+    ``"sub"`` / ``"sub.inner..."`` the dotted name of its Input (role "dst") / Output ("src")."""
+    nodes = graph.nodes
+    if end in nodes and not isinstance(nodes[end], nir.NIRGraph):
+        return end
+    if end in nodes:  # a nested graph as a whole
+        sub = nodes[end]
+        kind = nir.Input if role == "dst" else nir.Output
+        found = [n for n, v in sub.nodes.items() if isinstance(v, kind)]
+        if len(found) != 1:
+            raise UserError(f"{where}: edge end {end!r} is a nested graph with {len(found)} "
+                            f"{kind.__name__} nodes; name one as {end}.NAME")
+        return f"{end}.{_resolve(sub, found[0], role, where)}"
+    head, dot, rest = end.partition(".")
+    while dot:
+        if head in nodes and isinstance(nodes[head], nir.NIRGraph):
+            return f"{head}.{_resolve(nodes[head], rest, role, where)}"
+        nxt, dot, rest = rest.partition(".")
+        head = f"{head}.{nxt}"
+    raise UserError(f"{where}: an edge names a missing node {end!r}")
+
+
+def _inline(graph: nir.NIRGraph, prefix: str, depth: int, where: str,
+            nodes: dict[str, nir.NIRNode], edges: list[tuple[str, str]], passthrough: set[str]) -> None:
+    if depth > MAX_DEPTH:
+        raise UserError(f"{where}: NIRGraph nodes nested deeper than {MAX_DEPTH} levels")
+    for name, node in graph.nodes.items():
+        if isinstance(node, nir.NIRGraph):
+            _inline(node, f"{prefix}{name}.", depth + 1, where, nodes, edges, passthrough)
+            continue
+        full = prefix + name
+        if full in nodes:
+            raise UserError(f"{where}: two nodes are named {full!r} once nested graphs are inlined")
+        nodes[full] = node
+        if depth > 0 and isinstance(node, (nir.Input, nir.Output)):
+            passthrough.add(full)
+    for edge in graph.edges:
+        if len(edge) != 2:
+            raise UserError(f"{where}: edge {edge!r} is not a (source, target) pair")
+        src, dst = (str(e) for e in edge)
+        edges.append((prefix + _resolve(graph, src, "src", where),
+                      prefix + _resolve(graph, dst, "dst", where)))
+
+
+def flatten(graph: nir.NIRGraph, where: str = "graph") -> nir.NIRGraph:
+    """A copy of ``graph`` without nested NIRGraph nodes (see the module docstring); the
+    metadata is copied, node objects are shared.  UserError on an edge naming no node."""
+    nodes: dict[str, nir.NIRNode] = {}
+    edges: list[tuple[str, str]] = []
+    passthrough: set[str] = set()
+    _inline(graph, "", 0, where, nodes, edges, passthrough)
+    for p in sorted(passthrough):
+        ins = [s for s, d in edges if d == p]
+        outs = [d for s, d in edges if s == p]
+        edges = [e for e in edges if p not in e] + [(s, d) for s in ins for d in outs]
+        del nodes[p]
+    unique = list(dict.fromkeys(edges))
+    md = dict(graph.metadata) if isinstance(graph.metadata, dict) else {}
+    return nir.NIRGraph(nodes=nodes, edges=unique, metadata=md, type_check=False)
+
+
+def _preds(graph: nir.NIRGraph) -> dict[str, list[str]]:
+    preds: dict[str, list[str]] = {n: [] for n in graph.nodes}
+    for src, dst in graph.edges:
+        if src not in graph.nodes or dst not in graph.nodes:
+            raise UserError(f"edge {src} -> {dst} names a missing node")
+        if not isinstance(graph.nodes[src], nir.Delay):
+            preds[dst].append(src)
+    return preds
+
+
+def topological_order(graph: nir.NIRGraph) -> list[str]:
+    """Nodes of a flat graph in evaluation order, edges leaving Delay nodes cut; UserError on
+    a cycle without a Delay node."""
+    preds = _preds(graph)
+    order: list[str] = []
+    state: dict[str, int] = {}
+    for start in graph.nodes:
+        if start in state:
+            continue
+        stack = [(start, iter(preds[start]))]
+        state[start] = 1
+        while stack:
+            node, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                stack.pop()
+                state[node] = 2
+                order.append(node)
+            elif state.get(nxt) == 1:
+                raise UserError(f"the graph has a cycle through {nxt!r} without a Delay node")
+            elif nxt not in state:
+                state[nxt] = 1
+                stack.append((nxt, iter(preds[nxt])))
+    return order
+
+
+def back_edges(graph: nir.NIRGraph) -> list[tuple[str, str]]:
+    """Edges that close a cycle without a Delay node, found by depth-first search along the
+    edges from the Input nodes first (then from the remaining nodes in their order)."""
+    succ: dict[str, list[str]] = {n: [] for n in graph.nodes}
+    for src, dst in graph.edges:
+        if not isinstance(graph.nodes[src], nir.Delay):
+            succ[src].append(dst)
+    starts = [n for n, v in graph.nodes.items() if isinstance(v, nir.Input)] + list(graph.nodes)
+    state: dict[str, int] = {}
+    found: list[tuple[str, str]] = []
+    for start in starts:
+        if start in state:
+            continue
+        stack = [(start, iter(succ[start]))]
+        state[start] = 1
+        while stack:
+            node, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                stack.pop()
+                state[node] = 2
+            elif state.get(nxt) == 1:
+                found.append((node, nxt))
+            elif nxt not in state:
+                state[nxt] = 1
+                stack.append((nxt, iter(succ[nxt])))
+    return found
+
+
+def output_shape(node: nir.NIRNode) -> tuple[int, ...] | None:
+    """The shape a node emits per step, where its type or parameters tell it."""
+    out = getattr(node, "output_type", None)
+    if isinstance(out, dict) and len(out) == 1:
+        shape = np.asarray(next(iter(out.values())))
+        if shape.ndim == 1 and shape.size and np.all(shape > 0):
+            return tuple(int(s) for s in shape)
+    if isinstance(node, (nir.Affine, nir.Linear)):
+        return (int(np.shape(node.weight)[0]),)
+    for attr in ("v_threshold", "tau", "tau_mem", "r", "scale", "delay"):
+        if hasattr(node, attr) and np.ndim(getattr(node, attr)) >= 1:
+            return tuple(int(s) for s in np.shape(getattr(node, attr)))
+    return None
+
+
+def _dt(value, what: str, where: str) -> float:
+    try:
+        v = float(np.asarray(value, dtype=np.float64).reshape(()))
+    except (TypeError, ValueError):
+        raise UserError(f"{where}: {what} = {value!r} is not a number of seconds") from None
+    if not (np.isfinite(v) and 0 < v <= 1e6):
+        raise UserError(f"{where}: {what} = {v} is out of range; allowed: a finite number in (0, 1e6]")
+    return v
+
+
+def prepare(graph: nir.NIRGraph, dt: float | None = None, frames: int | None = None,
+            where: str = "graph") -> nir.NIRGraph:
+    """The graph as the backends take it: flat, every Delay-less cycle given an explicit
+    one-step Delay on its closing edge, ``metadata["dt"]`` (the graph's own dt wins over the
+    given one; UserError if neither) and ``metadata["frames"]`` if given and the graph has
+    none.  ``metadata["notes"]`` lists, one line each, the dt used and the delays inserted."""
+    flat = flatten(graph, where)
+    md = flat.metadata
+    notes: list[str] = []
+    if "dt" in md:
+        step = _dt(md["dt"], "metadata dt", where)
+        source = "the graph's"
+    elif dt is not None:
+        step = _dt(dt, "--dt", where)
+        source = "given by --dt"
+    else:
+        raise UserError(f"{where}: the graph's metadata has no dt (frame period); pass --dt SECONDS")
+    md["dt"] = step
+    notes.append(f"dt = {step:g} s ({source})")
+    if frames is not None and "frames" not in md:
+        md["frames"] = int(frames)
+    nodes, edges = dict(flat.nodes), list(flat.edges)
+    for src, dst in back_edges(flat):
+        shape = output_shape(flat.nodes[src])
+        if shape is None:
+            raise UserError(f"{where}: the cycle closed by {src} -> {dst} has no Delay node and the size "
+                            f"of {src} ({type(flat.nodes[src]).__name__}) is unknown")
+        name = f"{src}.delay_to.{dst}"
+        while name in nodes:
+            name += "_"
+        nodes[name] = nir.Delay(delay=np.full(shape, step))
+        edges.remove((src, dst))
+        edges += [(src, name), (name, dst)]
+        notes.append(f"the cycle {dst} -> ... -> {src} -> {dst} has no Delay node: "
+                     f"read {src} -> {dst} as a one-step delay")
+    md["notes"] = notes
+    out = nir.NIRGraph(nodes=nodes, edges=edges, metadata=md, type_check=False)
+    topological_order(out)  # cannot fail now; keeps the invariant checked
+    return out
