@@ -9,9 +9,10 @@ Delay nodes, with ``metadata["dt"]`` set.
   (``"sub.input"``, ``"sub.lif"``), as NIR and nirtorch write them.
 - :func:`topological_order` is the evaluation order: edges leaving Delay nodes are cut.
 - :func:`prepare` is what the backends get: the flat graph, each cycle that does not pass
-  through a Delay node given an explicit one-step Delay on the edge that closes it (the
-  discrete-time reading of snnTorch's ``RLeaky``/``RSynaptic`` and of nirtorch recurrent
-  exports: the recurrent input at step t is the output of step t - 1), and the metadata's
+  through a Delay node given an explicit one-step Delay (on its first edge leaving a neuron
+  population; the discrete-time reading of snnTorch's ``RLeaky``/``RSynaptic`` and of
+  nirtorch recurrent exports: the recurrent input at step t is computed from the population's
+  output at step t - 1, zero before the first step), and the metadata's
   ``dt`` (the graph's own, else the given one) and ``frames`` (where given).  What was done is
   listed in ``metadata["notes"]`` (one line each).
 """
@@ -124,33 +125,48 @@ def topological_order(graph: nir.NIRGraph) -> list[str]:
     return order
 
 
-def back_edges(graph: nir.NIRGraph) -> list[tuple[str, str]]:
-    """Edges that close a cycle without a Delay node, found by depth-first search along the
-    edges from the Input nodes first (then from the remaining nodes in their order)."""
+STATEFUL = (nir.LIF, nir.LI, nir.IF, nir.I, nir.CubaLIF, nir.CubaLI)
+
+
+def delayless_cycle(graph: nir.NIRGraph) -> list[str] | None:
+    """The nodes of one cycle that passes through no Delay node (``[a, b, ..., a]``), found by
+    depth-first search along the edges from the Input nodes first; None if there is none."""
     succ: dict[str, list[str]] = {n: [] for n in graph.nodes}
     for src, dst in graph.edges:
         if not isinstance(graph.nodes[src], nir.Delay):
             succ[src].append(dst)
     starts = [n for n, v in graph.nodes.items() if isinstance(v, nir.Input)] + list(graph.nodes)
     state: dict[str, int] = {}
-    found: list[tuple[str, str]] = []
     for start in starts:
         if start in state:
             continue
-        stack = [(start, iter(succ[start]))]
+        stack, path = [(start, iter(succ[start]))], [start]
         state[start] = 1
         while stack:
             node, it = stack[-1]
             nxt = next(it, None)
             if nxt is None:
                 stack.pop()
+                path.pop()
                 state[node] = 2
             elif state.get(nxt) == 1:
-                found.append((node, nxt))
+                return path[path.index(nxt):] + [nxt]
             elif nxt not in state:
                 state[nxt] = 1
                 stack.append((nxt, iter(succ[nxt])))
-    return found
+                path.append(nxt)
+    return None
+
+
+def _delayed_edge(graph: nir.NIRGraph, cycle: list[str]) -> tuple[str, str]:
+    """The edge of a Delay-less cycle that gets the one-step Delay: the first one leaving a
+    neuron population of known size (its output before the first step is 0, as in snnTorch's
+    RLeaky, whose recurrent Affine adds its bias from the first step on), else the closing one."""
+    edges = list(zip(cycle, cycle[1:], strict=False))
+    for src, dst in edges:
+        if isinstance(graph.nodes[src], STATEFUL) and output_shape(graph.nodes[src]) is not None:
+            return src, dst
+    return edges[-1]
 
 
 def output_shape(node: nir.NIRNode) -> tuple[int, ...] | None:
@@ -200,19 +216,23 @@ def prepare(graph: nir.NIRGraph, dt: float | None = None, frames: int | None = N
     if frames is not None and "frames" not in md:
         md["frames"] = int(frames)
     nodes, edges = dict(flat.nodes), list(flat.edges)
-    for src, dst in back_edges(flat):
-        shape = output_shape(flat.nodes[src])
+    for _ in range(len(edges)):
+        cycle = delayless_cycle(nir.NIRGraph(nodes=nodes, edges=edges, type_check=False))
+        if cycle is None:
+            break
+        src, dst = _delayed_edge(flat, cycle)
+        shape = output_shape(nodes[src])
         if shape is None:
-            raise UserError(f"{where}: the cycle closed by {src} -> {dst} has no Delay node and the size "
-                            f"of {src} ({type(flat.nodes[src]).__name__}) is unknown")
+            raise UserError(f"{where}: the cycle {' -> '.join(cycle[:6])} has no Delay node and the size "
+                            f"of {src} ({type(nodes[src]).__name__}) is unknown")
         name = f"{src}.delay_to.{dst}"
         while name in nodes:
             name += "_"
         nodes[name] = nir.Delay(delay=np.full(shape, step))
         edges.remove((src, dst))
         edges += [(src, name), (name, dst)]
-        notes.append(f"the cycle {dst} -> ... -> {src} -> {dst} has no Delay node: "
-                     f"read {src} -> {dst} as a one-step delay")
+        shown = " -> ".join(cycle[:6]) + (" -> ..." if len(cycle) > 6 else "")
+        notes.append(f"the cycle {shown} has no Delay node: read {src} -> {dst} as a one-step delay")
     md["notes"] = notes
     out = nir.NIRGraph(nodes=nodes, edges=edges, metadata=md, type_check=False)
     topological_order(out)  # cannot fail now; keeps the invariant checked

@@ -1,0 +1,250 @@
+"""Graphs exported by peer libraries (Norse ``to_nir``, snnTorch ``export_to_nir``), built and
+exported here, run on the torch backend and compared with the peer's own simulation.
+
+Tolerances: the peers compute in float32, we in float64; spike trains must be identical and
+continuous outputs (an Output fed by an Affine) agree within 1e-4 absolute.  Where a peer's
+discretisation differs from our Euler reading (Norse's CubaLIF), the test states the exact
+relation and checks it."""
+
+from __future__ import annotations
+
+import nir
+import numpy as np
+import pytest
+import snntorch as snn  # the dev extra
+import torch
+from snntorch import utils as snn_utils
+from snntorch.export_nir import export_to_nir
+
+from export.interpret import GraphRunner
+from export.normalize import flatten, prepare
+from lmuformer.errors import UserError
+
+TOL = 1e-4
+SNN_DT = 1e-4  # snnTorch's export writes tau = dt / (1 - beta) with this dt and records no dt
+
+
+def _ours(graph: nir.NIRGraph, x: torch.Tensor, dt: float) -> torch.Tensor:
+    """Per-step Output values (batch, steps, outputs) of the torch backend."""
+    return GraphRunner(graph, dt=dt).run(x.double()).trace
+
+
+def _positive_linear(lin: torch.nn.Linear, seed: int) -> torch.nn.Linear:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        lin.weight.copy_(torch.rand(lin.weight.shape, generator=g) * 0.8)
+        if lin.bias is not None:
+            lin.bias.copy_(torch.rand(lin.bias.shape, generator=g) * 0.1)
+    return lin
+
+
+def _snn_run(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    snn_utils.reset(net)
+    with torch.no_grad():
+        return torch.stack([net(x[:, t]) for t in range(x.shape[1])], dim=1)
+
+
+def _input(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed)) * 2.0
+
+
+def _snn_dense(neuron: torch.nn.Module, n: int = 5) -> torch.nn.Sequential:
+    return torch.nn.Sequential(_positive_linear(torch.nn.Linear(4, n), 1), neuron,
+                               _positive_linear(torch.nn.Linear(n, 3), 2))
+
+
+def _check_equal(net: torch.nn.Module, graph: nir.NIRGraph, x: torch.Tensor, dt: float) -> None:
+    ref = _snn_run(net, x).double()
+    ours = _ours(graph, x, dt)
+    assert ours.shape == ref.shape
+    assert float((ours - ref).abs().max()) < TOL
+
+
+def test_snntorch_leaky_equals_snntorch():
+    n = 5
+    leaky = snn.Leaky(beta=torch.full((n,), 0.85), threshold=torch.ones(n), init_hidden=True,
+                      reset_mechanism="zero", reset_delay=False)
+    net = _snn_dense(leaky, n)
+    graph = export_to_nir(net, torch.zeros(1, 4), ignore_dims=[0])
+    assert {type(v).__name__ for v in graph.nodes.values()} >= {"LIF", "Affine"}
+    x = _input((3, 30, 4))
+    _check_equal(net, graph, x, SNN_DT)
+    spikes = GraphRunner(graph, dt=SNN_DT).run(x.double()).spikes
+    assert float(sum(s.sum() for s in spikes.values())) > 10  # the comparison sees spikes
+
+
+def test_snntorch_synaptic_cubalif_equals_snntorch():
+    n = 5
+    syn = snn.Synaptic(alpha=torch.full((n,), 0.7), beta=torch.full((n,), 0.85), threshold=torch.ones(n),
+                       init_hidden=True, reset_mechanism="zero", reset_delay=False)
+    net = _snn_dense(syn, n)
+    graph = export_to_nir(net, torch.zeros(1, 4), ignore_dims=[0])
+    assert "CubaLIF" in {type(v).__name__ for v in graph.nodes.values()}
+    x = _input((3, 30, 4), seed=1)
+    _check_equal(net, graph, x, SNN_DT)
+    assert float(GraphRunner(graph, dt=SNN_DT).run(x.double()).spikes["1"].sum()) > 10
+
+
+def test_snntorch_recurrent_leaky_equals_snntorch():
+    """RLeaky exports a cycle lif -> w_rec -> lif without a Delay node; snnTorch feeds back the
+    previous step's spikes, which is how prepare() reads such a cycle (a one-step Delay)."""
+    n = 5
+    rleaky = snn.RLeaky(beta=0.8, linear_features=n, init_hidden=True, reset_mechanism="zero",
+                        reset_delay=False)
+    with torch.no_grad():
+        rleaky.recurrent.weight.copy_(torch.linspace(-0.5, 0.5, n * n).reshape(n, n))
+    net = _snn_dense(rleaky, n)
+    graph = export_to_nir(net, torch.zeros(1, 4), ignore_dims=[0])
+    prepared = prepare(graph, dt=SNN_DT)
+    assert any("one-step delay" in note for note in prepared.metadata["notes"])
+    assert sum(isinstance(v, nir.Delay) for v in prepared.nodes.values()) == 1
+    _check_equal(net, graph, _input((3, 30, 4), seed=2), SNN_DT)
+
+
+def test_snntorch_conv_net_equals_snntorch():
+    conv = torch.nn.Conv2d(1, 2, 3)
+    with torch.no_grad():
+        conv.weight.copy_(torch.rand(conv.weight.shape, generator=torch.Generator().manual_seed(3)) * 0.5)
+        conv.bias.zero_()
+    leaky = snn.Leaky(beta=torch.full((2, 4, 4), 0.9), threshold=torch.ones(2, 4, 4), init_hidden=True,
+                      reset_mechanism="zero", reset_delay=False)
+    net = torch.nn.Sequential(conv, leaky, torch.nn.AvgPool2d(2), torch.nn.Flatten(),
+                              _positive_linear(torch.nn.Linear(8, 3), 4))
+    graph = export_to_nir(net, torch.zeros(1, 1, 6, 6), ignore_dims=[0])
+    kinds = {type(v).__name__ for v in graph.nodes.values()}
+    assert {"Conv2d", "AvgPool2d", "Flatten", "LIF"} <= kinds
+    x = _input((2, 12, 36), seed=5)
+    ref = _snn_run(net, x.reshape(2, 12, 1, 6, 6)).double()
+    ours = _ours(graph, x, SNN_DT)
+    assert float((ours - ref).abs().max()) < TOL
+
+
+# ----------------------------------------------------------------------------- Norse
+
+from norse.torch.utils.export_nir import to_nir  # noqa: E402
+
+NORSE_DT = 1e-3  # Norse's own simulation step
+
+
+def _norse_run(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    state = None
+    out = []
+    with torch.no_grad():
+        for t in range(x.shape[1]):
+            y, state = model(x[:, t], state)
+            out.append(y)
+    return torch.stack(out, dim=1)
+
+
+def _norse_export(model: torch.nn.Module, features: int) -> nir.NIRGraph:
+    """Norse 1.1.0's to_nir writes ``tau = dt / tau_mem_inv``; with ``dt=1.0`` that is the
+    time constant in seconds (1 / tau_mem_inv), which is what its own from_nir reads back."""
+    return to_nir(model, torch.zeros(1, features), dt=1.0)
+
+
+def test_norse_lif_box_and_li_equal_norse():
+    from norse.torch import LIBoxCell, LIFBoxCell, SequentialState
+
+    model = SequentialState(_positive_linear(torch.nn.Linear(4, 5), 6), LIFBoxCell(),
+                            _positive_linear(torch.nn.Linear(5, 3), 7), LIBoxCell())
+    graph = _norse_export(model, 4)
+    assert [type(graph.nodes[n]).__name__ for n in ("1", "3")] == ["LIF", "LI"]
+    x = _input((3, 40, 4), seed=8) * 20
+    ref = _norse_run(model, x).double()
+    ours = GraphRunner(graph, dt=NORSE_DT).run(x.double())
+    assert float(ours.spikes["1"].sum()) > 10
+    assert float((ours.trace - ref).abs().max()) < TOL
+
+
+def test_norse_cubalif_equals_norse_with_the_input_scaled():
+    """Norse's LIFCell (exported as CubaLIF, w_in = r = 1) adds its input current as a jump,
+    ``j = i + x``, uses ``j`` in the voltage update and decays afterwards, ``i <- (1 - a) j``
+    with ``a = dt/tau_syn``.  Our Euler step is ``i <- (1 - a) i + a w_in x`` before the voltage
+    update: the same recursion for Norse's input ``a x``.  So our run on x equals Norse's run
+    on ``a x`` (to float32 precision)."""
+    from norse.torch import LIBoxCell, LIFCell, SequentialState
+
+    model = SequentialState(_positive_linear(torch.nn.Linear(4, 5), 9), LIFCell(),
+                            _positive_linear(torch.nn.Linear(5, 3), 10), LIBoxCell())
+    graph = _norse_export(model, 4)
+    assert type(graph.nodes["1"]).__name__ == "CubaLIF"
+    a = NORSE_DT / float(np.asarray(graph.nodes["1"].tau_syn))
+    x = _input((3, 40, 4), seed=11) * 6
+    ours = GraphRunner(graph, dt=NORSE_DT).run(x.double())
+    ref = _norse_run(SequentialState(_Scaled(model[0], a), *list(model)[1:]), x).double()
+    assert 20 < float(ours.spikes["1"].sum()) < 500
+    assert float((ours.trace - ref).abs().max()) < TOL
+
+
+class _Scaled(torch.nn.Module):
+    """``a`` times a Linear layer's output (Norse's input current scaled as our Euler step does)."""
+
+    def __init__(self, lin: torch.nn.Linear, a: float):
+        super().__init__()
+        self.lin, self.a = lin, a
+
+    def forward(self, x):
+        return self.a * self.lin(x)
+
+
+# ----------------------------------------------------------------------------- hand-written graphs
+
+
+def _lif(n: int) -> nir.LIF:
+    return nir.LIF(tau=np.full(n, 0.01), r=np.full(n, 10.0), v_leak=np.zeros(n), v_threshold=np.ones(n),
+                   v_reset=np.zeros(n))
+
+
+def test_nested_graph_equals_its_flat_form_and_an_explicit_delay():
+    """A recurrent layer as a nested NIRGraph (edges into it by the graph's name and by a
+    dotted name) == the same network flat with an explicit one-step Delay."""
+    rng = np.random.default_rng(0)
+    w_in, w_rec, w_out = rng.uniform(0, 1, (3, 2)), rng.uniform(-0.5, 0.5, (3, 3)), rng.uniform(0, 1, (2, 3))
+    inner = nir.NIRGraph(nodes={"input": nir.Input(np.array([3])), "lif": _lif(3),
+                                "w_rec": nir.Linear(w_rec), "output": nir.Output(np.array([3]))},
+                         edges=[("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")])
+    nested = nir.NIRGraph(nodes={"input": nir.Input(np.array([2])), "w_in": nir.Linear(w_in), "rnn": inner,
+                                 "w_out": nir.Linear(w_out), "output": nir.Output(np.array([2]))},
+                          edges=[("input", "w_in"), ("w_in", "rnn"), ("rnn.output", "w_out"),
+                                 ("w_out", "output")],
+                          type_check=False)
+    flat = flatten(nested)
+    assert set(flat.nodes) == {"input", "w_in", "rnn.lif", "rnn.w_rec", "w_out", "output"}
+    assert ("w_in", "rnn.lif") in flat.edges and ("rnn.lif", "w_out") in flat.edges
+    explicit = nir.NIRGraph(
+        nodes={"input": nir.Input(np.array([2])), "w_in": nir.Linear(w_in), "lif": _lif(3),
+               "w_rec": nir.Linear(w_rec), "d": nir.Delay(np.full(3, 0.001)), "w_out": nir.Linear(w_out),
+               "output": nir.Output(np.array([2]))},
+        edges=[("input", "w_in"), ("w_in", "lif"), ("lif", "w_rec"), ("w_rec", "d"), ("d", "lif"),
+               ("lif", "w_out"), ("w_out", "output")], metadata={"dt": 0.001}, type_check=False)
+    x = torch.as_tensor(rng.uniform(0, 1, (2, 25, 2)))
+    a = GraphRunner(nested, dt=0.001).run(x)
+    b = GraphRunner(explicit).run(x)
+    assert torch.equal(a.trace, b.trace) and float(a.trace.sum()) > 0
+    assert a.spikes["rnn.lif"].tolist() == b.spikes["lif"].tolist()
+
+
+def test_prepare_takes_the_graph_dt_first_and_refuses_none():
+    g = nir.NIRGraph(nodes={"input": nir.Input(np.array([2])), "li": nir.LI(np.full(2, 0.01), np.ones(2),
+                                                                            np.zeros(2)),
+                            "output": nir.Output(np.array([2]))},
+                     edges=[("input", "li"), ("li", "output")], type_check=False)
+    with pytest.raises(UserError, match="has no dt .*pass --dt SECONDS"):
+        prepare(g)
+    assert prepare(g, dt=0.002, frames=7).metadata["dt"] == 0.002
+    assert prepare(g, dt=0.002, frames=7).metadata["frames"] == 7
+    g.metadata = {"dt": 0.001}
+    assert prepare(g, dt=0.5).metadata["dt"] == 0.001
+    with pytest.raises(UserError, match="--dt = -1.0 is out of range"):
+        prepare(nir.NIRGraph(nodes=dict(g.nodes), edges=list(g.edges), type_check=False), dt=-1.0)
+    # LI: v <- v + dt/tau (v_leak - v + r x), Euler at dt = 0.001, tau = 0.01
+    out = GraphRunner(g).run(torch.ones(1, 3, 2, dtype=torch.float64)).trace[0, :, 0]
+    assert torch.allclose(out, torch.tensor([0.1, 0.19, 0.271], dtype=torch.float64))
+
+
+def test_threshold_and_scale_nodes_run():
+    g = nir.NIRGraph(nodes={"input": nir.Input(np.array([3])), "s": nir.Scale(np.array([1.0, 2.0, 3.0])),
+                            "th": nir.Threshold(np.full(3, 2.5)), "output": nir.Output(np.array([3]))},
+                     edges=[("input", "s"), ("s", "th"), ("th", "output")], metadata={"dt": 1.0})
+    r = GraphRunner(g).run(torch.ones(1, 2, 3, dtype=torch.float64))
+    assert r.trace[0].tolist() == [[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]] and r.spikes["th"].tolist() == [2.0]
