@@ -199,20 +199,22 @@ def prepare(graph: nir.NIRGraph, dt: float | None = None, frames: int | None = N
     """The graph as the backends take it: flat, every Delay-less cycle given an explicit
     one-step Delay on its closing edge, ``metadata["dt"]`` (the graph's own dt wins over the
     given one; UserError if neither) and ``metadata["frames"]`` if given and the graph has
-    none.  ``metadata["notes"]`` lists, one line each, the dt used and the delays inserted."""
+    none.  ``metadata["notes"]`` lists, one line each, the dt used where ``dt`` was given and the
+    delays inserted."""
     flat = flatten(graph, where)
     md = flat.metadata
     notes: list[str] = []
     if "dt" in md:
         step = _dt(md["dt"], "metadata dt", where)
-        source = "the graph's"
+        if dt is not None:
+            _dt(dt, "--dt", where)
+            notes.append(f"dt = {step:g} s (the graph's; --dt ignored)")
     elif dt is not None:
         step = _dt(dt, "--dt", where)
-        source = "given by --dt"
+        notes.append(f"dt = {step:g} s (given by --dt)")
     else:
         raise UserError(f"{where}: the graph's metadata has no dt (frame period); pass --dt SECONDS")
     md["dt"] = step
-    notes.append(f"dt = {step:g} s ({source})")
     if frames is not None and "frames" not in md:
         md["frames"] = int(frames)
     nodes, edges = dict(flat.nodes), list(flat.edges)

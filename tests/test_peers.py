@@ -248,3 +248,86 @@ def test_threshold_and_scale_nodes_run():
                      edges=[("input", "s"), ("s", "th"), ("th", "output")], metadata={"dt": 1.0})
     r = GraphRunner(g).run(torch.ones(1, 2, 3, dtype=torch.float64))
     assert r.trace[0].tolist() == [[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]] and r.spikes["th"].tolist() == [2.0]
+
+
+# ----------------------------------------------------------------------------- CLI, files
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    from tests.test_fuzz import cli
+
+    return cli(*args)
+
+
+def _li_graph(dt: float | None = None) -> nir.NIRGraph:
+    return nir.NIRGraph(nodes={"input": nir.Input(np.array([2])),
+                               "li": nir.LI(np.full(2, 0.01), np.ones(2), np.zeros(2)),
+                               "output": nir.Output(np.array([2]))},
+                        edges=[("input", "li"), ("li", "output")], metadata={} if dt is None else {"dt": dt})
+
+
+def test_cli_simulate_peer_file_with_dt_and_frames(tmp_path):
+    n = 4
+    rleaky = snn.RLeaky(beta=0.8, linear_features=n, init_hidden=True, reset_mechanism="zero",
+                        reset_delay=False)
+    net = _snn_dense(rleaky, n)
+    path = tmp_path / "rleaky.nir"
+    nir.write(path, export_to_nir(net, torch.zeros(1, 4), ignore_dims=[0]))
+    code, out, err = _cli("simulate", str(path), "--backend", "torch", "--random", "--dt", "1e-4",
+                          "--frames", "6", "--samples", "2", "--json", str(tmp_path / "r.json"))
+    assert code == 0, err
+    assert "dt = 0.0001 s (given by --dt)" in err and "read 1.lif -> 1.w_rec as a one-step delay" in err
+    assert "2 samples x 6 steps" in out and "1.lif" in out
+    code, _, err = _cli("simulate", str(path), "--backend", "torch", "--random")
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: {path}: the graph's metadata has no dt (frame period); pass --dt SECONDS"]
+    code, _, err = _cli("simulate", str(path), "--backend", "torch", "--random", "--dt", "1e-4")
+    assert code == 2 and "pass --frames N" in err and len(err.strip().splitlines()) == 1
+    code, _, err = _cli("simulate", str(path), "--backend", "torch", "--random", "--dt", "nan",
+                        "--frames", "2")
+    assert code == 2 and err.startswith("error: ") and "--dt = nan" in err
+
+
+def test_cli_simulate_one_li_node_and_report_without_ann(tmp_path):
+    """A graph of one LI node (no spiking population) runs; its own dt is used."""
+    path = tmp_path / "li.nir"
+    nir.write(path, _li_graph(dt=0.001))
+    code, out, err = _cli("simulate", str(path), "--backend", "torch", "--random", "--frames", "3",
+                          "--dt", "0.5")
+    assert code == 0, err
+    assert "dt = 0.001 s (the graph's; --dt ignored)" in err and "1 samples" not in out
+    code, out, err = _cli("report", str(path), "--backend", "torch", "--random", "--frames", "3",
+                          "--samples", "2", "--profile", "45nm")
+    assert code == 0, err
+    assert "ANN baseline: not available" in out
+
+
+def test_report_counts_convolution_fan_out(tmp_path):
+    """SOPs of a spiking layer feeding a Conv2d: fan-out from the adjoint convolution."""
+    from backends import simulate
+    from lmuformer.report import build_report, resolve_profiles
+
+    w = np.zeros((2, 1, 3, 3))
+    w[0, 0, 1, 1], w[1, 0] = 1.0, 1.0  # channel 0: one tap; channel 1: all nine
+    g = nir.NIRGraph(
+        nodes={"input": nir.Input(np.array([1, 5, 5])),
+               "lif": nir.LIF(np.full((1, 5, 5), 1e-3), np.ones((1, 5, 5)), np.zeros((1, 5, 5)),
+                              np.full((1, 5, 5), 0.5), np.zeros((1, 5, 5))),
+               "conv": nir.Conv2d((5, 5), w, 1, 1, 1, 1, np.zeros(2)),
+               "li": nir.LI(np.full((2, 5, 5), 1e-3), np.ones((2, 5, 5)), np.zeros((2, 5, 5))),
+               "output": nir.Output(np.array([2, 5, 5]))},
+        edges=[("input", "lif"), ("lif", "conv"), ("conv", "li"), ("li", "output")],
+        metadata={"dt": 1e-3})
+    from lmuformer.report.counts import fan_out
+
+    fo, syn = fan_out(prepare(g), "lif", 25)
+    grid = fo.reshape(5, 5)
+    # channel 1 (3x3 of ones, zero padding 1): 9 outputs read an inner input, 4 a corner; + 1 from channel 0
+    assert syn == ["conv"] and grid[2, 2] == 10 and grid[0, 0] == 5 and grid[0, 2] == 7
+    x = np.ones((2, 4, 25))
+    res = simulate(g, x, backend="torch")
+    report = build_report(prepare(g), res, resolve_profiles(["45nm"]))
+    row = next(r for r in report["layers"] if r["name"] == "lif")
+    assert row["spikes"] == 25 * 4 and row["synapses"] == int(fo.sum())
+    assert row["sops"] == pytest.approx(4 * fo.sum())
+    assert report["ann_baseline"] is None and "uncounted_synapses" not in report

@@ -36,8 +36,12 @@ BACKEND_NAMES = ("emulator", "lava", "torch")
               help="MODEL is a checkpoint (or a preset name): export it with the recurrent and the taps LMU "
               "memory and put both reports side by side (markdown, or --format json).")
 @click.option("--lmu-taps", type=int, help="Taps of the taps form with --lmu-forms [default: export's].")
+@click.option("--dt", type=float, metavar="SECONDS",
+              help="Frame period where the graph's metadata has none (a graph's own dt wins).")
+@click.option("--frames", type=click.IntRange(min=1),
+              help="Frames of the --random input where the graph records none.")
 def command(model, dataset, data_dir, use_random, seed, samples, backend, precision, profiles, fmt, output,
-            plot, lmu_forms, lmu_taps) -> None:
+            plot, lmu_forms, lmu_taps, dt, frames) -> None:
     """Per-layer spikes, synaptic operations (SOPs), MACs, neuron updates and energy of MODEL
     (a NIR file) simulated on a dataset's first test samples (or --random input).
 
@@ -46,6 +50,7 @@ def command(model, dataset, data_dir, use_random, seed, samples, backend, precis
     from backends import simulate
     from backends.evaluate import samples_for_graph
     from export import read_graph
+    from export.normalize import prepare
     from lmuformer.report import build_report, resolve_profiles
     from lmuformer.report.format import render
 
@@ -57,7 +62,9 @@ def command(model, dataset, data_dir, use_random, seed, samples, backend, precis
         _compare(model, dataset, data_dir, use_random, seed, samples, backend, precision, prof, fmt, output,
                  lmu_taps)
         return
-    graph = read_graph(model)
+    graph = prepare(read_graph(model), dt=dt, frames=frames, where=str(model))
+    for note in graph.metadata["notes"]:
+        click.echo(note, err=True)
     x, _ = samples_for_graph(graph, dataset, data_dir, samples, use_random, seed)
     record = {"record": True} if backend in ("emulator", "lava") else {}  # trains: SOPs as delivered
     result = simulate(graph, x, backend=backend, precision=precision, progress=sys.stderr.isatty(), **record)
