@@ -218,24 +218,35 @@ class GraphRunner:
                     frame = x[:, t] if t < frames else x.new_zeros(batch, features)
                     out[n] = frame.reshape(batch, *self.input_shape)
                     continue
-                inp = sum((out[p] for p in self.preds[n]), zero)
-                out[n] = self._step(n, node, inp, state, batch)
+                out[n] = self._step(n, node, self._gather(n, node, out, zero), state, batch)
                 if n in spikes:
                     spikes[n] += out[n].reshape(batch, -1).sum(dim=1)
                     neurons[n] = int(out[n][0].numel())
             for n, node in nodes.items():
                 if isinstance(node, nir.Delay):
-                    buffers[n].append(sum((out[p] for p in self.preds[n]), zero))
+                    buffers[n].append(self._gather(n, node, out, zero))
             o = out[self.output]
             trace.append((o.expand(batch) if o.ndim == 0 else o).reshape(batch, -1))
+            if trace[-1].shape != trace[0].shape:
+                raise UserError(f"the Output node {self.output} gets {trace[0].shape[1]} values at step 0 "
+                                f"and {trace[-1].shape[1]} at step {t}")
         trace_t = torch.stack(trace, dim=1)
         return RunResult(trace_t[:, -1], trace_t, spikes, neurons, steps)
+
+    def _gather(self, n: str, node: nir.NIRNode, out: dict[str, torch.Tensor], zero) -> torch.Tensor:
+        """The sum of a node's sources' outputs this step (``zero`` if it has none)."""
+        try:
+            return sum((out[p] for p in self.preds[n]), zero)
+        except RuntimeError:
+            shapes = ", ".join(f"{p} {tuple(out[p].shape[1:])}" for p in self.preds[n])
+            raise UserError(f"{n} ({type(node).__name__}): its sources' outputs differ in shape: {shapes}") \
+                from None
 
     def _step(self, n: str, node: nir.NIRNode, x, state: dict[str, torch.Tensor], batch: int) -> torch.Tensor:
         p = self.params[n]
         try:
             return self._apply(n, node, x, p, state, batch)
-        except RuntimeError as e:  # shape mismatches between nodes
+        except (RuntimeError, IndexError, ValueError) as e:  # shapes that do not fit the node
             shape = tuple(torch.as_tensor(x).shape[1:])
             raise UserError(f"{n} ({type(node).__name__}): cannot take its input of shape {shape} "
                             f"({str(e).splitlines()[0][:150]})") from None

@@ -23,6 +23,7 @@ import nir
 import numpy as np
 
 from lmuformer.errors import UserError
+from lmuformer.validation import check_graph
 
 MAX_DEPTH = 32  # nesting levels of NIRGraph nodes
 
@@ -201,6 +202,7 @@ def prepare(graph: nir.NIRGraph, dt: float | None = None, frames: int | None = N
     given one; UserError if neither) and ``metadata["frames"]`` if given and the graph has
     none.  ``metadata["notes"]`` lists, one line each, the dt used where ``dt`` was given and the
     delays inserted."""
+    check_graph(graph, where)  # numbers and sizes (read_graph has checked files already)
     flat = flatten(graph, where)
     md = flat.metadata
     notes: list[str] = []

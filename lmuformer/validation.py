@@ -302,6 +302,8 @@ def _check_nodes(graph: Any, where: str, prefix: str, depth: int) -> None:
                     raise UserError(f"{where}: node {name} {key} = {bad} is out of range; allowed: > 0")
         for key in ("input_type", "output_type"):
             for port, shape in (getattr(node, key, None) or {}).items():
+                if shape is None:  # not yet inferred (conv, pooling): the backends infer it
+                    continue
                 vals = np.asarray(shape).ravel()
                 if vals.dtype.kind not in "iuf" or not np.all(np.isfinite(vals)) or np.any(vals < 0) \
                         or float(np.prod(vals.astype(np.float64))) > MAX_NEURONS:
