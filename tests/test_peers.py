@@ -443,3 +443,56 @@ def test_any_nir_graph_runs_or_is_refused_in_one_line(graph, dt):
         args = ["simulate", str(path), "--backend", "torch", "--random", "--frames", "3", "--samples", "2"]
         code, _, err = _cli(*args, *([] if dt is None else ["--dt", str(dt)]))
         check_property("peers", Path(tmp), {path: path.read_bytes()}, code, err)
+
+
+# ----------------------------------------------------------------------------- fixed-point backends
+
+
+def _peer_graphs() -> dict[str, tuple[nir.NIRGraph, float, int]]:
+    """name -> (graph as the peer exported it, dt, input features) of every peer network above."""
+    from norse.torch import LIBoxCell, LIFBoxCell, LIFCell, SequentialState
+
+    def dense(neuron, n=5):
+        return export_to_nir(_snn_dense(neuron, n), torch.zeros(1, 4), ignore_dims=[0])
+
+    n = 5
+    rleaky = snn.RLeaky(beta=0.8, linear_features=n, init_hidden=True, reset_mechanism="zero",
+                        reset_delay=False)
+    conv = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3),
+                               snn.Leaky(beta=torch.full((2, 4, 4), 0.9), threshold=torch.ones(2, 4, 4),
+                                         init_hidden=True, reset_mechanism="zero", reset_delay=False),
+                               torch.nn.AvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(8, 3))
+    norse_a = SequentialState(torch.nn.Linear(4, 5), LIFBoxCell(), torch.nn.Linear(5, 3), LIBoxCell())
+    norse_b = SequentialState(torch.nn.Linear(4, 5), LIFCell(), torch.nn.Linear(5, 3), LIBoxCell())
+    return {
+        "snntorch_leaky": (dense(snn.Leaky(beta=torch.full((n,), 0.85), threshold=torch.ones(n),
+                                           init_hidden=True, reset_mechanism="zero", reset_delay=False)),
+                           SNN_DT, 4),
+        "snntorch_synaptic": (dense(snn.Synaptic(alpha=torch.full((n,), 0.7), beta=torch.full((n,), 0.85),
+                                                 threshold=torch.ones(n), init_hidden=True,
+                                                 reset_mechanism="zero", reset_delay=False)), SNN_DT, 4),
+        "snntorch_rleaky": (dense(rleaky), SNN_DT, 4),
+        "snntorch_conv": (export_to_nir(conv, torch.zeros(1, 1, 6, 6), ignore_dims=[0]), SNN_DT, 36),
+        "norse_lifbox_li": (_norse_export(norse_a, 4), NORSE_DT, 4),
+        "norse_cubalif_li": (_norse_export(norse_b, 4), NORSE_DT, 4),
+    }
+
+
+@pytest.mark.skip(reason="enable when issue 11's fixed-point lowering (the other half) is merged")
+@pytest.mark.parametrize("name", ["snntorch_leaky", "snntorch_synaptic", "snntorch_rleaky", "snntorch_conv",
+                                  "norse_lifbox_li", "norse_cubalif_li"])
+def test_peer_graphs_on_emulator_and_lava_bit_exact(name):
+    """Every peer graph runs on the emulator (fixed) and on Lava (fixed) with identical spike
+    trains, and the emulator's float run agrees with the torch backend's spike counts."""
+    from backends import simulate
+    from tests.conftest import skip_without_lava
+
+    graph, dt, features = _peer_graphs()[name]
+    x = _input((2, 8, features), seed=12).numpy()
+    emu = simulate(graph, x, backend="emulator", precision="fixed", dt=dt, progress=False, record=True)
+    assert emu.trace.shape[:2] == (2, 8)
+    skip_without_lava()
+    lava = simulate(graph, x, backend="lava", precision="fixed", dt=dt, progress=False, record=True)
+    assert set(lava.extra["spike_trains"]) == set(emu.extra["spike_trains"])
+    for k, trains in emu.extra["spike_trains"].items():
+        assert np.array_equal(lava.extra["spike_trains"][k], trains), k
