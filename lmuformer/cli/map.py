@@ -26,8 +26,12 @@ from lmuformer.files import write_text
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Write the report here (default: stdout).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Also write a PNG of the per-core load.")
+@click.option("--dt", type=float, metavar="SECONDS",
+              help="Frame period where the graph's metadata has none (a graph's own dt wins).")
+@click.option("--frames", type=click.IntRange(min=1),
+              help="Frames of the --random input where the graph records none.")
 def command(model, target, dataset, data_dir, use_random, seed, samples, opts, no_split, fmt, as_json, output,
-            plot) -> None:
+            plot, dt, frames) -> None:
     """Place MODEL (a NIR file), as the emulator and Lava run it (fixed point: weight terms,
     delays, graded LMU memory), on the cores and chips of --target: per core its neurons,
     synapses, synaptic memory, input axons and, from a run (--dataset or --random), messages
@@ -35,6 +39,7 @@ def command(model, target, dataset, data_dir, use_random, seed, samples, opts, n
     the activity is the worst case (every neuron fires every step)."""
     from backends.evaluate import samples_for_graph
     from export import read_graph
+    from export.normalize import prepare
     from lmuformer.mapping import Options, get_hardware, map_graph
     from lmuformer.mapping.format import render
     from lmuformer.mapping.placement import with_optimisations
@@ -44,7 +49,9 @@ def command(model, target, dataset, data_dir, use_random, seed, samples, opts, n
     hw = get_hardware(target)
     base = Options(split=not no_split)
     with_optimisations(base, list(opts))  # unknown names fail before the run
-    graph = read_graph(model)
+    graph = prepare(read_graph(model), dt=dt, frames=frames, where=str(model))
+    for note in graph.metadata["notes"]:
+        click.echo(note, err=True)
     x = None
     if use_random or dataset is not None:
         x, _ = samples_for_graph(graph, dataset, data_dir, samples, use_random, seed)
