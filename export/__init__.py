@@ -4,6 +4,8 @@
   the LMU memory as an explicit recurrent integrator or as delay taps, an accumulating readout);
 - :mod:`export.quantize` holds the pure quantisation functions;
 - :func:`export.io.write_graph` / :func:`export.io.read_graph` store and load files;
+- :func:`export.normalize.prepare` turns any NIR graph into what the backends lower (flat,
+  dt set, Delay-less cycles given a one-step Delay);
 - :class:`export.interpret.GraphRunner` runs a graph step by step in PyTorch.
 
 The node-by-node mapping and the time alignment are documented in ``export/README.md``.
