@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import nir
 import numpy as np
 
-from export.io import TORCH_NODES
+from export.io import TORCH_NODES, check_supported
 from export.normalize import prepare
 from lmuformer.errors import UserError
 from lmuformer.validation import check_frames
@@ -100,6 +100,7 @@ def simulate(
     module, func = BACKENDS[backend].split(":")
     run: Runner = getattr(importlib.import_module(module), func)
     graph = prepare(graph, dt=dt)
+    check_supported(graph, backend=backend, supported=backend_nodes()[backend])  # one line naming the node
     start = time.perf_counter()
     x = check_frames(x)  # 3-d, non-empty, finite (lmuformer.validation)
     result = run(graph, x, precision=precision, progress=progress, **options)

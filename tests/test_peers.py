@@ -244,6 +244,34 @@ def test_prepare_takes_the_graph_dt_first_and_refuses_none():
     assert torch.allclose(out, torch.tensor([0.1, 0.19, 0.271], dtype=torch.float64))
 
 
+def _one_node_graph(kind: str) -> nir.NIRGraph:
+    node = {"LI": nir.LI(np.full(2, 0.01), np.ones(2), np.zeros(2)), "Scale": nir.Scale(np.ones(2)),
+            "Threshold": nir.Threshold(np.ones(2)), "IF": nir.IF(np.ones(2), np.ones(2), np.zeros(2))}[kind]
+    return nir.NIRGraph(nodes={"input": nir.Input(np.array([2])), "n": node,
+                               "output": nir.Output(np.array([2]))},
+                        edges=[("input", "n"), ("n", "output")], metadata={"dt": 1e-3})
+
+
+@pytest.mark.parametrize("backend", ["emulator", "lava"])
+def test_fixed_point_backends_refuse_in_one_line_naming_the_node(backend):
+    """A backend refuses a node type it does not lower before lowering: one line naming node and
+    type and listing what it takes (backends.base.backend_nodes).  Once it takes every type
+    tried here, there is nothing to refuse and the torch backend's list must contain its own."""
+    from backends import simulate
+    from backends.base import backend_nodes
+
+    taken = backend_nodes()[backend]
+    assert set(taken) <= set(backend_nodes()["torch"])
+    for kind in ("LI", "Scale", "Threshold", "IF"):
+        assert simulate(_one_node_graph(kind), np.ones((1, 2, 2)), backend="torch", progress=False).steps == 2
+        if kind in taken:
+            continue
+        with pytest.raises(UserError) as e:
+            simulate(_one_node_graph(kind), np.ones((1, 2, 2)), backend=backend, progress=False)
+        assert str(e.value) == (f"graph: the {backend} backend does not take the NIR node n ({kind}); "
+                                f"it takes: {', '.join(taken)} (and nested NIRGraph nodes)")
+
+
 def test_threshold_and_scale_nodes_run():
     g = nir.NIRGraph(nodes={"input": nir.Input(np.array([3])), "s": nir.Scale(np.array([1.0, 2.0, 3.0])),
                             "th": nir.Threshold(np.full(3, 2.5)), "output": nir.Output(np.array([3]))},
