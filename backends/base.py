@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 import nir
 import numpy as np
 
+from backends import fixed_point
+from export.io import TORCH_NODES, check_supported
+from export.normalize import prepare
 from lmuformer.errors import UserError
 from lmuformer.validation import check_frames
 
@@ -59,6 +62,17 @@ BACKENDS: dict[str, str] = {
 }
 
 
+# what the fixed-point backends took before the generic lowering (issue 11); a
+# backends.fixed_point.SUPPORTED_NODES tuple, where defined, replaces it
+_FIXED_NODES = ("Input", "Output", "Affine", "Linear", "Delay", "LIF", "I")
+
+
+def backend_nodes() -> dict[str, tuple[str, ...]]:
+    """backend name -> the NIR node types it takes (the torch backend takes the most)."""
+    fixed = tuple(getattr(fixed_point, "SUPPORTED_NODES", _FIXED_NODES))
+    return {"torch": TORCH_NODES, "emulator": fixed, "lava": fixed}
+
+
 def default_precision(backend: str) -> str:
     """"float" for the torch re-import (floating point only), "fixed" for the others."""
     return "float" if backend == "torch" else "fixed"
@@ -70,10 +84,13 @@ def simulate(
     backend: str = "torch",
     precision: str | None = None,
     progress: bool = True,
+    dt: float | None = None,
     **options,
 ) -> SimulationResult:
     """Run ``graph`` on x (samples, frames, features) for frames + latency steps each;
-    ``precision`` None means :func:`default_precision` of the backend."""
+    ``precision`` None means :func:`default_precision` of the backend.  Every backend gets
+    the graph :func:`export.normalize.prepare`-d (flat; ``dt``: the frame period, s, where
+    the graph's metadata has none)."""
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     precision = precision or default_precision(backend)
@@ -81,6 +98,8 @@ def simulate(
         raise UserError(f"precision must be 'fixed' or 'float', not {precision!r}")
     module, func = BACKENDS[backend].split(":")
     run: Runner = getattr(importlib.import_module(module), func)
+    graph = prepare(graph, dt=dt)
+    check_supported(graph, backend=backend, supported=backend_nodes()[backend])  # one line naming the node
     start = time.perf_counter()
     x = check_frames(x)  # 3-d, non-empty, finite (lmuformer.validation)
     result = run(graph, x, precision=precision, progress=progress, **options)

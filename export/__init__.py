@@ -7,6 +7,8 @@
 - :class:`export.metadata.GraphMetadata`: the graph's metadata, typed (written and read there only);
 - :func:`export.io.write_graph` / :func:`export.io.read_graph` store and load files;
 - :func:`export.summary.summarize`: counts and metadata of a graph;
+- :func:`export.normalize.prepare` turns any NIR graph into what the backends lower (flat,
+  dt set, Delay-less cycles given a one-step Delay);
 - :class:`export.interpret.GraphRunner` runs a graph step by step in PyTorch.
 
 The node-by-node mapping and the time alignment are documented in ``export/README.md``.

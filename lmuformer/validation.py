@@ -179,7 +179,7 @@ def check_hdf5_size(path: str | os.PathLike) -> None:
                     for src, dst in edges:
                         ends = [x.decode(errors="replace") if isinstance(x, bytes) else str(x)
                                 for x in (src, dst)]
-                        absent = [x for x in ends if x not in names]
+                        absent = [x for x in ends if x not in names and x.split(".")[0] not in names]
                         if absent:
                             missing = f"edge {ends[0]} -> {ends[1]} names a missing node {_show(absent[0])}"
                             break
@@ -194,11 +194,27 @@ def check_hdf5_size(path: str | os.PathLike) -> None:
 
 
 # per NIR node type: parameters that must be finite, and those that must also be > 0
-_POSITIVE = {"tau", "tau_mem", "tau_syn"}
+_POSITIVE = {"tau", "tau_mem", "tau_syn", "delay"}
 
 
-def check_structure(graph: Any, where: str = "graph") -> None:
-    """Edges between existing nodes, and no cycle that does not pass through a Delay node."""
+def _names_node(nodes: dict, end: Any) -> bool:
+    """An edge end names a node: itself, or ``"sub.inner"`` of a nested graph ``sub``."""
+    if not isinstance(end, str):
+        return False
+    if end in nodes:
+        return True
+    head, dot, rest = end.partition(".")
+    while dot:
+        if head in nodes and hasattr(nodes[head], "nodes"):
+            return _names_node(nodes[head].nodes, rest) or rest == ""
+        nxt, dot, rest = rest.partition(".")
+        head = f"{head}.{nxt}"
+    return False
+
+
+def check_structure(graph: Any, where: str = "graph", allow_cycles: bool = False) -> None:
+    """Edges between existing nodes (dotted names reach into nested graphs) and, unless
+    ``allow_cycles``, no cycle that does not pass through a Delay node."""
     nodes = graph.nodes
     preds: dict[str, list[str]] = {n: [] for n in nodes}
     for edge in graph.edges:
@@ -206,10 +222,12 @@ def check_structure(graph: Any, where: str = "graph") -> None:
             raise UserError(f"{where}: edge {_show(edge)} is not a (source, target) pair")
         src, dst = edge
         for end in (src, dst):
-            if end not in nodes:
+            if not _names_node(nodes, end):
                 raise UserError(f"{where}: edge {src} -> {dst} names a missing node {_show(end)}")
-        if type(nodes[src]).__name__ != "Delay":
+        if src in nodes and dst in nodes and type(nodes[src]).__name__ != "Delay":
             preds[dst].append(src)
+    if allow_cycles:
+        return
     state: dict[str, int] = {}
     for start in nodes:
         if start in state:
@@ -235,9 +253,11 @@ def check_structure(graph: Any, where: str = "graph") -> None:
 
 
 def check_graph(graph: Any, where: str = "graph") -> None:
-    """Structure (:func:`check_structure`), metadata numbers, node parameters (finite; time
-    constants > 0) and node sizes of a NIR graph; UserError naming node, parameter and value."""
-    check_structure(graph, where)
+    """Structure (:func:`check_structure`; a cycle without a Delay node is allowed here:
+    :func:`export.normalize.prepare` reads it as a one-step delay), metadata numbers, node
+    parameters (finite; time constants > 0) and node sizes of a NIR graph, nested graphs
+    included; UserError naming node, parameter and value."""
+    check_structure(graph, where, allow_cycles=True)
     md = graph.metadata
     if not isinstance(md, dict):
         raise UserError(f"{where}: the graph's metadata is not a table")
@@ -254,7 +274,18 @@ def check_graph(graph: Any, where: str = "graph") -> None:
             raise UserError(f"{where}: metadata model_config is not valid JSON ({str(e).splitlines()[0]})") \
                 from None
         check_model_config(cfg, where=f"{where} metadata")
-    for name, node in graph.nodes.items():
+    _check_nodes(graph, where, "", 0)
+
+
+def _check_nodes(graph: Any, where: str, prefix: str, depth: int) -> None:
+    for short, node in graph.nodes.items():
+        name = prefix + short
+        if hasattr(node, "nodes") and hasattr(node, "edges"):  # a nested NIRGraph
+            if depth >= 32:
+                raise UserError(f"{where}: NIRGraph nodes nested deeper than 32 levels")
+            check_structure(node, f"{where} (in {name})", allow_cycles=True)
+            _check_nodes(node, where, f"{name}.", depth + 1)
+            continue
         for key, value in vars(node).items():
             if key in ("metadata", "input_type", "output_type"):
                 continue
@@ -270,6 +301,8 @@ def check_graph(graph: Any, where: str = "graph") -> None:
                     raise UserError(f"{where}: node {name} {key} = {bad} is out of range; allowed: > 0")
         for key in ("input_type", "output_type"):
             for port, shape in (getattr(node, key, None) or {}).items():
+                if shape is None:  # not yet inferred (conv, pooling): the backends infer it
+                    continue
                 vals = np.asarray(shape).ravel()
                 if vals.dtype.kind not in "iuf" or not np.all(np.isfinite(vals)) or np.any(vals < 0) \
                         or float(np.prod(vals.astype(np.float64))) > MAX_NEURONS:

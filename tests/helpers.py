@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import signal
 import sys
 import wave
@@ -64,3 +65,20 @@ def make_scv2(root: Path) -> Path:
     (root / "testing_list.txt").write_text("\n".join(test) + "\n")
     (root / "README.md").write_text("tiny")
     return root
+
+
+# Hypothesis examples run per fuzz target (printed by tests/test_fuzz.py).
+RUNS: dict[str, int] = {}
+
+
+def check_property(target: str, folder: Path, inputs: dict[Path, bytes], code: int, err: str) -> None:
+    RUNS[target] = RUNS.get(target, 0) + 1
+    assert "Traceback" not in err, err
+    if code != 0:
+        assert code == 2, (code, err)
+        errors = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1, err
+    left = [n for n in os.listdir(folder) if n.startswith(".lmuf-")]
+    assert not left, left
+    for path, data in inputs.items():
+        assert path.read_bytes() == data, f"{path} changed"

@@ -10,6 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from export import ExportOptions, GraphRunner, model_to_nir, read_graph, write_graph
+from export.io import check_supported
 from export.quantize import (
     dequantize,
     exponent_for,
@@ -181,8 +182,14 @@ def test_bad_files(tmp_path) -> None:
         edges=[("input", "conv"), ("conv", "output")], metadata={"dt": 0.01},
     )
     nir.write(conv, g)
-    with pytest.raises(UserError, match="unsupported NIR nodes: conv \\(Conv2d\\)"):
-        read_graph(conv)
+    conv_graph = read_graph(conv)  # the torch backend takes convolutions: reads and runs
+    x = torch.arange(16, dtype=torch.float64).reshape(1, 1, 16)
+    out = GraphRunner(conv_graph).run(x).readout.reshape(4, 4)
+    img = x.reshape(4, 4)
+    assert out[1, 1] == img[:3, :3].sum() and out[0, 0] == img[:2, :2].sum()
+    with pytest.raises(UserError, match="the lava backend does not take the NIR node conv \\(Conv2d\\); "
+                       "it takes: Input, Output"):
+        check_supported(conv_graph, backend="lava", supported=("Input", "Output"))
     with h5py.File(tmp_path / "empty.nir", "w"):
         pass
     with pytest.raises(UserError):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import tempfile
 from pathlib import Path
 
@@ -23,12 +22,12 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from tests.helpers import RUNS, check_property  # noqa: E402
 from tests.helpers import run_main as cli  # noqa: E402
 
 MAX_EXAMPLES = 50
 FUZZ = settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-RUNS: dict[str, int] = {}
 
 # numbers a careless user (or a damaged file) produces
 NUMBERS = st.one_of(
@@ -40,19 +39,6 @@ VALUES = st.one_of(NUMBERS, st.text(max_size=8), st.none(), st.booleans(),
                    st.lists(st.integers(0, 9), max_size=3))
 EDGES = st.sampled_from([0, -1, 0.0, -0.5, 1e308, math.nan, math.inf, -math.inf, 10**9, "1", True])
 HOSTILE = st.one_of(EDGES, EDGES, VALUES)  # edge cases drawn more often
-
-
-def check_property(target: str, folder: Path, inputs: dict[Path, bytes], code: int, err: str) -> None:
-    RUNS[target] = RUNS.get(target, 0) + 1
-    assert "Traceback" not in err, err
-    if code != 0:
-        assert code == 2, (code, err)
-        errors = [line for line in err.splitlines() if line.startswith("error: ")]
-        assert len(errors) == 1, err
-    left = [n for n in os.listdir(folder) if n.startswith(".lmuf-")]
-    assert not left, left
-    for path, data in inputs.items():
-        assert path.read_bytes() == data, f"{path} changed"
 
 
 def strict_json(path: Path) -> object:

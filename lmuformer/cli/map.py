@@ -26,8 +26,12 @@ from lmuformer.files import write_text
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Write the report here (default: stdout).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Also write a PNG of the per-core load.")
+@click.option("--dt", type=float, metavar="SECONDS",
+              help="Frame period where the graph's metadata has none (a graph's own dt wins).")
+@click.option("--frames", type=click.IntRange(min=1),
+              help="Frames of the --random input where the graph records none.")
 def command(model, target, dataset, data_dir, use_random, seed, samples, opts, no_split, fmt, as_json, output,
-            plot) -> None:
+            plot, dt, frames) -> None:
     """Place MODEL (a NIR file), as the emulator and Lava run it (fixed point: weight terms,
     delays, graded LMU memory), on the cores and chips of --target: per core its neurons,
     synapses, synaptic memory, input axons and, from a run (--dataset or --random), messages
@@ -41,7 +45,7 @@ def command(model, target, dataset, data_dir, use_random, seed, samples, opts, n
         raise click.UsageError("give --dataset NAME or --random, not both")
     hw = get_hardware(target)
     report = map_file(model, hw, list(opts), Options(split=not no_split), dataset, data_dir, samples,
-                      use_random, seed)
+                      use_random, seed, dt=dt, frames=frames, on_note=lambda s: click.echo(s, err=True))
     text = render(report, "json" if as_json else fmt)
     if output:
         write_text(output, text)

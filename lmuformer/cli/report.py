@@ -36,8 +36,12 @@ BACKEND_NAMES = ("emulator", "lava", "torch")
               help="MODEL is a checkpoint (or a preset name): export it with the recurrent and the taps LMU "
               "memory and put both reports side by side (markdown, or --format json).")
 @click.option("--lmu-taps", type=int, help="Taps of the taps form with --lmu-forms [default: export's].")
+@click.option("--dt", type=float, metavar="SECONDS",
+              help="Frame period where the graph's metadata has none (a graph's own dt wins).")
+@click.option("--frames", type=click.IntRange(min=1),
+              help="Frames of the --random input where the graph records none.")
 def command(model, dataset, data_dir, use_random, seed, samples, backend, precision, profiles, fmt, output,
-            plot, lmu_forms, lmu_taps) -> None:
+            plot, lmu_forms, lmu_taps, dt, frames) -> None:
     """Per-layer spikes, synaptic operations (SOPs), MACs, neuron updates and energy of MODEL
     (a NIR file) simulated on a dataset's first test samples (or --random input).
 
@@ -56,7 +60,8 @@ def command(model, dataset, data_dir, use_random, seed, samples, backend, precis
                  lmu_taps)
         return
     report = report_file(model, prof, dataset, data_dir, samples, use_random, seed, backend, precision,
-                         progress=sys.stderr.isatty())
+                         progress=sys.stderr.isatty(), dt=dt, frames=frames,
+                         on_note=lambda s: click.echo(s, err=True))
     text = render(report, fmt)
     if output:
         write_text(output, text)

@@ -5,10 +5,11 @@ memory forms and report them side by side."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from backends import simulate
 from export import read_graph
+from export.normalize import prepare
 from lmuformer.analysis.compare import compare_forms
 from lmuformer.analysis.counts import build_report
 from lmuformer.analysis.profiles import Profile
@@ -18,10 +19,15 @@ from lmuformer.jobs.simulate import samples_for_graph
 
 def report_file(path: str, profiles: Sequence[Profile], dataset: str | None = None,
                 data_dir: str | None = None, samples: int | None = None, random: bool = False, seed: int = 0,
-                backend: str = "emulator", precision: str | None = None, progress: bool = False) -> dict:
+                backend: str = "emulator", precision: str | None = None, progress: bool = False,
+                dt: float | None = None, frames: int | None = None,
+                on_note: Callable[[str], None] | None = None) -> dict:
     """The report (:func:`lmuformer.analysis.counts.build_report`) of the NIR file ``path`` run
-    by ``backend`` on the input :func:`samples_for_graph` gives."""
-    graph = read_graph(path)
+    by ``backend`` on the input :func:`samples_for_graph` gives.  ``dt`` (s) and ``frames`` where
+    the graph records none (:func:`export.normalize.prepare`); ``on_note`` gets what it did."""
+    graph = prepare(read_graph(path), dt=dt, frames=frames, where=str(path))
+    for note in graph.metadata.get("notes", []):
+        (on_note or (lambda s: None))(note)
     x, _ = samples_for_graph(graph, dataset, data_dir, samples, random, seed)
     record = {"record": True} if backend in ("emulator", "lava") else {}  # trains: SOPs as delivered
     result = simulate(graph, x, backend=backend, precision=precision, progress=progress, **record)

@@ -11,6 +11,7 @@ import numpy as np
 from backends.base import simulate
 from export.io import read_graph
 from export.metadata import graph_input_shape
+from export.normalize import prepare
 from lmuformer.analysis.spikes import layer_spikes, spike_identity
 from lmuformer.data import load_test_split
 from lmuformer.errors import UserError
@@ -26,7 +27,7 @@ def samples_for_graph(graph: nir.NIRGraph, dataset: str | None, data_dir: str | 
     frames, features = graph_input_shape(graph)
     if random:
         if frames is None:
-            raise UserError("random input needs the frame count recorded in the graph: use --dataset")
+            raise UserError("random input needs the frame count: the graph records none; pass --frames N")
         number(seed, "--seed", int, 0, 2**63 - 1)
         outputs = sum(int(np.prod(np.asarray(t))) for n in graph.nodes.values() if isinstance(n, nir.Output)
                       for t in n.output_type.values())
@@ -55,9 +56,13 @@ def simulate_file(
     seed: int = 0,
     compare: bool = True,
     progress: bool = True,
+    dt: float | None = None,
+    frames: int | None = None,
 ) -> dict:
-    """Run a NIR file on a backend; accuracy, agreement with the float re-import, spikes."""
-    graph = read_graph(path)
+    """Run a NIR file on a backend; accuracy, agreement with the float re-import, spikes.
+    ``dt`` (s) and ``frames`` (of the ``random`` input) where the graph records none;
+    ``notes``: what :func:`export.normalize.prepare` did, one line each."""
+    graph = prepare(read_graph(path), dt=dt, frames=frames, where=str(path))
     x, y = samples_for_graph(graph, dataset, data_dir, samples, random, seed)
     record = compare and backend != "torch"
     options = {"record": True} if record else {}
@@ -72,6 +77,8 @@ def simulate_file(
         "layers": layer_spikes(result),
         "steps_per_second": float(result.steps_per_second),
         "wall_s": float(result.wall_s),
+        "dt": float(graph.metadata["dt"]),
+        "notes": list(graph.metadata.get("notes", [])),
     }
     if compare and backend != "torch":
         ref = simulate(graph, x, backend="torch", precision="float", progress=False)
