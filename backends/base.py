@@ -55,7 +55,7 @@ Runner = Callable[..., SimulationResult]
 BACKENDS: dict[str, str] = {
     "torch": "backends.torch_backend:run",
     "emulator": "backends.emulator:run",
-    "lava": "backends.lava:run",
+    "lava": "backends.lava.backend:run",
 }
 
 

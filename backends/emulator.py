@@ -26,17 +26,13 @@ import numpy as np
 from tqdm import tqdm
 
 from backends.base import SimulationResult
-from backends.fixed_point import ACT_SHIFT, DECAY_BITS, STATE_MAX, Network, lower_for_input
+from backends.fixed_point import ACT_SHIFT, DECAY_BITS, STATE_MAX, Network, lower_for_input, wrap24
 
 _F32_EXACT = 2**24
 
 
 def _wrap32(a: np.ndarray) -> np.ndarray:
     return ((a + 2**31) & (2**32 - 1)) - 2**31
-
-
-def _wrap24(a: np.ndarray) -> np.ndarray:
-    return ((a + STATE_MAX) & (2 * STATE_MAX - 1)) - STATE_MAX
 
 
 def _trunc_decay(x: np.ndarray, d: int) -> np.ndarray:
@@ -146,7 +142,7 @@ class Emulator:
                         trains[n][:, t] = spk
                 else:
                     if fixed:
-                        v = _wrap24(v + a + p.bias_int)
+                        v = wrap24(v + a + p.bias_int)
                     else:
                         v = v + a + p.bias_f
                     state[n] = (u, v)

@@ -99,6 +99,7 @@ from dataclasses import dataclass, field
 import nir
 import numpy as np
 
+from export.io import check_supported
 from export.quantize import quantize_term
 from lmuformer.errors import UserError
 
@@ -110,6 +111,11 @@ WEIGHT_BITS = 8  # Dense num_weight_bits
 BIAS_MANT_MAX = 4095  # 13-bit signed
 BIAS_EXP_MAX = 7  # 3-bit unsigned
 STATE_MAX = 2 ** (STATE_BITS - 1)
+
+
+def wrap24(a: np.ndarray) -> np.ndarray:
+    """Two's complement wrap of integers to ``STATE_BITS`` (24) bits (the integrator's state)."""
+    return ((a + STATE_MAX) & (2 * STATE_MAX - 1)) - STATE_MAX
 
 
 @dataclass
@@ -304,6 +310,192 @@ def _state_bound(net_syn: list[Synapse], pop: Population, steps: int) -> float |
     return float(np.max(total)) if n else 0.0
 
 
+@dataclass
+class _Graph:
+    """A NIR graph with its edge lists and dt (s), as the lowering reads it."""
+
+    nodes: dict[str, nir.NIRNode]
+    preds: dict[str, list[str]]
+    succs: dict[str, list[str]]
+    edges: list[tuple[str, str]]
+    dt: float
+
+    @classmethod
+    def of(cls, graph: nir.NIRGraph) -> _Graph:
+        preds: dict[str, list[str]] = {n: [] for n in graph.nodes}
+        succs: dict[str, list[str]] = {n: [] for n in graph.nodes}
+        for a, b in graph.edges:
+            preds[b].append(a)
+            succs[a].append(b)
+        return cls(graph.nodes, preds, succs, list(graph.edges), float(graph.metadata["dt"]))
+
+    def resolve(self, name: str) -> tuple[str, int]:
+        """Follow Delay nodes back to a population; the total delay in steps."""
+        delay = 0
+        while isinstance(self.nodes[name], nir.Delay):
+            k = np.asarray(self.nodes[name].delay, np.float64) / self.dt
+            d = int(round(float(k.flat[0])))
+            if d < 1 or not np.allclose(k, d, rtol=0, atol=1e-6):
+                raise UserError(f"{name}: delay is not a positive whole number of steps")
+            delay += d
+            if len(self.preds[name]) != 1:
+                raise UserError(f"{name}: a Delay node needs exactly one input")
+            name = self.preds[name][0]
+        if not isinstance(self.nodes[name], (nir.Input, nir.LIF, nir.I)):
+            raise UserError(f"{name} ({type(self.nodes[name]).__name__}) cannot feed a synapse here")
+        return name, delay
+
+
+def _io_nodes(g: _Graph) -> tuple[str, str]:
+    """The Input node and the readout (the I node feeding the Output)."""
+    inputs = [n for n, v in g.nodes.items() if isinstance(v, nir.Input)]
+    outputs = [n for n, v in g.nodes.items() if isinstance(v, nir.Output)]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise UserError(f"need exactly one Input and one Output node, found {len(inputs)} and {len(outputs)}")
+    out_src = g.preds[outputs[0]]
+    if len(out_src) != 1 or not isinstance(g.nodes[out_src[0]], nir.I):
+        raise UserError("the Output node must be fed by one I node (the readout integrator)")
+    return inputs[0], out_src[0]
+
+
+def _populations(g: _Graph, input_frac_bits: int) -> dict[str, Population]:
+    """One population per Input, LIF and I node (parameters filled in later)."""
+    pops: dict[str, Population] = {}
+    for n, node in g.nodes.items():
+        if isinstance(node, nir.Input):
+            pops[n] = Population(n, "input", _size(node), frac=input_frac_bits)
+        elif isinstance(node, nir.LIF):
+            pops[n] = Population(n, "lif", _size(node))
+        elif isinstance(node, nir.I):
+            pops[n] = Population(n, "integrator", _size(node))
+        elif type(node).__name__ in ("LI", "IF", "Scale", "Threshold"):
+            raise UserError(f"{n}: {type(node).__name__} nodes are not supported by the fixed-point backends")
+    return pops
+
+
+def _target_scale(g: _Graph, target: str) -> float:
+    """The factor folded into a synapse's weight: ``dt * r`` for an I target, else 1."""
+    tnode = g.nodes[target]
+    return _uniform(np.asarray(tnode.r) * g.dt, "r", target) if isinstance(tnode, nir.I) else 1.0
+
+
+def _synapse(name: str, source: str, target: str, delay: int, weight_node: nir.NIRNode, scale: float,
+             pops: dict[str, Population]) -> tuple[Synapse, str | None]:
+    """The synapse ``weight_node`` (its weight times ``scale``) with its integer terms (exponents
+    only; ``weight_exp`` is set by :func:`_set_dense_terms`), and a quantisation note."""
+    w = np.asarray(weight_node.weight, np.float64)
+    terms, note = _weight_terms(weight_node, scale)
+    syn = Synapse(name, source, target, delay, pops[source].kind != "lif", w * scale)
+    syn.terms = [DenseTerm((2 * m).astype(np.int32), 0, e) for m, e in terms]
+    return syn, note
+
+
+def _synapses(g: _Graph, pops: dict[str, Population], notes: list[str]
+              ) -> tuple[list[Synapse], dict[str, np.ndarray]]:
+    """Every Affine/Linear node, and every direct population -> population edge (an identity
+    weight), as a synapse; the Affine biases summed per target (times the target's scale)."""
+    synapses: list[Synapse] = []
+    raw_bias: dict[str, np.ndarray] = {n: np.zeros(p.size) for n, p in pops.items()}
+    for n, node in g.nodes.items():
+        if not isinstance(node, (nir.Affine, nir.Linear)):
+            continue
+        if len(g.preds[n]) != 1 or len(g.succs[n]) != 1:
+            raise UserError(f"{n}: a synapse needs exactly one source and one target")
+        target = g.succs[n][0]
+        if target not in pops or pops[target].kind == "input":
+            raise UserError(f"{n}: its target {target} is not a LIF or I population")
+        source, delay = g.resolve(g.preds[n][0])
+        scale = _target_scale(g, target)
+        syn, note = _synapse(n, source, target, delay, node, scale, pops)
+        if note:
+            notes.append(f"{n}: {note}")
+        synapses.append(syn)
+        if isinstance(node, nir.Affine):
+            raw_bias[target] = raw_bias[target] + np.asarray(node.bias, np.float64) * scale
+    for a, b in g.edges:
+        if b in pops and pops[b].kind != "input" and not isinstance(g.nodes[a], (nir.Affine, nir.Linear)):
+            source, delay = g.resolve(a)
+            eye = nir.Linear(weight=np.eye(pops[b].size))
+            syn, _ = _synapse(f"{a}->{b}", source, b, delay, eye, _target_scale(g, b), pops)
+            synapses.append(syn)
+    return synapses, raw_bias
+
+
+def _lower_lif(n: str, node: nir.LIF, p: Population, g: _Graph, synapses: list[Synapse],
+               raw_bias: np.ndarray, min_frac: int, max_frac: int, notes: list[str]) -> None:
+    """A LIF population's float and fixed-point parameters (see the module docstring)."""
+    alpha = g.dt / _uniform(node.tau, "tau", n)
+    r = _uniform(node.r, "r", n)
+    vth = _uniform(node.v_threshold, "v_threshold", n)
+    if not np.allclose(np.asarray(node.v_reset), 0.0):
+        raise UserError(f"{n}: v_reset must be 0 (Lava's LIF resets to 0)")
+    if not 0 < alpha <= 1 or r <= 0:
+        raise UserError(f"{n}: need 0 < dt/tau <= 1 and r > 0 (got dt/tau={alpha}, r={r})")
+    b = raw_bias + np.asarray(node.v_leak, np.float64).ravel() / r
+    p.bias_f, p.vth_f, p.dv_f = b, vth / (alpha * r), alpha
+    p.dv = int(np.rint(alpha * 2**DECAY_BITS))
+    if p.dv != alpha * 2**DECAY_BITS:
+        notes.append(f"{n}: dv = {p.dv}/4096 rounds dt/tau = {alpha}")
+    p.dv = min(p.dv, 2**DECAY_BITS - 1) if alpha < 1 else 2**DECAY_BITS - 1
+    binary = [-t.exponent for s in synapses if s.target == n and not s.graded for t in s.terms]
+    k = min(max([min_frac, *binary]), max(max_frac, min_frac))
+    while k > 0 and (vth * 2.0**k / (alpha * r) >= 2**VTH_BITS or not _bias_fits(b, k)):
+        k -= 1
+    if binary and k < max(binary):
+        notes.append(f"{n}: current grid 2**-{k}; finer spike synapse terms (2**{-max(binary)}) rounded")
+    p.frac = k
+    p.vth = int(np.rint(vth * 2.0**k / (alpha * r)))
+    p.bias_mant, p.bias_exp = _bias_parts(b, k)
+    if not np.array_equal(p.bias_mant * 2.0**p.bias_exp, b * 2.0 ** (k + ACT_SHIFT)):
+        notes.append(f"{n}: bias rounded to bias_mant << bias_exp")
+
+
+def _lower_integrator(n: str, p: Population, synapses: list[Synapse], raw_bias: np.ndarray, steps: int,
+                      fine_state: bool, max_state_frac: int, notes: list[str]) -> None:
+    """An I population's state grid (exact for its spike inputs, within 24 bits by a static
+    bound) and its integer bias."""
+    p.bias_f = raw_bias
+    incoming = [s for s in synapses if s.target == n]
+    binary = [-t.exponent for s in incoming if not s.graded for t in s.terms]
+    k = max(binary) if binary else 16
+    bound = _state_bound(incoming, p, steps)
+    if bound is not None and bound > 0:
+        p.state_bound = bound
+        fit = int(math.floor(math.log2((STATE_MAX - 1) / (bound * 1.001))))
+        k = max(k, min(fit, max_state_frac)) if fine_state else k
+        k = min(k, fit)
+    elif bound is None:
+        notes.append(f"{n}: no static state bound (graded inputs); state may wrap at 24 bits")
+    p.frac = k
+    p.bias_int = np.rint(p.bias_f * 2.0**k).astype(np.int64)
+    if binary and k < max(binary):
+        notes.append(f"{n}: state grid 2**-{k} to fit 24 bits (bound |m| <= {bound:.4g})")
+
+
+def _set_dense_terms(net: Network, round_graded: bool) -> None:
+    """Each term's ``weight_exp = e - s + k - 1`` and, for graded sources, its rounding channel;
+    UserError where the input's int32 accumulator could overflow."""
+    pops = net.populations
+    for s in net.synapses:
+        src_frac = pops[s.source].frac if s.graded else 0
+        k = pops[s.target].frac
+        for t in s.terms:
+            t.weight_exp = t.exponent - src_frac + k - 1
+            if s.graded and round_graded and t.shift >= 2:
+                consts = pops[s.source].consts
+                c = 2 ** (t.shift - 2)
+                if c not in consts:
+                    consts.append(c)
+                t.round_channel = consts.index(c)
+            elif s.graded and t.shift == 1:
+                net.notes.append(f"{s.name}: a right shift by 1 stays floor-rounded")
+        if s.source == net.input:
+            fan = s.weight.shape[1]
+            peak = max(int(np.max(np.abs(t.weights))) for t in s.terms) if s.terms else 0
+            if peak * 2 ** (net.input_bits - 1) * fan + 2 ** (STATE_BITS - 1) >= 2**31:
+                raise UserError(f"{s.name}: a {net.input_bits}-bit input overflows the int32 accumulator")
+
+
 def lower(
     graph: nir.NIRGraph,
     steps: int | None = None,
@@ -320,165 +512,25 @@ def lower(
     ``steps``: steps per sample (frames + latency; the graph's metadata when None), used
     for the integrators' static state bound.
     """
-    from export.io import check_supported
-
     check_supported(graph)
     if not 2 <= input_bits <= STATE_BITS:
         raise UserError(f"input bits must be between 2 and {STATE_BITS}, got {input_bits}")
-    nodes, dt = graph.nodes, float(graph.metadata["dt"])
+    g = _Graph.of(graph)
     latency = int(graph.metadata.get("latency_frames", 0))
     if steps is None:
         steps = int(graph.metadata.get("frames", 0)) + latency
-    preds: dict[str, list[str]] = {n: [] for n in nodes}
-    succs: dict[str, list[str]] = {n: [] for n in nodes}
-    for a, b in graph.edges:
-        preds[b].append(a)
-        succs[a].append(b)
-    inputs = [n for n, v in nodes.items() if isinstance(v, nir.Input)]
-    outputs = [n for n, v in nodes.items() if isinstance(v, nir.Output)]
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise UserError(f"need exactly one Input and one Output node, found {len(inputs)} and {len(outputs)}")
-    out_src = preds[outputs[0]]
-    if len(out_src) != 1 or not isinstance(nodes[out_src[0]], nir.I):
-        raise UserError("the Output node must be fed by one I node (the readout integrator)")
-    readout = out_src[0]
+    inp, readout = _io_nodes(g)
     notes: list[str] = []
-
-    def resolve(name: str) -> tuple[str, int]:
-        """Follow Delay nodes back to a population; the total delay in steps."""
-        delay = 0
-        while isinstance(nodes[name], nir.Delay):
-            k = np.asarray(nodes[name].delay, np.float64) / dt
-            d = int(round(float(k.flat[0])))
-            if d < 1 or not np.allclose(k, d, rtol=0, atol=1e-6):
-                raise UserError(f"{name}: delay is not a positive whole number of steps")
-            delay += d
-            if len(preds[name]) != 1:
-                raise UserError(f"{name}: a Delay node needs exactly one input")
-            name = preds[name][0]
-        if not isinstance(nodes[name], (nir.Input, nir.LIF, nir.I)):
-            raise UserError(f"{name} ({type(nodes[name]).__name__}) cannot feed a synapse here")
-        return name, delay
-
-    pops: dict[str, Population] = {}
-    for n, node in nodes.items():
-        if isinstance(node, nir.Input):
-            pops[n] = Population(n, "input", _size(node), frac=input_frac_bits)
-        elif isinstance(node, nir.LIF):
-            pops[n] = Population(n, "lif", _size(node))
-        elif isinstance(node, nir.I):
-            pops[n] = Population(n, "integrator", _size(node))
-        elif type(node).__name__ in ("LI", "IF", "Scale", "Threshold"):
-            raise UserError(f"{n}: {type(node).__name__} nodes are not supported by the fixed-point backends")
-
-    synapses: list[Synapse] = []
-    raw_bias: dict[str, np.ndarray] = {n: np.zeros(p.size) for n, p in pops.items()}
-    for n, node in nodes.items():
-        if not isinstance(node, (nir.Affine, nir.Linear)):
-            continue
-        if len(preds[n]) != 1 or len(succs[n]) != 1:
-            raise UserError(f"{n}: a synapse needs exactly one source and one target")
-        target = succs[n][0]
-        if target not in pops or pops[target].kind == "input":
-            raise UserError(f"{n}: its target {target} is not a LIF or I population")
-        source, delay = resolve(preds[n][0])
-        tnode = nodes[target]
-        scale = 1.0
-        if isinstance(tnode, nir.I):
-            scale = _uniform(np.asarray(tnode.r) * dt, "r", target)
-        w = np.asarray(node.weight, np.float64)
-        terms, note = _weight_terms(node, scale)
-        if note:
-            notes.append(f"{n}: {note}")
-        syn = Synapse(n, source, target, delay, pops[source].kind != "lif", w * scale)
-        syn.terms = [DenseTerm((2 * m).astype(np.int32), 0, e) for m, e in terms]
-        synapses.append(syn)
-        if isinstance(node, nir.Affine):
-            raw_bias[target] = raw_bias[target] + np.asarray(node.bias, np.float64) * scale
-    for a, b in graph.edges:  # direct population -> population edges: identity synapses
-        if b in pops and pops[b].kind != "input" and not isinstance(nodes[a], (nir.Affine, nir.Linear)):
-            source, delay = resolve(a)
-            n = pops[b].size
-            scale = float(np.asarray(nodes[b].r).ravel()[0]) * dt if isinstance(nodes[b], nir.I) else 1.0
-            node = nir.Linear(weight=np.eye(n))
-            terms, _ = _weight_terms(node, scale)
-            syn = Synapse(f"{a}->{b}", source, b, delay, pops[source].kind != "lif", np.eye(n) * scale)
-            syn.terms = [DenseTerm((2 * m).astype(np.int32), 0, e) for m, e in terms]
-            synapses.append(syn)
-
-    net = Network(pops, synapses, inputs[0], readout, latency, dt, input_bits, input_frac_bits, notes)
-
-    # LIF parameters
+    pops = _populations(g, input_frac_bits)
+    synapses, raw_bias = _synapses(g, pops, notes)
+    net = Network(pops, synapses, inp, readout, latency, g.dt, input_bits, input_frac_bits, notes)
     for n, p in pops.items():
-        if p.kind != "lif":
-            continue
-        node = nodes[n]
-        alpha = dt / _uniform(node.tau, "tau", n)
-        r = _uniform(node.r, "r", n)
-        vth = _uniform(node.v_threshold, "v_threshold", n)
-        if not np.allclose(np.asarray(node.v_reset), 0.0):
-            raise UserError(f"{n}: v_reset must be 0 (Lava's LIF resets to 0)")
-        if not 0 < alpha <= 1 or r <= 0:
-            raise UserError(f"{n}: need 0 < dt/tau <= 1 and r > 0 (got dt/tau={alpha}, r={r})")
-        b = raw_bias[n] + np.asarray(node.v_leak, np.float64).ravel() / r
-        p.bias_f, p.vth_f, p.dv_f = b, vth / (alpha * r), alpha
-        p.dv = int(np.rint(alpha * 2**DECAY_BITS))
-        if p.dv != alpha * 2**DECAY_BITS:
-            notes.append(f"{n}: dv = {p.dv}/4096 rounds dt/tau = {alpha}")
-        p.dv = min(p.dv, 2**DECAY_BITS - 1) if alpha < 1 else 2**DECAY_BITS - 1
-        binary = [-t.exponent for s in synapses if s.target == n and not s.graded for t in s.terms]
-        k = min(max([min_frac, *binary]), max(max_frac, min_frac))
-        while k > 0 and (vth * 2.0**k / (alpha * r) >= 2**VTH_BITS or not _bias_fits(b, k)):
-            k -= 1
-        if binary and k < max(binary):
-            notes.append(f"{n}: current grid 2**-{k}; finer spike synapse terms (2**{-max(binary)}) rounded")
-        p.frac = k
-        p.vth = int(np.rint(vth * 2.0**k / (alpha * r)))
-        p.bias_mant, p.bias_exp = _bias_parts(b, k)
-        if not np.array_equal(p.bias_mant * 2.0**p.bias_exp, b * 2.0 ** (k + ACT_SHIFT)):
-            notes.append(f"{n}: bias rounded to bias_mant << bias_exp")
-
-    # integrators: exact for their spike inputs, within 24 bits by a static bound
+        if p.kind == "lif":
+            _lower_lif(n, g.nodes[n], p, g, synapses, raw_bias[n], min_frac, max_frac, notes)
     for n, p in pops.items():
-        if p.kind != "integrator":
-            continue
-        p.bias_f = raw_bias[n]
-        incoming = [s for s in synapses if s.target == n]
-        binary = [-t.exponent for s in incoming if not s.graded for t in s.terms]
-        k = max(binary) if binary else 16
-        bound = _state_bound(incoming, p, steps)
-        if bound is not None and bound > 0:
-            p.state_bound = bound
-            fit = int(math.floor(math.log2((STATE_MAX - 1) / (bound * 1.001))))
-            k = max(k, min(fit, max_state_frac)) if fine_state else k
-            k = min(k, fit)
-        elif bound is None:
-            notes.append(f"{n}: no static state bound (graded inputs); state may wrap at 24 bits")
-        p.frac = k
-        p.bias_int = np.rint(p.bias_f * 2.0**k).astype(np.int64)
-        if binary and k < max(binary):
-            notes.append(f"{n}: state grid 2**-{k} to fit 24 bits (bound |m| <= {bound:.4g})")
-
-    # Dense terms: W = 2 m, weight_exp = e - s + k - 1
-    for s in synapses:
-        src_frac = pops[s.source].frac if s.graded else 0
-        k = pops[s.target].frac
-        for t in s.terms:
-            t.weight_exp = t.exponent - src_frac + k - 1
-            if s.graded and round_graded and t.shift >= 2:
-                consts = pops[s.source].consts
-                c = 2 ** (t.shift - 2)
-                if c not in consts:
-                    consts.append(c)
-                t.round_channel = consts.index(c)
-            elif s.graded and t.shift == 1:
-                notes.append(f"{s.name}: a right shift by 1 stays floor-rounded")
-        if s.source == pops[net.input].name:
-            fan = s.weight.shape[1]
-            peak = max(int(np.max(np.abs(t.weights))) for t in s.terms) if s.terms else 0
-            if peak * 2 ** (input_bits - 1) * fan + 2 ** (STATE_BITS - 1) >= 2**31:
-                raise UserError(f"{s.name}: a {input_bits}-bit input overflows the int32 accumulator")
-
+        if p.kind == "integrator":
+            _lower_integrator(n, p, synapses, raw_bias[n], steps, fine_state, max_state_frac, notes)
+    _set_dense_terms(net, round_graded)
     order = _population_order(net)
     net.populations = {n: pops[n] for n in order}
     return net

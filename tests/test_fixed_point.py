@@ -220,7 +220,8 @@ def test_integrator_grid_and_bias():
 # ---- the emulator's integer edges, by hand ----
 
 def test_wrap32_and_wrap24_by_hand():
-    from backends.emulator import _wrap24, _wrap32
+    from backends.emulator import _wrap32
+    from backends.fixed_point import wrap24 as _wrap24
 
     a = np.array([0, 5, -5, 2**31 - 1, 2**31, -(2**31), -(2**31) - 1, 2**32 + 7], dtype=np.int64)
     assert _wrap32(a).tolist() == [0, 5, -5, 2**31 - 1, -(2**31), -(2**31), 2**31 - 1, 7]

@@ -43,7 +43,7 @@ from lava.proc.io.sink import RingBuffer as Sink
 from lava.proc.io.source import RingBuffer as Source
 from lava.proc.lif.process import LIFReset
 
-from backends.fixed_point import Network
+from backends.fixed_point import WEIGHT_BITS, Network
 from backends.lava.processes import GradedIntegrator
 from lmuformer.errors import UserError
 
@@ -139,7 +139,7 @@ def build(net: Network, sched: Schedule, x: np.ndarray, fixed: bool) -> LavaNetw
         offset = sched.depth[n] % sched.period
         if p.kind == "lif":
             if fixed:
-                lif = LIFReset(shape=(p.size,), du=4095, dv=p.dv, vth=p.vth, bias_mant=p.bias_mant,
+                lif = LIFReset(shape=(p.size,), du=p.du, dv=p.dv, vth=p.vth, bias_mant=p.bias_mant,
                                bias_exp=p.bias_exp, reset_interval=sched.period, reset_offset=offset,
                                name=n)
             else:
@@ -177,7 +177,7 @@ def build(net: Network, sched: Schedule, x: np.ndarray, fixed: bool) -> LavaNetw
                         wc[:, t.round_channel] = 2
                     w = np.concatenate([w, wc], axis=1)
                 d = _dense(w, delay, s.graded, weight_exp=t.weight_exp,
-                           num_weight_bits=8, name=f"{s.name}.term{k}")
+                           num_weight_bits=WEIGHT_BITS, name=f"{s.name}.term{k}")
                 ports[s.source].connect(d.s_in)
                 d.a_out.connect(inputs[s.target])
                 procs.append(d)

@@ -29,7 +29,7 @@ from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-STATE_MAX = 2**23
+from backends.fixed_point import wrap24
 
 
 class GradedIntegrator(AbstractProcess):
@@ -93,5 +93,4 @@ class PyGradedIntegratorFixed(_IntegratorBase):
     bias: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
 
     def update(self, a):
-        s = self.sigma.astype(np.int64) + a.astype(np.int64) + self.bias
-        return ((s + STATE_MAX) & (2 * STATE_MAX - 1)) - STATE_MAX
+        return wrap24(self.sigma.astype(np.int64) + a.astype(np.int64) + self.bias)
