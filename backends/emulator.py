@@ -26,7 +26,15 @@ import numpy as np
 from tqdm import tqdm
 
 from backends.base import SimulationResult
-from backends.fixed_point import ACT_SHIFT, DECAY_BITS, STATE_MAX, Network, lower_for_input, wrap24
+from backends.fixed_point import (
+    ACT_SHIFT,
+    STATE_MAX,
+    Network,
+    graded_step_fixed,
+    graded_step_float,
+    lower_for_input,
+    trunc_decay,
+)
 
 _F32_EXACT = 2**24
 
@@ -35,19 +43,13 @@ def _wrap32(a: np.ndarray) -> np.ndarray:
     return ((a + 2**31) & (2**32 - 1)) - 2**31
 
 
-def _trunc_decay(x: np.ndarray, d: int) -> np.ndarray:
-    """Lava's ``sign(x) * (|x * (4096 - d)| >> 12)``."""
-    y = x * (2**DECAY_BITS - d)
-    return np.sign(y) * (np.abs(y) >> DECAY_BITS)
-
-
 def lif_step_fixed(u, v, a_in, du: int, dv: int, bias_eff, vth: int):
     """One step of Lava's ``PyLifModelBitAcc`` on int64 arrays; returns (u, v, spikes)."""
     act = _wrap32(_wrap32(a_in) << ACT_SHIFT)
-    cur = _wrap32(_trunc_decay(u, du + 1) + act)
+    cur = _wrap32(trunc_decay(u, du + 1) + act)
     wrapped = np.where(cur > STATE_MAX, cur - 2 * STATE_MAX, cur)
     u = np.where(wrapped <= -STATE_MAX, cur + 2 * STATE_MAX, wrapped)
-    v = _wrap32(_trunc_decay(v, dv) + u + bias_eff)
+    v = _wrap32(trunc_decay(v, dv) + u + bias_eff)
     v = np.clip(v, -STATE_MAX + 1, STATE_MAX - 1)
     s = v > (vth << ACT_SHIFT)
     return u, np.where(s, 0, v), s
@@ -125,13 +127,15 @@ class Emulator:
                 if a is None:
                     a = np.zeros((batch, p.size), dtype)
                 u, v = state[n]
+                if p.reset_each_step:  # Threshold: no state between steps
+                    u, v = np.zeros_like(u), np.zeros_like(v)
                 if p.kind == "lif":
                     if fixed:
                         a = _wrap32(a)  # the LIF's a_in sums int32 channels
                         peak_a[n] = max(peak_a[n], int(np.abs(a).max(initial=0)))
                         u, v, spk = lif_step_fixed(u, v, a, p.du, p.dv, self.bias_eff[n], p.vth)
                     else:
-                        u = a
+                        u = a if p.du_f == 1.0 else u * (1 - p.du_f) + a
                         v = v * (1 - p.dv_f) + u + p.bias_f
                         spk = v > p.vth_f
                         v = np.where(spk, 0.0, v)
@@ -142,12 +146,15 @@ class Emulator:
                         trains[n][:, t] = spk
                 else:
                     if fixed:
-                        v = wrap24(v + a + p.bias_int)
+                        u, v = graded_step_fixed(u, v, a, p.du, p.dv, p.bias_int)
                     else:
-                        v = v + a + p.bias_f
+                        u, v = graded_step_float(u, v, a, p.du_f, p.dv_f, p.bias_f)
                     state[n] = (u, v)
                     hist[n][cur] = v
-            trace[:, t] = state[net.readout][1] * (net.readout_scale() if fixed else 1.0)
+            if pops[net.readout].kind == "lif":
+                trace[:, t] = hist[net.readout][cur]
+            else:
+                trace[:, t] = state[net.readout][1] * (net.readout_scale() if fixed else 1.0)
         return {"trace": trace, "counts": counts, "trains": trains, "peak_a_in": peak_a}
 
 

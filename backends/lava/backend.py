@@ -373,8 +373,11 @@ def run(graph, x: np.ndarray, precision: str = "fixed", progress: bool = True, r
                     counts[n][c0 + i] = spk.sum()
                     if record:
                         trains[n][c0 + i] = spk
-                r = data[net.readout][:, sched.columns(net.readout, i)].T
-                trace[c0 + i] = r * (net.readout_scale() if fixed else 1.0)
+                r = data[net.readout][:n_cls, sched.columns(net.readout, i)].T
+                if net.populations[net.readout].kind == "lif":
+                    trace[c0 + i] = r != 0
+                else:
+                    trace[c0 + i] = r * (net.readout_scale() if fixed else 1.0)
     extra = {
         "network": net.summary(),
         "lava_steps": lava_steps,
