@@ -14,8 +14,14 @@ ones in float64 (|sum| < 2**53), so every sum is the exact integer.  The int32 c
 Lava's ports (the Dense output channel, the LIF's int32 arithmetic) are emulated by
 wrapping to 32 bits; they never trigger for sane inputs.
 
+Spiking populations (NIR LIF, IF, CubaLIF, Threshold) step as Lava's LIF (a Threshold with
+u = v = 0 before every step, as ``LIFReset`` with reset_interval 1); graded ones (I, LI,
+CubaLI, the Output's own readout) with :func:`backends.fixed_point.graded_step_fixed`, the
+function our Lava ``GradedIntegrator`` runs.  The trace is the readout's value per step: its
+spikes (0/1) for a spiking readout.
+
 ``precision="float"`` runs the float parameters (Lava's ``floating_pt`` models): NIR float
-weights, ``v <- (1 - alpha) v + u + b``, in float64.
+weights, ``u <- (1 - du) u + a``, ``v <- (1 - alpha) v + u + b``, in float64.
 """
 
 from __future__ import annotations

@@ -1,11 +1,41 @@
 """NIR graph -> integer (Loihi-style) parameters, shared by the emulator and the Lava lowering.
 
-Pure functions, no Lava import.  :func:`lower` turns an lmuformer NIR graph into a
-:class:`Network`: populations (the Input, every LIF, every I), and synapses (every
-Affine/Linear node, with the Delay nodes in front of it folded into an integer delay in
-steps).  Both the fixed-point and the float parameters are computed; a backend uses one set.
+Pure functions, no Lava import.  :func:`lower` turns a flat NIR graph (nested NIRGraphs
+refused: ``export.normalize`` inlines them) into a :class:`Network`: populations and
+synapses.  Both the fixed-point and the float parameters are computed; a backend uses one set.
+lmuformer's own graphs lower exactly as they did before the generic subset was added.
 
-Notation: the NIR discrete-time reading of ``export/interpret.py``; ``alpha = dt/tau``;
+Graph -> Network:
+    * populations: the Input; spiking (Lava LIF): LIF, IF, CubaLIF, Threshold; graded (our
+      ``GradedIntegrator``): I, LI, CubaLI, and the Output's own readout (below).
+    * synapses: every chain of linear nodes (Affine, Linear, Scale, Conv1d, Conv2d, Flatten,
+      SumPool2d, AvgPool2d) and Delays between two populations is composed into one matrix per
+      (source population, total delay, target): values are C-order flattened vectors, Flatten
+      is the identity, Scale a diagonal, convolutions and pools are unrolled into dense
+      matrices (torch applied to the identity basis; at most ``MAX_DENSE`` = 2**24 entries
+      per node, e.g. a 3 x 32 x 32 -> 16 x 32 x 32 conv is 5e7 and is refused); paths summed
+      where a node has several inputs (NIR sums them).  Delays (whole steps of dt, within
+      1e-6) add up along the path; a bias in front of a Delay is refused (its first steps would
+      differ).  Biases (Affine, Conv per output position) go to the target population.  A
+      single Affine/Linear node keeps its exported mantissas (``weight_mantissa``); a composed
+      chain is quantised to one 8-bit term here (a note where that is inexact).
+    * readout: the node feeding the Output, if it is a population; otherwise (a linear node,
+      a Delay, several nodes, the Input) a memoryless graded population named after the
+      Output (du = 4095, dv = 4096: v = this step's input).  Its per-step value is the result:
+      spikes (0/1) for a spiking readout, v for a graded one.
+    * per neuron: biases, v_leak, w_in, r of LI/CubaLI (folded into the synapse rows) and
+      Threshold thresholds (biases below one common vth) may differ between neurons; tau,
+      tau_syn, tau_mem, r of LIF/IF/CubaLIF/I and v_threshold of LIF/IF/CubaLIF must not: Lava's
+      LIF takes one du, dv and vth per population (one UserError line naming the node).
+    * refused, one line naming the node, its type and why: node types outside this set, a
+      nested NIRGraph, v_reset != 0, a bias into a CubaLIF/CubaLI current (Lava's LIF adds its
+      bias to v), dt/tau outside (0, 1], a shape mismatch along a chain, a cycle without Delay.
+
+Notation: the NIR discrete-time reading (Euler at dt, states from 0) of ``export/interpret.py``:
+LIF/LI ``v += dt/tau (v_leak - v + r x)``; IF/I ``v += dt r x``; CubaLIF/CubaLI ``i += dt/tau_syn
+(w_in x - i)``, then ``v += dt/tau_mem (v_leak - v + r i)`` with the new i (Lava's order: u is
+updated before v); Threshold ``x > threshold``; ``alpha = dt/tau`` (tau_mem), ``beta =
+dt/tau_syn``.  NIR's continuous-time reading differs by the Euler error (O(alpha**2) per step).
 ``floor`` = arithmetic right shift (rounds towards -inf); ``trunc`` rounds towards 0.
 
 Integer units (one per population, ``frac`` = k):
@@ -82,13 +112,33 @@ LIF neurons (Lava ``LIF``/``LIFReset``, fixed-point model ``PyLifModelBitAcc``):
     * bias (the Affine bias plus ``v_leak / r``) = ``bias_mant << bias_exp``: the smallest
       bias_exp in 0..7 with |rint(b * 2**(k+6) / 2**bias_exp)| <= 4095 (13-bit mantissa);
       exact for biases on the 2**-k grid (the export puts them on its finest weight grid).
-Memory / readout integrator (our ``GradedIntegrator`` process, Lava has no resettable one):
-    ``M <- wrap24(M + a_in + bias)`` (two's complement wrap at 24 bits), output M as a graded
-    message; ``bias = rint(b * dt * r * 2**k)``.  Readout value = M * 2**-k.
+Other spiking nodes, the same Lava LIF (its V = v * 2**(k+6) / g, vth = rint(v_threshold *
+2**k / g), g = alpha r above):
+    * IF: dv = 0 and g = dt r (``v += dt r x`` scaled); no leak.
+    * CubaLIF: ``du = rint(4096 beta) - 1`` (u <- trunc(u (4096 - du - 1) / 4096) + a_in << 6:
+      U = i * 2**(k+6) exactly as Lava's current), the synapse rows scaled by ``beta w_in``
+      (per neuron), dv and g = alpha r as LIF; bias = v_leak / r.
+    * Threshold: dv = 4095 and ``LIFReset`` with reset_interval 1 (u = v = 0 before every step:
+      v = this step's a_in << 6 + bias); vth = rint(max(theta, 0) 2**k), bias_i =
+      max(theta, 0) - theta_i, so a neuron spikes when x > theta_i (exact for x, theta on 2**-k).
+Graded populations (our ``GradedIntegrator`` process, Lava has no resettable graded one):
+    ``U <- wrap24(trunc_decay(U, du + 1) + a_in)``, ``M <- wrap24(trunc_decay(M, dv) + U +
+    bias)`` (``trunc_decay(x, d) = trunc(x (4096 - d) / 4096)``, the LIF's; two's complement
+    wrap at 24 bits), output M as a graded message; value = M * 2**-k.  The synapse rows carry
+    the NIR factor in front of x, the bias ``rint(b * 2**k)``:
+    * I (the LMU memory, the readout): du = 4095, dv = 0, so ``M <- wrap24(M + a_in + bias)``;
+      rows times dt r, b = dt r (Affine bias).
+    * LI: dv = rint(4096 alpha) (4096 at alpha = 1), rows times alpha r, b = alpha (r c + v_leak).
+    * CubaLI: du = rint(4096 beta) - 1, dv as LI, rows times alpha r beta w_in, b = alpha v_leak.
+    * the Output's own readout: du = 4095, dv = 4096 (M = this step's a_in + bias).
+    State grid k: I as above (static bound); LI/CubaLI fed by spikes only: the bound
+    ``(sum |W| min(steps, 4096/(du+1)) + |b|) min(steps, 4096/dv)``; fed by graded values:
+    k = 16 (noted: may wrap at 24 bits).
 
 Float mode (Lava ``floating_pt`` models, the emulator's float mode): the same structure with
-the NIR float weights, ``u = a_in`` (du = 1), ``v <- (1 - alpha) v + u + b`` with vth / (alpha
-r) and b + v_leak / r; the integrator adds ``dt r (W x + b)``.
+the NIR float weights (times the same row factors), ``u <- (1 - du_f) u + a_in`` (du_f = beta,
+1 without a current stage), ``v <- (1 - alpha) v + u + b`` with vth / g and b + v_leak / r; the
+graded populations ``u <- (1 - du_f) u + a_in``, ``v <- (1 - dv_f) v + u + b`` (I: v + a_in + b).
 """
 
 from __future__ import annotations
@@ -547,13 +597,17 @@ def _linear_matrix(g: _Graph, name: str, n_in: int) -> tuple[np.ndarray, np.ndar
         b = np.asarray(node.bias, np.float64).ravel() if isinstance(node, nir.Affine) else np.zeros(len(w))
     elif isinstance(node, nir.Scale):
         s = np.asarray(node.scale, np.float64).ravel()
+        if s.size not in (1, n_in):
+            raise UserError(f"{name} (Scale): {s.size} factors for {n_in} inputs")
         w, b = np.diag(s) if s.size == n_in else np.eye(n_in) * s, np.zeros(n_in)
     elif isinstance(node, nir.Flatten):
         w, b = np.eye(n_in), np.zeros(n_in)
     else:
         u = _unrolled(g, name)
         w, b = u.weight, u.bias
-    if w.ndim != 2 or w.shape[1] != n_in:
+    if w.ndim != 2:
+        raise UserError(f"{name} ({type(node).__name__}): its weight is not a matrix (shape {w.shape})")
+    if w.shape[1] != n_in:
         raise UserError(f"{name} ({type(node).__name__}): expects {w.shape[-1]} inputs, gets {n_in}")
     return w, b
 

@@ -289,3 +289,42 @@ def test_lava_float_matches_emulator_float():
     for n, spk in emu.extra["spike_trains"].items():
         assert np.array_equal(lava.extra["spike_trains"][n], spk), n
     np.testing.assert_allclose(lava.trace, emu.trace, rtol=0, atol=1e-9 * np.abs(emu.trace).max())
+
+
+def _set(name, node=None, **attrs):
+    """Replace node ``name`` and/or set attributes after construction (NIR's constructors check
+    some of what a file read from disk need not satisfy)."""
+    def mutate(g):
+        if node is not None:
+            g.nodes[name] = node
+        for k, v in attrs.items():
+            setattr(g.nodes[name], k, v)
+    return mutate
+
+
+def _edges(*extra):
+    def mutate(g):
+        g.edges += list(extra)
+    return mutate
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (_set("fc2", weight=np.ones(4)), r"^fc2 \(Linear\): its weight is not a matrix \(shape \(4,\)\)$"),
+    (_set("conv", weight=np.ones((3, 5, 3, 3))), r"^conv \(Conv2d\): expects 125 inputs"),
+    (_set("conv", stride=(9, 9), dilation=(4, 4), padding=(0, 0)), r"^conv \(Conv2d\): "),
+    (_set("pool", kernel_size=np.array([9, 9])), r"^pool \(SumPool2d\): "),
+    (_set("fc2", nir.Scale(scale=np.ones(3))), r"^fc2 \(Scale\): 3 factors for 4 inputs$"),
+    (_edges(("fc2", "fc2")), r"^the graph has a cycle without a Delay node$"),
+    (_set("li", tau=np.full(3, -DT)), r"^li: need 0 < dt/tau <= 1 \(got dt/tau=-1.0\)$"),
+    (_set("cuba", v_reset=np.full((3, 5, 5), 0.5)), r"^cuba: v_reset must be 0"),
+    (_set("output"), None),
+], ids=["linear-1d", "conv-channels", "conv-too-small", "pool-too-big", "scale-size", "linear-cycle",
+        "negative-tau", "v-reset", "ok"])
+def test_malformed_graphs_are_one_line_errors(mutate, message):
+    g = conv_graph()
+    mutate(g)
+    if message is None:
+        lower(g)
+        return
+    with pytest.raises(UserError, match=message):
+        lower(g)
