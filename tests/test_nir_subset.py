@@ -323,8 +323,10 @@ def test_lava_fixed_equals_emulator(case):
     assert np.array_equal(lava.trace, emu.trace)
 
 
-def test_lava_float_matches_emulator_float():
-    lava, emu = _lava_pair(recurrent_graph(), rec_inputs(), "float")
+@pytest.mark.parametrize("case", list(CASES))
+def test_lava_float_matches_emulator_float(case):
+    make, data = CASES[case]
+    lava, emu = _lava_pair(make(), data(), "float")
     for n, spk in emu.extra["spike_trains"].items():
         assert np.array_equal(lava.extra["spike_trains"][n], spk), n
     np.testing.assert_allclose(lava.trace, emu.trace, rtol=0, atol=1e-9 * np.abs(emu.trace).max())
