@@ -66,9 +66,10 @@ class Emulator:
 
     def __init__(self, net: Network, fixed: bool):
         self.net, self.fixed = net, fixed
-        self.order = [n for n, p in net.populations.items() if p.kind != "input"]
+        self.order = [n for n, p in net.populations.items() if p.kind not in ("input", "const")]
         self.incoming = {n: net.incoming(n) for n in self.order}
         self.history = max(net.max_delay, 0) + 1
+        self.consts = [n for n, p in net.populations.items() if p.kind == "const"]
         self.w: dict[str, list[tuple[np.ndarray, int, int]]] = {}
         for s in net.synapses:
             if fixed:
@@ -123,6 +124,8 @@ class Emulator:
             cur = t % self.history
             frame = xin[:, t] if t < frames else np.zeros_like(xin[:, 0])
             hist[net.input][cur] = frame
+            for n in self.consts:  # the constant 1 (frac 0) behind current biases
+                hist[n][cur] = np.ones((batch, 1), dtype)
             for n in self.order:
                 p = pops[n]
                 a = None

@@ -27,9 +27,14 @@ Graph -> Network:
       Threshold thresholds (biases below one common vth) may differ between neurons; tau,
       tau_syn, tau_mem, r of LIF/IF/CubaLIF/I and v_threshold of LIF/IF/CubaLIF must not: Lava's
       LIF takes one du, dv and vth per population (one UserError line naming the node).
+    * a bias into a CubaLIF/CubaLI current (Lava's LIF adds its bias to v, not u): a graded
+      synapse ``<node>.current_bias`` from a constant population (kind "const", one value 1
+      at frac 0, a RingBuffer in Lava) whose weight column is the bias times the row factor
+      below, quantised to 16 bits (rint) and split into 8-bit terms, each rounded onto the
+      target's grid as any graded term (round half up, 2**-(k+1)).
     * refused, one line naming the node, its type and why: node types outside this set, a
-      nested NIRGraph, v_reset != 0, a bias into a CubaLIF/CubaLI current (Lava's LIF adds its
-      bias to v), dt/tau outside (0, 1], a shape mismatch along a chain, a cycle without Delay.
+      nested NIRGraph, v_reset != 0, dt/tau outside (0, 1], a shape mismatch along a chain,
+      a cycle without Delay.
 
 Notation: the NIR discrete-time reading (Euler at dt, states from 0) of ``export/interpret.py``:
 LIF/LI ``v += dt/tau (v_leak - v + r x)``; IF/I ``v += dt r x``; CubaLIF/CubaLI ``i += dt/tau_syn
@@ -117,7 +122,8 @@ Other spiking nodes, the same Lava LIF (its V = v * 2**(k+6) / g, vth = rint(v_t
     * IF: dv = 0 and g = dt r (``v += dt r x`` scaled); no leak.
     * CubaLIF: ``du = rint(4096 beta) - 1`` (u <- trunc(u (4096 - du - 1) / 4096) + a_in << 6:
       U = i * 2**(k+6) exactly as Lava's current), the synapse rows scaled by ``beta w_in``
-      (per neuron), dv and g = alpha r as LIF; bias = v_leak / r.
+      (per neuron), dv and g = alpha r as LIF; bias = v_leak / r (an Affine bias goes to u
+      through the constant population, above).
     * Threshold: dv = 4095 and ``LIFReset`` with reset_interval 1 (u = v = 0 before every step:
       v = this step's a_in << 6 + bias); vth = rint(max(theta, 0) 2**k), bias_i =
       max(theta, 0) - theta_i, so a neuron spikes when x > theta_i (exact for x, theta on 2**-k).
@@ -129,7 +135,8 @@ Graded populations (our ``GradedIntegrator`` process, Lava has no resettable gra
     * I (the LMU memory, the readout): du = 4095, dv = 0, so ``M <- wrap24(M + a_in + bias)``;
       rows times dt r, b = dt r (Affine bias).
     * LI: dv = rint(4096 alpha) (4096 at alpha = 1), rows times alpha r, b = alpha (r c + v_leak).
-    * CubaLI: du = rint(4096 beta) - 1, dv as LI, rows times alpha r beta w_in, b = alpha v_leak.
+    * CubaLI: du = rint(4096 beta) - 1, dv as LI, rows times alpha r beta w_in, b = alpha v_leak
+      (an Affine bias goes to U through the constant population, as for CubaLIF).
     * the Output's own readout: du = 4095, dv = 4096 (M = this step's a_in + bias).
     State grid k: I as above (static bound); LI/CubaLI fed by spikes only: the bound
     ``(sum |W| min(steps, 4096/(du+1)) + |b|) min(steps, 4096/dv)``; fed by graded values:
@@ -229,7 +236,7 @@ class Population:
     """An Input, LIF or I node.  ``frac``: the integer unit is 2**-frac (see module doc)."""
 
     name: str
-    kind: str  # "input" | "lif" | "integrator"
+    kind: str  # "input" | "lif" | "integrator" | "const" (the constant 1 behind current biases)
     size: int
     frac: int = 0
     # float parameters
@@ -752,17 +759,38 @@ def _decay(n: str, what: str, x: float, notes: list[str], full: int = 2**DECAY_B
     return min(d, 2**DECAY_BITS - 1) if x < 1 else full
 
 
-def _current_bias(n: str, node: nir.NIRNode | None, raw_bias: np.ndarray) -> None:
-    if isinstance(node, (nir.CubaLIF, nir.CubaLI)) and np.any(raw_bias):
-        raise UserError(f"{n} ({type(node).__name__}): a bias into the synaptic current is not supported "
-                        "(Lava's LIF adds its bias to v, not to u)")
+CONST = "const.one"  # the constant population's name (``const.one.1`` ... where a node has it)
+
+
+def _current_biases(g: _Graph, pops: dict[str, Population], synapses: list[Synapse],
+                    raw_bias: dict[str, np.ndarray]) -> None:
+    """A bias into a CubaLIF/CubaLI current (Lava's LIF adds its bias to v, not u): a graded
+    synapse from a constant population (value 1, frac 0) whose weight column is the bias
+    (times the target's scale), quantised to 16 bits and split into 8-bit terms; the target's
+    v bias keeps only its v_leak part."""
+    targets = [n for n, b in raw_bias.items() if isinstance(g.nodes.get(n), (nir.CubaLIF, nir.CubaLI))
+               and np.any(b)]
+    if not targets:
+        return
+    name, i = CONST, 0
+    while name in g.nodes:
+        i += 1
+        name = f"{CONST}.{i}"
+    pops[name] = Population(name, "const", 1)
+    for n in targets:
+        w = raw_bias[n][:, None]
+        t = quantize_term(w, 16)
+        syn = Synapse(f"{n}.current_bias", name, n, 0, True, w)
+        syn.terms = [DenseTerm((2 * m).astype(np.int32), 0, e)
+                     for m, e in split_terms(t.mantissa.astype(np.int64), t.exponent)]
+        synapses.append(syn)
+        raw_bias[n] = np.zeros_like(raw_bias[n])
 
 
 def _lower_lif(n: str, node: nir.NIRNode, p: Population, g: _Graph, synapses: list[Synapse],
                raw_bias: np.ndarray, min_frac: int, max_frac: int, notes: list[str]) -> None:
     """A spiking population's float and fixed-point parameters (see the module docstring)."""
     alpha, gain, vth, leak, beta = _lif_constants(n, node, g.dt)
-    _current_bias(n, node, raw_bias)
     b = raw_bias + leak
     p.bias_f, p.vth_f, p.dv_f = b, vth / gain, alpha
     p.dv = _decay(n, "dv", alpha, notes) if alpha > 0 else 0
@@ -801,9 +829,9 @@ def _graded_constants(n: str, node: nir.NIRNode | None, p: Population, dt: float
 
 
 def _leaky_bound(incoming: list[Synapse], p: Population, steps: int) -> float | None:
-    """Bound on |v| of a leaky graded population fed by spikes only: the input bound times
+    """Bound on |v| of a leaky graded population fed by spikes (or the constant 1) only: the input bound times
     ``min(steps, 4096 / (du + 1))`` (current) and ``min(steps, 4096 / dv)`` (trunc only shrinks)."""
-    if any(s.graded or s.source == p.name for s in incoming):
+    if any((s.graded and not s.source.startswith(CONST)) or s.source == p.name for s in incoming):
         return None
     x = sum((np.abs(s.weight).sum(axis=1) for s in incoming), np.zeros(p.size))
     cur = x * min(steps, 2**DECAY_BITS / (p.du + 1))
@@ -816,7 +844,6 @@ def _lower_integrator(n: str, p: Population, g: _Graph, synapses: list[Synapse],
     """A graded population's decays, state grid (exact for its spike inputs, within 24 bits by
     a static bound) and integer bias."""
     node = None if isinstance(g.nodes[n], nir.Output) else g.nodes[n]
-    _current_bias(n, node, raw_bias)
     p.bias_f = raw_bias + _graded_constants(n, node, p, g.dt, notes)
     incoming = [s for s in synapses if s.target == n]
     binary = [-t.exponent for s in incoming if not s.graded for t in s.terms]
@@ -887,6 +914,7 @@ def lower(
     notes: list[str] = []
     pops, readout = _populations(g, input_frac_bits, output, readout)
     synapses, raw_bias = _synapses(g, pops, notes)
+    _current_biases(g, pops, synapses, raw_bias)
     net = Network(pops, synapses, inp, readout, latency, g.dt, input_bits, input_frac_bits, notes)
     for n, p in pops.items():
         if p.kind == "lif":
@@ -909,7 +937,8 @@ def _population_order(net: Network) -> list[str]:
         ready = [n for n in deps if n not in done and deps[n] <= done]
         if not ready:
             raise UserError("the graph has a cycle without a Delay node")
-        ready.sort(key=lambda n: (net.populations[n].kind != "input", list(net.populations).index(n)))
+        ready.sort(key=lambda n: (net.populations[n].kind not in ("input", "const"),
+                                  list(net.populations).index(n)))
         for n in ready:
             order.append(n)
             done.add(n)

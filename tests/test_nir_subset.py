@@ -1,9 +1,10 @@
 """Standard NIR graphs (not lmuformer's shape) on the fixed-point backends.
 
-Two small hand-built graphs cover every node type of the common subset: a conv net (Conv2d,
-CubaLIF, SumPool2d, Flatten, Affine, LIF, Linear, LI readout) and a recurrent net (Scale,
-Conv1d, IF with recurrence through a Delay, AvgPool2d, Threshold, I, CubaLI, an Affine into
-the Output).  The emulator's float mode is checked against an independent NumPy reading of
+Three small hand-built graphs cover every node type of the common subset: a conv net (Conv2d
+with a bias into a CubaLIF's current, CubaLIF, SumPool2d, AvgPool2d, Flatten, Affine, LIF,
+Linear, LI readout), a recurrent net (Scale, Conv1d, IF with recurrence through a Delay,
+Threshold, I, an Affine bias into a CubaLI's current, an Affine into the Output) and an
+MLP with a spiking output.  The emulator's float mode is checked against an independent NumPy reading of
 NIR in discrete time (below); Lava ``fixed_pt`` against the emulator bit for bit, Lava
 ``floating_pt`` against the emulator's float mode.
 """
@@ -41,7 +42,7 @@ def conv_graph(seed: int = 0) -> nir.NIRGraph:
     nodes = {
         "input": nir.Input(input_type={"input": np.array([2, 5, 5])}),
         "conv": nir.Conv2d(input_shape=(5, 5), weight=rng.normal(0, 0.4, (3, 2, 3, 3)), stride=1, padding=1,
-                           dilation=1, groups=1, bias=np.zeros(3)),
+                           dilation=1, groups=1, bias=_a(0.1, -0.05, 0.0)),
         "cuba": nir.CubaLIF(tau_syn=full(2 * DT), tau_mem=full(4 * DT), r=full(2.0), v_leak=full(0.0),
                             v_threshold=full(0.5), w_in=full(1.0)),
         "pool": nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
@@ -80,7 +81,7 @@ def recurrent_graph(seed: int = 1) -> nir.NIRGraph:
         "th": nir.Threshold(threshold=_a(0.2, 0.45)),
         "to_i": nir.Linear(weight=_a([1.0, 0.5], [-0.5, 1.0])),
         "i": nir.I(r=np.full(2, 250.0)),
-        "to_cuba": nir.Linear(weight=_a([1.0, -1.0], [0.5, 0.5])),
+        "to_cuba": nir.Affine(weight=_a([1.0, -1.0], [0.5, 0.5]), bias=_a(0.3, -0.2)),
         "cubali": nir.CubaLI(tau_syn=np.full(2, 2 * DT), tau_mem=np.full(2, 8 * DT), r=np.full(2, 1.0),
                              v_leak=_a(0.0, 0.1), w_in=_a(1.0, 0.5)),
         "head": nir.Affine(weight=_a([1.0, 2.0], [-1.0, 0.5], [0.25, 0.25]), bias=_a(0.0, 0.1, -0.2)),
@@ -288,9 +289,11 @@ def test_refusals_name_the_node():
     g.nodes["fc"] = nir.Affine(weight=g.nodes["fc"].weight, bias=np.zeros(4))
     g.nodes["fc2"] = nir.Affine(weight=g.nodes["fc2"].weight, bias=np.ones(3))
     lower(g)  # a bias into an LI is fine
-    g.nodes["conv"].bias = np.ones(3)  # unrolled per position: the CubaLIF's current bias
-    with pytest.raises(UserError, match=r"^cuba \(CubaLIF\): a bias into the synaptic current is not supp"):
-        lower(g)
+    net = lower(g)  # the conv bias, per position, into the CubaLIF's current: a constant population
+    bias = [syn for syn in net.synapses if syn.name == "cuba.current_bias"]
+    assert len(bias) == 1 and bias[0].source == "const.one" and net.populations["const.one"].kind == "const"
+    assert np.allclose(bias[0].weight[:, 0], np.repeat([0.1, -0.05, 0.0], 25) * 0.5)  # times dt/tau_syn
+    assert not np.any(net.populations["cuba"].bias_f)  # nothing of it on v
     g = recurrent_graph()
     g.nodes["if"] = nir.IF(r=np.full((2, 4), 1000.0), v_threshold=np.arange(8.0).reshape(2, 4))
     with pytest.raises(UserError, match=r"^if: v_threshold differs between neurons"):

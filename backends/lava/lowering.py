@@ -1,7 +1,8 @@
 """Lower a :class:`backends.fixed_point.Network` to Lava processes.
 
 Processes (standard Lava wherever one exists):
-    * input: ``io.source.RingBuffer`` replaying the (graded) input of every sample;
+    * input: ``io.source.RingBuffer`` replaying the (graded) input of every sample; the
+      constant population (current biases): a ``RingBuffer`` of ones (and its rounding channels);
     * synapse term: ``Dense`` (``DelayDense`` when it needs extra delay), ``num_message_bits``
       24 for graded sources (input, memory), 0 for spikes; fixed point: weights ``2 * mantissa``,
       ``weight_exp``, ``num_weight_bits=8``; float: the NIR float weight, one Dense per synapse;
@@ -135,6 +136,16 @@ def build(net: Network, sched: Schedule, x: np.ndarray, fixed: bool) -> LavaNetw
     source = Source(data=data)
     procs.append(source)
     ports[net.input] = source.s_out
+
+    for n, p in pops.items():  # the constant 1 behind current biases: a RingBuffer, every step
+        if p.kind == "const":
+            consts = p.consts if fixed else []
+            data = np.ones((1 + len(consts), total), np.int32 if fixed else np.float64)
+            for j, c in enumerate(consts):
+                data[1 + j] = c
+            const = Source(data=data)
+            procs.append(const)
+            ports[n] = const.s_out
 
     sinks: dict[str, Sink] = {}
     for n, p in pops.items():
