@@ -23,10 +23,12 @@ Graph -> Network:
       a Delay, several nodes, the Input) a memoryless graded population named after the
       Output (du = 4095, dv = 4096: v = this step's input).  Its per-step value is the result:
       spikes (0/1) for a spiking readout, v for a graded one.
-    * per neuron: biases, v_leak, w_in, r of LI/CubaLI (folded into the synapse rows) and
-      Threshold thresholds (biases below one common vth) may differ between neurons; tau,
-      tau_syn, tau_mem, r of LIF/IF/CubaLIF/I and v_threshold of LIF/IF/CubaLIF must not: Lava's
-      LIF takes one du, dv and vth per population (one UserError line naming the node).
+    * per neuron: biases, v_leak, w_in, r (folded into the synapse rows: a LIF/IF/CubaLIF
+      whose r differs between neurons is lowered with r = 1, its rows and Affine biases times
+      r_i; one r for all keeps the scaling below) and Threshold thresholds (biases below one
+      common vth) may differ between neurons; tau, tau_syn, tau_mem, r of I and v_threshold of
+      LIF/IF/CubaLIF must not: Lava's LIF takes one du, dv and vth per population, our
+      integrator's grid one dt r (one UserError line naming the node).
     * a bias into a CubaLIF/CubaLI current (Lava's LIF adds its bias to v, not u): a graded
       synapse ``<node>.current_bias`` from a constant population (kind "const", one value 1
       at frac 0, a RingBuffer in Lava) whose weight column is the bias times the row factor
@@ -309,6 +311,15 @@ def _uniform(a, what: str, name: str) -> float:
     return float(a[0]) if a.size else 0.0
 
 
+def _per_neuron_r(node: nir.NIRNode) -> np.ndarray | None:
+    """r of a LIF/IF/CubaLIF where it differs between neurons (folded into the synapse rows and
+    the bias, see the module docstring), else None."""
+    if not isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF)):
+        return None
+    r = np.asarray(node.r, np.float64).ravel()
+    return None if not r.size or np.allclose(r, r[0], rtol=1e-9, atol=0) else r
+
+
 def split_terms(mantissa: np.ndarray, exponent: int) -> list[tuple[np.ndarray, int]]:
     """Exact split of ``mantissa * 2**exponent`` into terms with |m| <= 127 (8-bit signed):
     balanced base-128 digits in [-64, 63], most significant first."""
@@ -572,7 +583,8 @@ def _size(g: _Graph, name: str) -> int:
 def _target_scale(g: _Graph, target: str) -> np.ndarray:
     """Per target neuron, the factor folded into its synapses' weights and Affine biases (see
     the module docstring): ``dt r`` (I), ``dt/tau r`` (LI), ``dt/tau_syn w_in`` (CubaLIF), the
-    product of both (CubaLI), 1 otherwise."""
+    product of both (CubaLI), 1 otherwise; times r for a LIF/IF/CubaLIF whose r differs between
+    neurons."""
     node, dt, n = g.nodes.get(target), g.dt, None
     if isinstance(node, nir.I):
         return np.full(1, _uniform(np.asarray(node.r) * dt, "r", target))
@@ -582,8 +594,11 @@ def _target_scale(g: _Graph, target: str) -> np.ndarray:
         n = dt / _uniform(node.tau_syn, "tau_syn", target) * np.asarray(node.w_in, np.float64).ravel()
         if isinstance(node, nir.CubaLI):
             n = n * dt / _uniform(node.tau_mem, "tau_mem", target) * np.asarray(node.r, np.float64).ravel()
+        if isinstance(node, nir.CubaLIF) and _per_neuron_r(node) is not None:
+            n = n * _per_neuron_r(node)
         return n
-    return np.ones(1)
+    r = _per_neuron_r(node)
+    return np.ones(1) if r is None else r
 
 
 @dataclass
@@ -730,7 +745,10 @@ def _lif_constants(n: str, node: nir.NIRNode, dt: float
         ref = max(float(theta.max(initial=0.0)), 0.0)
         return 1.0, 1.0, ref, ref - theta, 1.0
     vth = _uniform(node.v_threshold, "v_threshold", n)
-    r = _uniform(node.r, "r", n)
+    r_rows = _per_neuron_r(node)  # folded into the rows: the population sees r = 1
+    if r_rows is not None and np.any(r_rows <= 0):
+        raise UserError(f"{n}: need r > 0 (got r={float(r_rows.min())})")
+    r = 1.0 if r_rows is not None else _uniform(node.r, "r", n)
     if not np.allclose(np.asarray(node.v_reset), 0.0):
         raise UserError(f"{n}: v_reset must be 0 (Lava's LIF resets to 0)")
     if isinstance(node, nir.IF):

@@ -528,11 +528,17 @@ def test_identity_edges_scale_by_dt_r_of_integrators_only():
 
 
 def test_lif_parameter_edges():
-    for attr in ("r", "v_threshold"):
-        lif = _lif_node(2)
-        setattr(lif, attr, np.array([1.0, 2.0]))
-        with pytest.raises(UserError, match=rf"^a: {attr} differs between neurons; Lava's LIF"):
-            lower(_lif_graph(lif, weight=[[1], [1]]))
+    lif = _lif_node(2)
+    lif.v_threshold = np.array([1.0, 2.0])
+    with pytest.raises(UserError, match=r"^a: v_threshold differs between neurons; Lava's LIF"):
+        lower(_lif_graph(lif, weight=[[1], [1]]))
+    # r per neuron: folded into the synapse rows, the population sees r = 1
+    lif = _lif_node(2, v_leak=0.5)
+    lif.r = np.array([1.0, 2.0])
+    net = lower(_lif_graph(lif, weight=[[1], [1]]))
+    assert net.synapses[0].weight.tolist() == [[1.0], [2.0]]
+    assert net.populations["a"].bias_f.tolist() == [0.5, 0.5]
+    assert net.populations["a"].vth == 2**11  # 1 * 2**10 / (1/2 * 1)
     with pytest.raises(UserError, match=r"\(got dt/tau=0.0, r=1.0\)$"):
         lower(_lif_graph(_lif_node(tau=np.inf)))
     # dt/tau just below 1: rint(4096 * 0.99995) = 4096 does not fit 12 bits: dv = 4095 (a note)

@@ -98,16 +98,16 @@ def recurrent_graph(seed: int = 1) -> nir.NIRGraph:
 
 
 def mlp_graph(seed: int = 2) -> nir.NIRGraph:
-    """snnTorch-like: input(3) -> Affine -> LIF(4) -> Affine -> LIF(2) -> output (spikes)."""
+    """snnTorch-like: input(3) -> Affine -> LIF(4, r per neuron) -> Affine -> LIF(2) -> output (spikes)."""
     rng = np.random.default_rng(seed)
 
-    def lif(n):
-        return nir.LIF(tau=np.full(n, 5 * DT), r=np.full(n, 5.0), v_leak=np.zeros(n), v_threshold=np.ones(n),
+    def lif(n, r=5.0):
+        return nir.LIF(tau=np.full(n, 5 * DT), r=np.full(n, r), v_leak=np.zeros(n), v_threshold=np.ones(n),
                        v_reset=np.zeros(n))
 
     nodes = {"input": nir.Input(input_type={"input": np.array([3])}),
              "fc0": nir.Affine(weight=rng.normal(0.3, 0.5, (4, 3)), bias=rng.normal(0, 0.1, 4)),
-             "lif0": lif(4),
+             "lif0": lif(4, np.array([4.0, 5.0, 6.0, 5.0])),  # r per neuron
              "fc1": nir.Affine(weight=rng.normal(0.5, 0.5, (2, 4)), bias=np.zeros(2)), "lif1": lif(2),
              "output": nir.Output(output_type={"output": np.array([2])})}
     names = list(nodes)
@@ -252,9 +252,11 @@ def test_emulator_fixed_equals_float_on_the_grid():
     g, x = mlp_graph(), np.round(mlp_inputs() * 256) / 256
     for n in ("lif0", "lif1"):
         g.nodes[n].tau = np.full(g.nodes[n].tau.shape, 4 * DT)
+        g.nodes[n].r = np.full(g.nodes[n].r.shape, 5.0)  # one r: the rows are not scaled
     for n in ("fc0", "fc1"):
         g.nodes[n].weight = np.round(g.nodes[n].weight * 64) / 64
         g.nodes[n].bias = np.round(g.nodes[n].bias * 64) / 64
+    assert not [n for n in lower(g).notes if "error 0)" not in n], lower(g).notes
     fx = simulate(g, x, backend="emulator", precision="fixed", progress=False, record=True)
     fl = simulate(g, x, backend="emulator", precision="float", progress=False, record=True)
     assert fl.extra["spike_trains"]["lif1"].sum() > 10
