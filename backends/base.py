@@ -58,18 +58,13 @@ Runner = Callable[..., SimulationResult]
 BACKENDS: dict[str, str] = {
     "torch": "backends.torch_backend:run",
     "emulator": "backends.emulator:run",
-    "lava": "backends.lava:run",
+    "lava": "backends.lava.backend:run",
 }
-
-
-# what the fixed-point backends took before the generic lowering (issue 11); a
-# backends.fixed_point.SUPPORTED_NODES tuple, where defined, replaces it
-_FIXED_NODES = ("Input", "Output", "Affine", "Linear", "Delay", "LIF", "I")
 
 
 def backend_nodes() -> dict[str, tuple[str, ...]]:
     """backend name -> the NIR node types it takes (the torch backend takes the most)."""
-    fixed = tuple(getattr(fixed_point, "SUPPORTED_NODES", _FIXED_NODES))
+    fixed = tuple(fixed_point.SUPPORTED)
     return {"torch": TORCH_NODES, "emulator": fixed, "lava": fixed}
 
 

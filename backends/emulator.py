@@ -14,8 +14,14 @@ ones in float64 (|sum| < 2**53), so every sum is the exact integer.  The int32 c
 Lava's ports (the Dense output channel, the LIF's int32 arithmetic) are emulated by
 wrapping to 32 bits; they never trigger for sane inputs.
 
+Spiking populations (NIR LIF, IF, CubaLIF, Threshold) step as Lava's LIF (a Threshold with
+u = v = 0 before every step, as ``LIFReset`` with reset_interval 1); graded ones (I, LI,
+CubaLI, the Output's own readout) with :func:`backends.fixed_point.graded_step_fixed`, the
+function our Lava ``GradedIntegrator`` runs.  The trace is the readout's value per step: its
+spikes (0/1) for a spiking readout.
+
 ``precision="float"`` runs the float parameters (Lava's ``floating_pt`` models): NIR float
-weights, ``v <- (1 - alpha) v + u + b``, in float64.
+weights, ``u <- (1 - du) u + a``, ``v <- (1 - alpha) v + u + b``, in float64.
 """
 
 from __future__ import annotations
@@ -26,7 +32,15 @@ import numpy as np
 from tqdm import tqdm
 
 from backends.base import SimulationResult
-from backends.fixed_point import ACT_SHIFT, DECAY_BITS, STATE_MAX, Network, lower_for_input
+from backends.fixed_point import (
+    ACT_SHIFT,
+    STATE_MAX,
+    Network,
+    graded_step_fixed,
+    graded_step_float,
+    lower_for_input,
+    trunc_decay,
+)
 
 _F32_EXACT = 2**24
 
@@ -35,23 +49,13 @@ def _wrap32(a: np.ndarray) -> np.ndarray:
     return ((a + 2**31) & (2**32 - 1)) - 2**31
 
 
-def _wrap24(a: np.ndarray) -> np.ndarray:
-    return ((a + STATE_MAX) & (2 * STATE_MAX - 1)) - STATE_MAX
-
-
-def _trunc_decay(x: np.ndarray, d: int) -> np.ndarray:
-    """Lava's ``sign(x) * (|x * (4096 - d)| >> 12)``."""
-    y = x * (2**DECAY_BITS - d)
-    return np.sign(y) * (np.abs(y) >> DECAY_BITS)
-
-
 def lif_step_fixed(u, v, a_in, du: int, dv: int, bias_eff, vth: int):
     """One step of Lava's ``PyLifModelBitAcc`` on int64 arrays; returns (u, v, spikes)."""
     act = _wrap32(_wrap32(a_in) << ACT_SHIFT)
-    cur = _wrap32(_trunc_decay(u, du + 1) + act)
+    cur = _wrap32(trunc_decay(u, du + 1) + act)
     wrapped = np.where(cur > STATE_MAX, cur - 2 * STATE_MAX, cur)
     u = np.where(wrapped <= -STATE_MAX, cur + 2 * STATE_MAX, wrapped)
-    v = _wrap32(_trunc_decay(v, dv) + u + bias_eff)
+    v = _wrap32(trunc_decay(v, dv) + u + bias_eff)
     v = np.clip(v, -STATE_MAX + 1, STATE_MAX - 1)
     s = v > (vth << ACT_SHIFT)
     return u, np.where(s, 0, v), s
@@ -62,9 +66,10 @@ class Emulator:
 
     def __init__(self, net: Network, fixed: bool):
         self.net, self.fixed = net, fixed
-        self.order = [n for n, p in net.populations.items() if p.kind != "input"]
+        self.order = [n for n, p in net.populations.items() if p.kind not in ("input", "const")]
         self.incoming = {n: net.incoming(n) for n in self.order}
         self.history = max(net.max_delay, 0) + 1
+        self.consts = [n for n, p in net.populations.items() if p.kind == "const"]
         self.w: dict[str, list[tuple[np.ndarray, int, int]]] = {}
         for s in net.synapses:
             if fixed:
@@ -119,6 +124,8 @@ class Emulator:
             cur = t % self.history
             frame = xin[:, t] if t < frames else np.zeros_like(xin[:, 0])
             hist[net.input][cur] = frame
+            for n in self.consts:  # the constant 1 (frac 0) behind current biases
+                hist[n][cur] = np.ones((batch, 1), dtype)
             for n in self.order:
                 p = pops[n]
                 a = None
@@ -129,13 +136,15 @@ class Emulator:
                 if a is None:
                     a = np.zeros((batch, p.size), dtype)
                 u, v = state[n]
+                if p.reset_each_step:  # Threshold: no state between steps
+                    u, v = np.zeros_like(u), np.zeros_like(v)
                 if p.kind == "lif":
                     if fixed:
                         a = _wrap32(a)  # the LIF's a_in sums int32 channels
                         peak_a[n] = max(peak_a[n], int(np.abs(a).max(initial=0)))
                         u, v, spk = lif_step_fixed(u, v, a, p.du, p.dv, self.bias_eff[n], p.vth)
                     else:
-                        u = a
+                        u = a if p.du_f == 1.0 else u * (1 - p.du_f) + a
                         v = v * (1 - p.dv_f) + u + p.bias_f
                         spk = v > p.vth_f
                         v = np.where(spk, 0.0, v)
@@ -146,12 +155,15 @@ class Emulator:
                         trains[n][:, t] = spk
                 else:
                     if fixed:
-                        v = _wrap24(v + a + p.bias_int)
+                        u, v = graded_step_fixed(u, v, a, p.du, p.dv, p.bias_int)
                     else:
-                        v = v + a + p.bias_f
+                        u, v = graded_step_float(u, v, a, p.du_f, p.dv_f, p.bias_f)
                     state[n] = (u, v)
                     hist[n][cur] = v
-            trace[:, t] = state[net.readout][1] * (net.readout_scale() if fixed else 1.0)
+            if pops[net.readout].kind == "lif":
+                trace[:, t] = hist[net.readout][cur]
+            else:
+                trace[:, t] = state[net.readout][1] * (net.readout_scale() if fixed else 1.0)
         return {"trace": trace, "counts": counts, "trains": trains, "peak_a_in": peak_a}
 
 

@@ -6,7 +6,13 @@ per Lava step, steps/s; emulator (batch 64) per-sample time, steps/s and peak tr
 the emulator/Lava per-sample speed ratio.  Prints a table and writes
 ``benchmarks/results/backends.json`` (temporary file, then rename).
 
+``--peer`` runs instead two peer-like standard NIR graphs built here (the shapes Norse and
+snnTorch export: an MLP of LIF layers with a spiking output; a conv net of CubaLIF layers with
+SumPool2d, Flatten and an LI readout), with ``dt`` = 1 ms and 50 frames, and writes
+``benchmarks/results/backends_peer.json``.  The load average is recorded beside every figure.
+
     .venv/bin/python benchmarks/bench_backends.py [--lava-samples 2] [--presets digits scv2]
+    .venv/bin/python benchmarks/bench_backends.py --peer
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
+import nir
 import numpy as np
 import torch
 
@@ -32,6 +39,52 @@ from lmuformer.files import write_json  # noqa: E402
 from lmuformer.model.calibrate import activate  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "backends.json"
+PEER_RESULTS = RESULTS.with_name("backends_peer.json")
+PEER_DT, PEER_FRAMES = 1e-3, 50
+
+
+def _full(shape, v) -> np.ndarray:
+    return np.full(shape, v, np.float64)
+
+
+def peer_mlp(rng: np.random.Generator):
+    """snnTorch-like: Input(20) -> Affine -> LIF(64) -> Affine -> LIF(32) -> Affine -> LIF(10) -> Output."""
+    sizes, edges, prev = [20, 64, 32, 10], [], "input"
+    nodes: dict = {"input": nir.Input(input_type={"input": np.array([20])})}
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
+        w = rng.normal(0.5 / np.sqrt(a), 4 / np.sqrt(a), (b, a))
+        nodes[f"fc{i}"] = nir.Affine(weight=w, bias=rng.normal(0, 0.05, b))
+        nodes[f"lif{i}"] = nir.LIF(tau=_full(b, 5 * PEER_DT), r=_full(b, 1.0), v_leak=_full(b, 0.0),
+                                   v_threshold=_full(b, 1.0), v_reset=_full(b, 0.0))
+        edges += [(prev, f"fc{i}"), (f"fc{i}", f"lif{i}")]
+        prev = f"lif{i}"
+    nodes["output"] = nir.Output(output_type={"output": np.array([10])})
+    edges.append((prev, "output"))
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": PEER_DT}), (PEER_FRAMES, 20)
+
+
+def peer_conv(rng: np.random.Generator):
+    """Norse-like: Input(2, 8, 8) -> Conv2d 3x3 (8 ch) -> CubaLIF -> SumPool2d 2 -> Flatten -> Linear
+    -> CubaLIF(10) -> Linear -> LI(10) -> Output."""
+    c = (8, 8, 8)
+    cuba = dict(tau_syn=5 * PEER_DT, tau_mem=10 * PEER_DT, r=1.0, v_leak=0.0, v_threshold=1.0, w_in=1.0)
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([2, 8, 8])}),
+        "conv": nir.Conv2d(input_shape=(8, 8), weight=rng.normal(0.1, 0.8, (8, 2, 3, 3)), stride=1, padding=1,
+                           dilation=1, groups=1, bias=np.zeros(8)),
+        "cuba0": nir.CubaLIF(**{k: _full(c, v) for k, v in cuba.items()}),
+        "pool": nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
+                              padding=np.array([0, 0])),
+        "flat": nir.Flatten(input_type={"input": np.array([8, 4, 4])}, start_dim=0, end_dim=-1),
+        "fc": nir.Linear(weight=rng.normal(0.2, 1.0, (10, 128))),
+        "cuba1": nir.CubaLIF(**{k: _full(10, v) for k, v in cuba.items()}),
+        "out_w": nir.Linear(weight=rng.normal(0, 1.0, (10, 10))),
+        "li": nir.LI(tau=_full(10, 10 * PEER_DT), r=_full(10, 1.0), v_leak=_full(10, 0.0)),
+        "output": nir.Output(output_type={"output": np.array([10])}),
+    }
+    names = list(nodes)
+    edges = list(zip(names, names[1:], strict=False))
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": PEER_DT}), (PEER_FRAMES, 128)
 
 
 def graph_for(preset: str):
@@ -84,8 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lava-samples", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--no-lava-float", action="store_true")
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--peer", action="store_true", help="the peer-like standard NIR graphs instead")
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    out = args.out or (PEER_RESULTS if args.peer else RESULTS)
     rng = np.random.default_rng(0)
     results: dict = {
         "machine": {
@@ -93,10 +148,14 @@ def main(argv: list[str] | None = None) -> int:
         },
         "presets": {},
     }
-    for preset in args.presets:
-        graph, (frames, features) = graph_for(preset)
+    peers = {"peer_mlp": peer_mlp, "peer_conv": peer_conv}
+    makers = peers if args.peer else {p: graph_for for p in args.presets}
+    for preset, make in makers.items():
+        graph, (frames, features) = make(np.random.default_rng(1)) if args.peer else make(preset)
         x = rng.standard_normal((args.batch, frames, features)).astype(np.float32)
-        row: dict = {"frames": frames, "features": features}
+        if args.peer:
+            x = np.abs(x)
+        row: dict = {"frames": frames, "features": features, "loadavg_before": os.getloadavg()}
         t0 = time.perf_counter()
         row["emulator_fixed"] = bench_emulator(graph, x, "fixed")
         row["emulator_float"] = bench_emulator(graph, x, "float")
@@ -110,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             row["lava_fixed"]["run_s_per_sample"] / row["emulator_fixed"]["s_per_sample"]
         )
         row["bench_s"] = time.perf_counter() - t0
+        row["loadavg_after"] = os.getloadavg()
         results["presets"][preset] = row
         lf, ef = row["lava_fixed"], row["emulator_fixed"]
         line = (
@@ -125,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             f"  speed-up x{row['speedup_emulator_vs_lava_fixed']:.0f}"
         )
         print(line, flush=True)
-    write_json(args.out, results)
-    print(f"wrote {args.out}")
+    write_json(out, results)
+    print(f"wrote {out}")
     return 0
 
 

@@ -10,7 +10,7 @@ def skip_without_lava(module_level: bool = False) -> None:
 
     import pytest
 
-    from backends.lava import unavailable_reason
+    from backends.lava.backend import unavailable_reason
 
     reason = unavailable_reason()
     if reason is None:

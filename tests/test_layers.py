@@ -28,11 +28,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 # project imports inside functions outside the CLI: (importer, imported) -> the heavy optional dependency
 LAZY = {
     ("lmuformer.functional.lif", "lmuformer.functional.lif_triton"): "triton (CUDA only)",
-    ("backends.lava", "backends.lava.lowering"): "lava",
-    ("backends.lava", "backends.lava.processes"): "lava",
-    # pending the Lava/fixed-point refactor (another branch owns these files): no heavy dependency
-    ("backends.lava", "backends.fixed_point"): "none: to be moved to module level",
-    ("backends.fixed_point", "export.io"): "none: to be removed",
+    ("backends.lava.backend", "backends.lava.lowering"): "lava",
+    ("backends.lava.backend", "backends.lava.processes"): "lava",
 }
 
 

@@ -1,14 +1,17 @@
 """Lower a :class:`backends.fixed_point.Network` to Lava processes.
 
 Processes (standard Lava wherever one exists):
-    * input: ``io.source.RingBuffer`` replaying the (graded) input of every sample;
+    * input: ``io.source.RingBuffer`` replaying the (graded) input of every sample; the
+      constant population (current biases): a ``RingBuffer`` of ones (and its rounding channels);
     * synapse term: ``Dense`` (``DelayDense`` when it needs extra delay), ``num_message_bits``
       24 for graded sources (input, memory), 0 for spikes; fixed point: weights ``2 * mantissa``,
       ``weight_exp``, ``num_weight_bits=8``; float: the NIR float weight, one Dense per synapse;
-    * LIF population: ``LIFReset`` (``LIF`` plus a periodic state reset), plus a periodic
-      ``RingBuffer`` "gate" into its ``a_in`` that inhibits it outside its sample windows;
-    * I population (memory, readout): :class:`backends.lava.processes.GradedIntegrator`;
-    * recording: an ``io.sink.RingBuffer`` on every LIF population and on the readout.
+    * spiking population (NIR LIF, IF, CubaLIF, Threshold): ``LIFReset`` (``LIF`` plus a periodic
+      state reset; every step for a Threshold), plus a periodic ``RingBuffer`` "gate" into its
+      ``a_in`` that inhibits it outside its sample windows;
+    * graded population (NIR I, LI, CubaLI, the Output's own readout):
+      :class:`backends.lava.processes.GradedIntegrator` with the population's du and dv;
+    * recording: an ``io.sink.RingBuffer`` on every spiking population and on the readout.
 
 Time alignment.  Lava's Dense delivers one step after it receives, and every process runs
 every step, so the populations run pipelined: population P computes the NIR step n of
@@ -43,7 +46,7 @@ from lava.proc.io.sink import RingBuffer as Sink
 from lava.proc.io.source import RingBuffer as Source
 from lava.proc.lif.process import LIFReset
 
-from backends.fixed_point import Network
+from backends.fixed_point import WEIGHT_BITS, Network
 from backends.lava.processes import GradedIntegrator
 from lmuformer.errors import UserError
 
@@ -134,17 +137,29 @@ def build(net: Network, sched: Schedule, x: np.ndarray, fixed: bool) -> LavaNetw
     procs.append(source)
     ports[net.input] = source.s_out
 
+    for n, p in pops.items():  # the constant 1 behind current biases: a RingBuffer, every step
+        if p.kind == "const":
+            consts = p.consts if fixed else []
+            data = np.ones((1 + len(consts), total), np.int32 if fixed else np.float64)
+            for j, c in enumerate(consts):
+                data[1 + j] = c
+            const = Source(data=data)
+            procs.append(const)
+            ports[n] = const.s_out
+
     sinks: dict[str, Sink] = {}
     for n, p in pops.items():
         offset = sched.depth[n] % sched.period
         if p.kind == "lif":
+            # a Threshold has no state: reset every step (Lava resets before the step's update)
+            interval, offset = (1, 0) if p.reset_each_step else (sched.period, offset)
             if fixed:
-                lif = LIFReset(shape=(p.size,), du=4095, dv=p.dv, vth=p.vth, bias_mant=p.bias_mant,
-                               bias_exp=p.bias_exp, reset_interval=sched.period, reset_offset=offset,
+                lif = LIFReset(shape=(p.size,), du=p.du, dv=p.dv, vth=p.vth, bias_mant=p.bias_mant,
+                               bias_exp=p.bias_exp, reset_interval=interval, reset_offset=offset,
                                name=n)
             else:
-                lif = LIFReset(shape=(p.size,), du=1.0, dv=p.dv_f, vth=p.vth_f, bias_mant=p.bias_f,
-                               bias_exp=0, reset_interval=sched.period, reset_offset=offset, name=n)
+                lif = LIFReset(shape=(p.size,), du=p.du_f, dv=p.dv_f, vth=p.vth_f, bias_mant=p.bias_f,
+                               bias_exp=0, reset_interval=interval, reset_offset=offset, name=n)
             j = np.arange(sched.period)
             active = (j + 1 - sched.depth[n]) % sched.period < sched.steps
             gate = np.where(active, 0, GATE_FIXED if fixed else GATE_FLOAT)
@@ -155,8 +170,10 @@ def build(net: Network, sched: Schedule, x: np.ndarray, fixed: bool) -> LavaNetw
             ports[n], inputs[n] = lif.s_out, lif.a_in
         elif p.kind == "integrator":
             bias = p.bias_int if fixed else p.bias_f
+            du, dv = (p.du, p.dv) if fixed else (p.du_f, p.dv_f)
             integ = GradedIntegrator(shape=(p.size,), bias=bias, period=sched.period, offset=offset,
-                                     window=sched.steps, consts=p.consts if fixed else (), name=n)
+                                     window=sched.steps, consts=p.consts if fixed else (), du=du, dv=dv,
+                                     name=n)
             procs.append(integ)
             ports[n], inputs[n] = integ.s_out, integ.a_in
         if p.kind in ("lif", "integrator") and (p.kind == "lif" or n == net.readout):
@@ -177,7 +194,7 @@ def build(net: Network, sched: Schedule, x: np.ndarray, fixed: bool) -> LavaNetw
                         wc[:, t.round_channel] = 2
                     w = np.concatenate([w, wc], axis=1)
                 d = _dense(w, delay, s.graded, weight_exp=t.weight_exp,
-                           num_weight_bits=8, name=f"{s.name}.term{k}")
+                           num_weight_bits=WEIGHT_BITS, name=f"{s.name}.term{k}")
                 ports[s.source].connect(d.s_in)
                 d.a_out.connect(inputs[s.target])
                 procs.append(d)
