@@ -68,6 +68,8 @@ def test_stored_weights_messages(tmp_path, payload):
          f"stored weights do not match its config (missing {keys[0]!r} and 2 more)"),
         ({**{k: v for k, v in sd.items() if k != keys[5]}, "x.a": torch.ones(1), "x.b": torch.ones(1)},
          f"stored weights do not match its config (missing {keys[5]!r}; unexpected 'x.a' and 1 more)"),
+        ({k: v for k, v in sd.items() if k not in keys[3:5]},
+         f"stored weights do not match its config (missing {keys[3]!r} and 1 more)"),
         ({**sd, "x.a": torch.ones(1)}, "stored weights do not match its config (unexpected 'x.a')"),
         ({**sd, keys[1]: [1.0]}, f"weight {keys[1]!r} is a list, not a tensor"),
         ({**sd, keys[0]: sd[keys[0]][:, :, :2]},
