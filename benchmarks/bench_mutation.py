@@ -121,6 +121,28 @@ def _mutated_line(diff: str) -> str:
     return " | ".join(lines)
 
 
+# mutmut forks every mutant's test run from one server process.  tqdm's default write lock holds a
+# multiprocessing semaphore that all those forks share: a fork that exits (or is stopped) while
+# holding it (tqdm's monitor thread takes it every 10 s) blocks every later fork that draws a bar,
+# and each then counts as a timeout, i.e. as killed.  A per-process thread lock avoids that.
+_CONFTEST_PATCH = """
+
+# added by benchmarks/bench_mutation.py (scratch copy only): a per-process tqdm lock, see there
+import threading as _bench_threading  # noqa: E402
+
+import tqdm as _bench_tqdm  # noqa: E402
+
+_bench_tqdm.tqdm.set_lock(_bench_threading.RLock())
+"""
+
+
+def _copy_tests(work: Path) -> None:
+    shutil.copytree(ROOT / "tests", work / "tests", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    with open(work / "tests" / "conftest.py", "a", encoding="utf-8") as f:
+        f.write(_CONFTEST_PATCH)
+
+
 def _scratch(name: str, mod: Module, base: dict) -> Path:
     # a neutral folder name: pytest's -k also matches the names of the folders above a test
     work = SCRATCH / f"w{list(MODULES).index(name):02d}"
@@ -129,7 +151,9 @@ def _scratch(name: str, mod: Module, base: dict) -> Path:
     work.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for src in SOURCES:
-        shutil.copytree(ROOT / src, work / src, ignore=ignore)
+        if src != "tests":
+            shutil.copytree(ROOT / src, work / src, ignore=ignore)
+    _copy_tests(work)
     cfg = {**base, "only_mutate": [mod.path], "pytest_add_cli_args_test_selection": list(mod.tests)}
     lines = ["[tool.mutmut]"] + [f"{k} = {json.dumps(v)}" for k, v in cfg.items()]
     (work / "pyproject.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -182,8 +206,7 @@ def run_module(name: str, mod: Module, base: dict, equivalents: list[dict], jobs
         survivors_only = False
         work = _scratch(name, mod, base)
     else:  # the sources are unchanged (mutmut re-mutates a changed file); take the current tests
-        shutil.copytree(ROOT / "tests", work / "tests", dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        _copy_tests(work)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": ""}
     start = time.perf_counter()
     returncode = 0
@@ -249,6 +272,7 @@ def run_module(name: str, mod: Module, base: dict, equivalents: list[dict], jobs
         **counts,
         "score": round(detected / relevant, 4) if relevant else None,
         "seconds": round(seconds, 1),
+        "timeout_constant": base.get("timeout_constant"),
         "rerun": ("none: the last run's results with the current equivalents" if rescore else
                   f"only the {len(again)} mutants not killed before" if survivors_only else "all mutants"),
         "note": mod.note,
@@ -262,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("modules", nargs="*", help=f"names from {', '.join(MODULES)} (default: all)")
     ap.add_argument("--jobs", type=int, default=1, help="mutmut worker processes (default 1: shared machine)")
+    ap.add_argument("--timeout-constant", type=float, default=20.0,
+                    help="mutmut's timeout_constant in seconds (default 20): a mutant is stopped as a "
+                         "timeout after (its tests' seconds + this) * 15 s of wall clock.  mutmut's own "
+                         "default (1 s) turns a niced run on a loaded machine into false timeouts (counted "
+                         "as killed)")
     ap.add_argument("--list", action="store_true", help="list the modules and their test selection")
     ap.add_argument("--rescore", action="store_true",
                     help="no run: score the last run of each module again with the current equivalents")
@@ -279,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     base = {k: v for k, v in pyproject["tool"]["mutmut"].items()
             if k not in ("only_mutate", "pytest_add_cli_args_test_selection")}
+    base.setdefault("timeout_constant", args.timeout_constant)
     equivalents = load_equivalents()
     for name in args.modules or list(MODULES):
         load = os.getloadavg()

@@ -71,6 +71,7 @@ def test_input_encoding_defaults_16_bits_8_fraction_bits():
     assert np.array_equal(run(g, x, progress=False, input_bits=16, input_frac_bits=8).trace, r.trace)
     r = run(g, x, progress=False, input_frac_bits=9)
     assert r.trace[0, :, 0].tolist() == [(2**15 - 1) / 512, 2**14 / 256]
+    assert r.readout.tolist() == [[2**14 / 256]]  # the last step's readout
 
 
 def test_progress_bar(capsys):
