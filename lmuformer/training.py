@@ -519,7 +519,8 @@ def _train(o: TrainOptions, preset_name: str, cfg: ModelConfig, ckpt: Any, info:
     out = _out_dir(o, preset_name, ckpt)
     show = progress and d.main
     try:
-        train_set = load_dataset(o.dataset, "train", data_dir=o.data_dir, augment=o.augment, seed=o.seed)
+        train_set = load_dataset(o.dataset, "train", data_dir=o.data_dir, augment=o.augment, seed=o.seed,
+                                 mixup=o.mixup)
         val_set = load_dataset(o.dataset, "val", data_dir=o.data_dir)
         test_set = load_dataset(o.dataset, "test", data_dir=o.data_dir)
     except (FileNotFoundError, ValueError) as e:
@@ -655,10 +656,11 @@ def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Ten
 def _forward_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, o: TrainOptions, classes: int,
                   gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(logits, loss, labels) of a training batch; the loss is taken in float32."""
-    if o.mixup > 0 or o.loss == "bce":
-        target = F.one_hot(y, classes).to(x.dtype)
-        if o.mixup > 0:
-            from lmuformer.data.speech_commands import mixup
+    soft = y.dim() == 2  # soft labels: the dataset mixed the items (scv2: the reference's waveform mixup)
+    if soft or o.mixup > 0 or o.loss == "bce":
+        target = y.to(x.dtype) if soft else F.one_hot(y, classes).to(x.dtype)
+        if o.mixup > 0 and not soft:
+            from lmuformer.data.mixup import mixup
 
             x, target = mixup(x, target, o.mixup, gen)
         if o.label_smoothing > 0:

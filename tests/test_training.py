@@ -390,3 +390,29 @@ def test_scv2_small_recipe_overlays_the_paper_recipe(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="trained with recipe 'small', not 'default'"):
         train(dataset="scv2", data_dir=str(root), recipe="default", epochs=2,
               resume=tmp_path / "out" / "last.pt", progress=False)
+
+
+def test_soft_labels_from_the_dataset_skip_the_batch_mixup(tmp_path: Path) -> None:
+    """scv2 items mixed by the dataset (the reference's waveform mixup) arrive as soft labels: the
+    loss takes them as they are; integer labels still get the batch mixup (digits' recipe)."""
+    import torch.nn.functional as F
+
+    from lmuformer.training import _forward_loss
+    from tests.test_data import _make_scv2
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))  # non-zero logits
+    x = torch.rand(6, 8, 8)
+    y = torch.tensor([0, 1, 2, 3, 4, 5])
+    soft = F.one_hot(y, 10).float() * 0.7 + F.one_hot(y.flip(0), 10).float() * 0.3
+    for loss_name, fn in (("bce", F.binary_cross_entropy_with_logits), ("ce", F.cross_entropy)):
+        o = recipe("digits")
+        o.loss, o.mixup, o.label_smoothing = loss_name, 0.6, 0.0
+        logits, loss, labels = _forward_loss(model, x, soft, o, 10, torch.Generator().manual_seed(0))
+        assert torch.equal(loss, fn(model(x), soft)) and torch.equal(labels, soft.argmax(1))
+        _, mixed_loss, _ = _forward_loss(model, x, y, o, 10, torch.Generator().manual_seed(0))
+        assert not torch.equal(mixed_loss, fn(model(x), F.one_hot(y, 10).float()))
+    root = _make_scv2(tmp_path / "sc")
+    m = train(dataset="scv2", data_dir=str(root), recipe="small", mixup=0.6, loss="bce", epochs=1, threads=1,
+              out_dir=tmp_path / "out", progress=False, dim=16, memory_size=16)
+    assert m["options"]["mixup"] == 0.6 and 0 <= m["train_accuracy"] <= 1
