@@ -57,7 +57,8 @@ class TrainOptions:
 
     ``batch_size`` is the global batch (split over DDP ranks); ``lr_step`` in epochs
     (0: constant LR); ``mixup`` is the mixup rate (probability that a sample is mixed, the
-    reference's 0.6 for scv2; 0: off); ``threads``
+    reference's 0.6 for scv2; 0: off; scv2 mixes waveforms in the dataset as the reference, the
+    other datasets features within the batch: :mod:`lmuformer.data.mixup`); ``threads``
     per process (None: the cores available to this process divided by the local ranks);
     ``device`` None picks CUDA when available, else the CPU; ``precision`` of the training
     forward/backward (:data:`PRECISIONS`; None: :func:`default_precision` of the device);
@@ -79,6 +80,7 @@ class TrainOptions:
     label_smoothing: float = 0.0
     mixup: float = 0.0
     augment: bool = False
+    clean_bn: bool = False  # eval BatchNorm statistics recomputed on the clean train split each epoch
     grad_clip: float = 0.0
     seed: int = 0
     num_workers: int = 0
@@ -188,7 +190,8 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "dataset": str, "preset": (str, type(None)), "data_dir": (str, type(None)),
     "out_dir": (str, type(None)), "epochs": int, "batch_size": int, "lr": float,
     "weight_decay": float, "lr_step": int, "lr_gamma": float, "loss": str,
-    "label_smoothing": float, "mixup": float, "augment": bool, "grad_clip": float, "seed": int,
+    "label_smoothing": float, "mixup": float, "augment": bool, "clean_bn": bool, "grad_clip": float,
+    "seed": int,
     "num_workers": int, "threads": (int, type(None)), "device": (str, type(None)),
     "precision": (str, type(None)), "model": dict, "recipe": str,
 }
@@ -521,6 +524,7 @@ def _train(o: TrainOptions, preset_name: str, cfg: ModelConfig, ckpt: Any, info:
     try:
         train_set = load_dataset(o.dataset, "train", data_dir=o.data_dir, augment=o.augment, seed=o.seed,
                                  mixup=o.mixup)
+        clean_set = load_dataset(o.dataset, "train", data_dir=o.data_dir) if o.clean_bn else None
         val_set = load_dataset(o.dataset, "val", data_dir=o.data_dir)
         test_set = load_dataset(o.dataset, "test", data_dir=o.data_dir)
     except (FileNotFoundError, ValueError) as e:
@@ -587,6 +591,10 @@ def _train(o: TrainOptions, preset_name: str, cfg: ModelConfig, ckpt: Any, info:
             bar.update()
             bar.set_postfix(loss=f"{sums[0] / sums[2]:.4f}", acc=f"{sums[1] / sums[2]:.3f}", refresh=False)
         scheduler.step()
+        if clean_set is not None:  # lmuformer.data.mixup.recompute_batchnorm: only BatchNorm buffers change
+            from lmuformer.data.mixup import recompute_batchnorm
+
+            recompute_batchnorm(net, clean_set, 256, device)
         loss_sum, correct, n = _all_sum(sums, d)
         _sync_batchnorm_stats(net, d)
         val_acc, val_loss = _evaluate_dist(net, val_set, per_rank, device, d)

@@ -416,3 +416,29 @@ def test_soft_labels_from_the_dataset_skip_the_batch_mixup(tmp_path: Path) -> No
     m = train(dataset="scv2", data_dir=str(root), recipe="small", mixup=0.6, loss="bce", epochs=1, threads=1,
               out_dir=tmp_path / "out", progress=False, dim=16, memory_size=16)
     assert m["options"]["mixup"] == 0.6 and 0 <= m["train_accuracy"] <= 1
+
+
+def test_clean_bn_changes_only_the_batchnorm_statistics(tmp_path: Path) -> None:
+    """clean_bn: after each epoch the BatchNorm running statistics are averages over the clean
+    (un-mixed) train split; the weights, hence the training, are those of the run without it."""
+    from lmuformer.data.mixup import recompute_batchnorm
+
+    opts = dict(TINY, epochs=2, mixup=0.6, batch_size=64)
+    train(out_dir=tmp_path / "plain", **opts)
+    train(out_dir=tmp_path / "clean", clean_bn=True, **opts)
+    plain = load_checkpoint(tmp_path / "plain" / "last.pt").model.state_dict()
+    clean_model = load_checkpoint(tmp_path / "clean" / "last.pt").model
+    clean = clean_model.state_dict()
+    stats = [k for k in plain if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(plain[k], clean[k]) for k in plain if k not in stats
+                         and not k.endswith("num_batches_tracked"))
+    assert any(not torch.allclose(plain[k], clean[k]) for k in stats)
+    again = load_checkpoint(tmp_path / "clean" / "last.pt").model
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the run's thread count: the same sums, bit for bit
+    try:
+        recompute_batchnorm(again, load_dataset("digits", "train"), 256)  # the trainer's batches
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(again.state_dict()[k], clean[k]) for k in stats)
+    assert not again.training

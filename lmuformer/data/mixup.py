@@ -16,6 +16,9 @@ features (:class:`lmuformer.data.speech_commands.SpeechCommands` with ``mixup``)
 Batch mixup (:func:`mixup`) mixes the features of a batch with partners from the same batch; the
 trainer uses it for the datasets without waveforms (digits: the documented recipe choice).
 
+:func:`recompute_batchnorm` gives a model trained with mixup the BatchNorm statistics of clean
+items (the trainer's ``clean_bn`` option, after every epoch).
+
 Randomness: every draw comes from a ``torch.Generator`` (lam through a NumPy generator seeded from
 it), so a seeded generator gives the same draws everywhere.
 """
@@ -23,6 +26,7 @@ it), so a seeded generator gives the same draws everywhere.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -116,4 +120,23 @@ def mixup(
     return lx * x + (1 - lx) * x[other], ly * y_onehot + (1 - ly) * y_onehot[other]
 
 
-__all__ = ["MIXUP_BETA", "MIXUP_RATE", "MixDraw", "draw_mix", "mix_labels", "mix_waveforms", "mixup"]
+@torch.no_grad()
+def recompute_batchnorm(model: torch.nn.Module, dataset: Any, batch_size: int = 256,
+                        device: torch.device | str | None = None) -> None:
+    """Set every BatchNorm's running mean and variance to the average of its batch statistics over
+    ``dataset`` in batches of ``batch_size`` (equal weight per batch: ``torch.optim.swa_utils.update_bn``).
+
+    Mixup's companion: trained on mixed (blurred) items, the running statistics describe mixed
+    inputs, while the model is evaluated on clean ones.  Pass the clean (un-mixed, un-augmented)
+    training split; the forward passes run in train mode (batch statistics), so nothing but the
+    BatchNorm buffers changes (the weights, and hence the training, are untouched).  The model's
+    train/eval mode is restored.
+    """
+    from torch.optim.swa_utils import update_bn
+    from torch.utils.data import DataLoader
+
+    update_bn(DataLoader(dataset, batch_size=batch_size, shuffle=False), model, device)
+
+
+__all__ = ["MIXUP_BETA", "MIXUP_RATE", "MixDraw", "draw_mix", "mix_labels", "mix_waveforms", "mixup",
+           "recompute_batchnorm"]
