@@ -424,7 +424,7 @@ def test_clean_bn_changes_only_the_batchnorm_statistics(tmp_path: Path) -> None:
     from lmuformer.data.mixup import recompute_batchnorm
 
     opts = dict(TINY, epochs=2, mixup=0.6, batch_size=64)
-    train(out_dir=tmp_path / "plain", **opts)
+    train(out_dir=tmp_path / "plain", clean_bn=False, **opts)
     train(out_dir=tmp_path / "clean", clean_bn=True, **opts)
     plain = load_checkpoint(tmp_path / "plain" / "last.pt").model.state_dict()
     clean_model = load_checkpoint(tmp_path / "clean" / "last.pt").model
