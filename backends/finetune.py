@@ -52,7 +52,7 @@ from export.graph import ExportOptions, model_to_nir
 from export.quantize import quantize_terms
 from lmuformer.checkpoint import load_checkpoint, save_checkpoint
 from lmuformer.data import load_dataset, load_test_split
-from lmuformer.data.speech_commands import mixup as mix
+from lmuformer.data.mixup import mixup as mix
 from lmuformer.errors import UserError
 from lmuformer.functional.lif import SURROGATE_ALPHA
 from lmuformer.model.lmuformer import LMUFormer

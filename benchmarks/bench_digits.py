@@ -57,6 +57,7 @@ def run_seed(seed: int, out: Path, extra: list[str]) -> dict[str, Any]:
         "wall_seconds": round(wall, 2),
         "loadavg_1min_before": round(load_before, 2),
         "loadavg_1min_after": round(load_after, 2),
+        "options": {k: v for k, v in metrics["options"].items() if k not in ("out_dir", "seed", "data_dir")},
     }
 
 
@@ -98,7 +99,8 @@ def main() -> None:
           f"max {summary['max_wall_seconds']:.1f} s; bar met: {summary['meets_bar']}")
     write_json(args.results, {
         "command": " ".join(["lmuf train --dataset digits --seed N", *args.extra]),
-        "bar": BAR, "runs": runs, "summary": summary,
+        "bar": BAR, "recipe": runs[0]["options"],
+        "runs": [{k: v for k, v in r.items() if k != "options"} for r in runs], "summary": summary,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
     })

@@ -25,6 +25,7 @@ from lmuformer.data.audio import (
     pad_or_cut,
     read_wav,
 )
+from lmuformer.data.mixup import MixDraw, draw_mix, mix_labels, mix_waveforms
 from lmuformer.data.mnist import IMAGE_MAGIC, LABEL_MAGIC, psmnist_permutation
 from lmuformer.data.speech_commands import add_noise, random_roll, spec_augment
 from lmuformer.errors import UserError
@@ -322,3 +323,77 @@ def test_mixup() -> None:
     assert 0 < int(changed.sum()) < 16  # about 60 % mixed (partners may be themselves)
     same = mixup(x, y, 0.0, torch.Generator().manual_seed(0))
     assert torch.equal(same[0], x) and torch.equal(same[1], y)
+
+
+# ---------------------------------------------------------------- the reference's waveform mixup
+
+
+def test_mix_waveforms_as_the_reference() -> None:
+    a = torch.tensor([1.0, 2.0, 3.0, 6.0])  # mean 3
+    short = torch.tensor([5.0, 7.0])  # mean 6: centred [-1, 1], zero-padded to 4
+    mixed = mix_waveforms(a, short, 0.25)
+    expect = 0.25 * torch.tensor([-2.0, -1.0, 0.0, 3.0]) + 0.75 * torch.tensor([-1.0, 1.0, 0.0, 0.0])
+    assert torch.allclose(mixed, expect - expect.mean(), atol=1e-6) and mixed.shape == (4,)
+    long = torch.tensor([1.0, 3.0, 2.0, 2.0, 100.0, -50.0])  # mean 9.67, cut to 4 AFTER centring
+    cut = mix_waveforms(a, long, 0.5)
+    b = long - long.mean()
+    expect = 0.5 * torch.tensor([-2.0, -1.0, 0.0, 3.0]) + 0.5 * b[:4]
+    assert torch.allclose(cut, expect - expect.mean(), atol=1e-5)
+    assert torch.allclose(mix_waveforms(a, long, 1.0), a - a.mean())
+    with pytest.raises(ValueError, match="1-D"):
+        mix_waveforms(a[None], a, 0.5)
+
+
+def test_draw_mix_rate_partner_and_lambda() -> None:
+    g = torch.Generator().manual_seed(0)
+    before = g.get_state()
+    assert draw_mix(g, 10, 0.0) == MixDraw() and torch.equal(g.get_state(), before)  # no draw at rate 0
+    draws = [draw_mix(g, 50, 0.6) for _ in range(2000)]
+    mixed = [d for d in draws if d.mixed]
+    assert 0.55 < len(mixed) / 2000 < 0.65  # 3.6 standard deviations either side of 0.6
+    assert all(not d.mixed and d.lam == 1.0 for d in draws if not d.mixed)
+    assert {d.partner for d in mixed} == set(range(50))  # partners come from the whole set
+    lam = np.array([d.lam for d in mixed])
+    assert lam.min() > 0.05 and lam.max() < 0.95  # Beta(10, 10): mean 0.5, std 0.109
+    assert abs(lam.mean() - 0.5) < 0.02 and abs(lam.std() - 0.109) < 0.015
+    again = [draw_mix(torch.Generator().manual_seed(7), 50, 0.6) for _ in range(2)]
+    assert again[0] == again[1]
+
+
+def test_mix_labels() -> None:
+    y = mix_labels(2, 4, 0.3, 6)
+    assert y.dtype == torch.float32 and y.tolist() == pytest.approx([0, 0, 0.3, 0, 0.7, 0])
+    assert mix_labels(1, 1, 0.3, 3).tolist() == pytest.approx([0, 1, 0])
+
+
+def test_speech_commands_waveform_mixup(tmp_path: Path) -> None:
+    """Items mix raw waveforms with a partner drawn from the whole training set, before the features
+    and the augmentation; labels are soft over the model's 35 outputs; val/test are untouched."""
+    from lmuformer.data.base import item_generator
+
+    root = str(make_scv2(tmp_path / "sc"))
+    ds = load_dataset("scv2", "train", root, augment=True, seed=5, mixup=1.0)
+    ds.set_epoch(3)
+    for index in range(len(ds)):
+        x, y = ds[index]
+        g = item_generator(5, 3, index)
+        d = draw_mix(g, len(ds), 1.0)
+        assert d.mixed
+        wave = mix_waveforms(ds.waveform(index), ds.waveform(d.partner), d.lam)
+        expect = random_roll(add_noise(normalize(spec_augment(ds.features(wave), g)), g), g)
+        assert torch.equal(x, expect)
+        assert y.shape == (35,) and y.dtype == torch.float32 and float(y.sum()) == pytest.approx(1.0)
+        assert float(y[int(ds.labels[index])]) >= d.lam - 1e-6
+    partners = {draw_mix(item_generator(5, e, 0), len(ds), 1.0).partner for e in range(60)}
+    assert partners == set(range(len(ds)))  # item 0's partner ranges over the whole train split
+    plain = load_dataset("scv2", "train", root, mixup=0.0)
+    assert plain[0][1].dim() == 0 and torch.equal(plain[0][0], normalize(plain.log_mel(0)))
+    val = load_dataset("scv2", "val", root, mixup=0.6)
+    assert val[0][1].dim() == 0 and torch.equal(val[0][0], load_dataset("scv2", "val", root)[0][0])
+    # rate 0.6: some items mixed, others one-hot; the same seed and epoch give the same items
+    a, b = (load_dataset("scv2", "train", root, seed=1, mixup=0.6) for _ in range(2))
+    ya = torch.stack([a[i][1] for i in range(len(a))])
+    assert torch.equal(ya, torch.stack([b[i][1] for i in range(len(b))]))
+    assert torch.equal(a[2][0], b[2][0])
+    digits = load_dataset("digits", "train", mixup=0.6)  # no waveforms: the trainer mixes batches
+    assert digits[0][1].dim() == 0

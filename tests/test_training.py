@@ -391,3 +391,58 @@ def test_scv2_small_recipe_overlays_the_paper_recipe(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="trained with recipe 'small', not 'default'"):
         train(dataset="scv2", data_dir=str(root), recipe="default", epochs=2,
               resume=tmp_path / "out" / "last.pt", progress=False)
+
+
+def test_soft_labels_from_the_dataset_skip_the_batch_mixup(tmp_path: Path) -> None:
+    """scv2 items mixed by the dataset (the reference's waveform mixup) arrive as soft labels: the
+    loss takes them as they are; integer labels still get the batch mixup (digits' recipe)."""
+    import torch.nn.functional as F
+
+    from lmuformer.data import load_dataset
+    from lmuformer.training.loop import _forward_loss
+    from tests.helpers import make_scv2
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))  # non-zero logits
+    x = torch.rand(6, 8, 8)
+    y = torch.tensor([0, 1, 2, 3, 4, 5])
+    soft = F.one_hot(y, 10).float() * 0.7 + F.one_hot(y.flip(0), 10).float() * 0.3
+    for loss_name, fn in (("bce", F.binary_cross_entropy_with_logits), ("ce", F.cross_entropy)):
+        o = recipe("digits")
+        o.loss, o.mixup, o.label_smoothing = loss_name, 0.6, 0.0
+        logits, loss, labels = _forward_loss(model, x, soft, o, 10, torch.Generator().manual_seed(0))
+        assert torch.equal(loss, fn(model(x), soft)) and torch.equal(labels, soft.argmax(1))
+        _, mixed_loss, _ = _forward_loss(model, x, y, o, 10, torch.Generator().manual_seed(0))
+        assert not torch.equal(mixed_loss, fn(model(x), F.one_hot(y, 10).float()))
+    root = make_scv2(tmp_path / "sc")
+    _, y0 = load_dataset("scv2", "train", data_dir=str(root), mixup=0.6)[0]  # a soft label, sums to 1
+    assert tuple(y0.shape) == (35,) and abs(float(y0.sum()) - 1) < 1e-5
+    m = train(dataset="scv2", data_dir=str(root), recipe="small", mixup=0.6, loss="bce", epochs=1, threads=1,
+              out_dir=tmp_path / "out", progress=False, dim=16, memory_size=16)
+    assert m["options"]["mixup"] == 0.6 and 0 <= m["train_accuracy"] <= 1
+
+
+def test_clean_bn_changes_only_the_batchnorm_statistics(tmp_path: Path) -> None:
+    """clean_bn: after each epoch the BatchNorm running statistics are averages over the clean
+    (un-mixed) train split; the weights, hence the training, are those of the run without it."""
+    from lmuformer.data.mixup import recompute_batchnorm
+
+    opts = dict(TINY, epochs=2, mixup=0.6, batch_size=64)
+    train(out_dir=tmp_path / "plain", clean_bn=False, **opts)
+    train(out_dir=tmp_path / "clean", clean_bn=True, **opts)
+    plain = load_checkpoint(tmp_path / "plain" / "last.pt").model.state_dict()
+    clean_model = load_checkpoint(tmp_path / "clean" / "last.pt").model
+    clean = clean_model.state_dict()
+    stats = [k for k in plain if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(plain[k], clean[k]) for k in plain if k not in stats
+                         and not k.endswith("num_batches_tracked"))
+    assert any(not torch.allclose(plain[k], clean[k]) for k in stats)
+    again = load_checkpoint(tmp_path / "clean" / "last.pt").model
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the run's thread count: the same sums, bit for bit
+    try:
+        recompute_batchnorm(again, load_dataset("digits", "train"), 256)  # the trainer's batches
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(again.state_dict()[k], clean[k]) for k in stats)
+    assert not again.training

@@ -19,8 +19,9 @@ from torch.utils.data import Dataset
 
 from lmuformer.data.base import SPLITS, check_split, require_dir
 from lmuformer.data.digits import Digits
+from lmuformer.data.mixup import mixup
 from lmuformer.data.mnist import MNISTSequences
-from lmuformer.data.speech_commands import SpeechCommands, mixup
+from lmuformer.data.speech_commands import SpeechCommands
 from lmuformer.errors import UserError
 
 __all__ = [
@@ -59,12 +60,15 @@ def dataset_info(name: str) -> dict[str, Any]:
 
 
 def load_dataset(name: str, split: str, data_dir: str | None = None, augment: bool = False,
-                 seed: int = 0) -> Dataset:
+                 seed: int = 0, mixup: float = 0.0) -> Dataset:
     """Dataset ``name``'s ``split`` ("train", "val" or "test").
 
     ``data_dir`` is required for mnist, psmnist and scv2. ``augment`` applies to the train split
     only (digits: random 1-pixel shifts; scv2: SpecAugment, noise, time roll; MNIST: none); its
     draws come from (seed, epoch, index), so call ``dataset.set_epoch(epoch)`` each epoch.
+    ``mixup`` (rate, train split, scv2 only): the reference's waveform mixup in the dataset
+    (:mod:`lmuformer.data.mixup`; its items' y are then soft labels (classes,)); the other datasets
+    have no waveforms and ignore it (the trainer mixes their batches: :func:`mixup`).
     Bad names, folders or files raise :class:`UserError`.
     """
     _check_name(name)
@@ -74,7 +78,7 @@ def load_dataset(name: str, split: str, data_dir: str | None = None, augment: bo
     root = require_dir(name, data_dir)
     if name in ("mnist", "psmnist"):
         return MNISTSequences(root, split, permuted=name == "psmnist", augment=augment, seed=seed)
-    return SpeechCommands(root, split, augment=augment, seed=seed)
+    return SpeechCommands(root, split, augment=augment, seed=seed, mixup=mixup)
 
 
 def load_test_split(name: str, data_dir: str | None = None, samples: int | None = None

@@ -16,15 +16,18 @@ Train augmentation (``augment=True``), in the reference's order, each item drawn
 (seed, epoch, index): SpecAugment on the un-normalised log-mel (one frequency mask of up to 48
 bins, one time mask of up to 48 frames, filled with 0 as torchaudio's masking), normalisation,
 additive noise ``x + U[0,1)^(frames x bins) * u / 10`` with one u ~ U[0,1) per item (the reference
-uses uniform, not Gaussian, noise), and a roll in time by -10..10 frames. Mixup needs pairs of
-samples: apply :func:`mixup` to the batch.
+uses uniform, not Gaussian, noise), and a roll in time by -10..10 frames.
+
+Mixup (``mixup`` = rate > 0, train split only) as the reference: before the filterbank and the
+augmentation, the item's waveform is mixed with a partner drawn from the whole training set
+(:mod:`lmuformer.data.mixup`); every train item's y is then a float32 soft label (classes,), one-hot
+when the item was not mixed.  The draws come first from the item's generator, then augmentation's.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from lmuformer.data.audio import (
@@ -36,6 +39,7 @@ from lmuformer.data.audio import (
     read_wav,
 )
 from lmuformer.data.base import SequenceDataset, require_dir
+from lmuformer.data.mixup import MIXUP_BETA, MIXUP_RATE, draw_mix, mix_labels, mix_waveforms
 from lmuformer.errors import UserError
 
 VALIDATION_LIST = "validation_list.txt"
@@ -44,8 +48,6 @@ FREQ_MASK = 48  # bins
 TIME_MASK = 48  # frames
 MAX_ROLL = 10  # frames
 NOISE_SCALE = 0.1
-MIXUP_RATE = 0.6  # probability that a sample is mixed
-MIXUP_BETA = 10.0  # lambda ~ Beta(10, 10), as the reference
 
 # The reference's class indices 0..34 (its label CSV, from the AST recipe it builds on).
 REFERENCE_CLASSES: tuple[str, ...] = (
@@ -140,43 +142,17 @@ def random_roll(features: torch.Tensor, generator: torch.Generator,
     return torch.roll(features, shift, dims=0)
 
 
-def mixup(
-    x: torch.Tensor, y_onehot: torch.Tensor, alpha: float = MIXUP_RATE,
-    generator: torch.Generator | None = None, beta: float = MIXUP_BETA,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batch mixup: each sample, with probability ``alpha``, is mixed with a random sample of the batch.
-
-    x: (batch, frames, features); y_onehot: (batch, classes) float (one-hot or soft labels).
-    ``alpha`` is the reference's mixup rate (0.6): the probability that a sample is mixed, not a
-    Beta parameter; a mixed sample becomes lam x + (1 - lam) x_other (labels alike) with
-    lam ~ Beta(beta, beta), beta = 10 as the reference. The reference mixes waveforms before the
-    filterbank; this mixes the features. Returns new (x, y) of the same shapes.
-    """
-    if x.shape[0] != y_onehot.shape[0]:
-        raise ValueError(f"mixup: {x.shape[0]} inputs but {y_onehot.shape[0]} labels")
-    n = x.shape[0]
-    if n == 0 or alpha <= 0:
-        return x.clone(), y_onehot.clone()
-    mixed = torch.rand(n, generator=generator) < alpha
-    other = torch.randint(0, n, (n,), generator=generator)
-    rng = np.random.default_rng(int(torch.randint(0, 2**62, (), generator=generator)))
-    lam = torch.from_numpy(rng.beta(beta, beta, size=n)).to(x.dtype)
-    lam = torch.where(mixed, lam, torch.ones_like(lam)).to(x.device)
-    other = other.to(x.device)
-    lx = lam.view(n, *([1] * (x.dim() - 1)))
-    ly = lam.view(n, *([1] * (y_onehot.dim() - 1))).to(y_onehot.dtype)
-    return lx * x + (1 - lx) * x[other], ly * y_onehot + (1 - ly) * y_onehot[other]
-
-
 class SpeechCommands(SequenceDataset):
-    """Speech Commands V2 split ``split``: x float32 (128, 128) normalised log-mel, y int64 scalar.
+    """Speech Commands V2 split ``split``: x float32 (128, 128) normalised log-mel, y int64 scalar
+    (with ``mixup`` on the train split: float32 soft label (num_labels,), num_labels = max(35, classes)).
 
     ``window`` is the filterbank window: "hanning" as the reference code (whose normalisation
     constants were measured with it); "povey" is Kaldi's default (log-mel within ~0.1).
+    ``mixup``: the reference's waveform mixup rate (0: off; 0.6 in the paper's recipe).
     """
 
     def __init__(self, data_dir: str | Path | None, split: str, augment: bool = False, seed: int = 0,
-                 window: str = "hanning") -> None:
+                 window: str = "hanning", mixup: float = 0.0) -> None:
         super().__init__(split, augment, seed)
         self.root = require_dir("scv2", data_dir)
         self.classes, splits = scan_folder(self.root)
@@ -184,27 +160,52 @@ class SpeechCommands(SequenceDataset):
         index = {c: i for i, c in enumerate(self.classes)}
         self.labels = torch.tensor([index[f.split("/", 1)[0]] for f in self.files], dtype=torch.int64)
         self.window = window
+        self.mixup = float(mixup) if split == "train" else 0.0
+        # soft labels span the model's 35 outputs even when the folder holds fewer words
+        self.num_labels = max(len(self.classes), len(REFERENCE_CLASSES))
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def log_mel(self, index: int) -> torch.Tensor:
-        """Un-normalised log-mel of item ``index``, float32 (128, 128), zero-padded/cut to 128 frames."""
+    def waveform(self, index: int) -> torch.Tensor:
+        """Item ``index``'s waveform, float32 (samples,) in [-1, 1), checked to be 16 kHz."""
         path = self.root / self.files[index]
         wave, rate = read_wav(path)
         if rate != SAMPLE_RATE:
             raise UserError(f"wav file {path} is sampled at {rate} Hz, expected {SAMPLE_RATE} Hz")
+        return wave
+
+    def features(self, wave: torch.Tensor) -> torch.Tensor:
+        """Un-normalised log-mel of a waveform (mean removed here), float32 (128, 128), padded/cut."""
         return pad_or_cut(log_mel(wave - wave.mean(), SAMPLE_RATE, window=self.window), TARGET_FRAMES)
 
+    def log_mel(self, index: int) -> torch.Tensor:
+        """Un-normalised log-mel of item ``index``, float32 (128, 128), zero-padded/cut to 128 frames."""
+        return self.features(self.waveform(index))
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.log_mel(index)
+        g = self.generator(index) if (self.augment or self.mixup > 0) else None
+        y = self.labels[index].clone()
+        if self.mixup > 0:
+            draw = draw_mix(g, len(self), self.mixup)
+            wave = self.waveform(index)
+            if draw.mixed:
+                wave = mix_waveforms(wave, self.waveform(draw.partner), draw.lam)
+            x = self.features(wave)
+            y = mix_labels(int(y), int(self.labels[draw.partner if draw.mixed else index]), draw.lam,
+                           self.num_labels)
+        else:
+            x = self.log_mel(index)
         if self.augment:
-            g = self.generator(index)
             x = random_roll(add_noise(normalize(spec_augment(x, g)), g), g)
         else:
             x = normalize(x)
-        return x, self.labels[index].clone()
+        return x, y
 
     @property
     def targets(self) -> torch.Tensor:
         return self.labels.clone()
+
+
+__all__ = ["MIXUP_BETA", "MIXUP_RATE", "REFERENCE_CLASSES", "SpeechCommands", "add_noise", "class_order",
+           "random_roll", "scan_folder", "spec_augment"]

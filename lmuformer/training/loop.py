@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from lmuformer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, unwrap, update_metrics
 from lmuformer.data import DATASETS, dataset_info, load_dataset, mixup
+from lmuformer.data.mixup import recompute_batchnorm
 from lmuformer.errors import UserError
 from lmuformer.files import lock, write_json
 from lmuformer.model import ModelConfig, build_model
@@ -188,7 +189,9 @@ def _train(run: _Run, progress: bool) -> dict[str, Any]:
                                                  run.dist, run.out)
     show = progress and d.main
     try:
-        train_set = load_dataset(o.dataset, "train", data_dir=o.data_dir, augment=o.augment, seed=o.seed)
+        train_set = load_dataset(o.dataset, "train", data_dir=o.data_dir, augment=o.augment, seed=o.seed,
+                                 mixup=o.mixup)
+        clean_set = load_dataset(o.dataset, "train", data_dir=o.data_dir) if o.clean_bn else None
         val_set = load_dataset(o.dataset, "val", data_dir=o.data_dir)
         test_set = load_dataset(o.dataset, "test", data_dir=o.data_dir)
     except (FileNotFoundError, ValueError) as e:
@@ -255,6 +258,8 @@ def _train(run: _Run, progress: bool) -> dict[str, Any]:
             bar.update()
             bar.set_postfix(loss=f"{sums[0] / sums[2]:.4f}", acc=f"{sums[1] / sums[2]:.3f}", refresh=False)
         scheduler.step()
+        if clean_set is not None:  # only the BatchNorm buffers change
+            recompute_batchnorm(net, clean_set, 256, device)
         loss_sum, correct, n = all_sum(sums, d)
         sync_batchnorm_stats(net, d)
         val_acc, val_loss = evaluate_dist(net, val_set, per_rank, device, d)
@@ -324,9 +329,10 @@ def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Ten
 def _forward_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, o: TrainOptions, classes: int,
                   gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(logits, loss, labels) of a training batch; the loss is taken in float32."""
-    if o.mixup > 0 or o.loss == "bce":
-        target = F.one_hot(y, classes).to(x.dtype)
-        if o.mixup > 0:
+    soft = y.dim() == 2  # soft labels: the dataset mixed the items (scv2: the reference's waveform mixup)
+    if soft or o.mixup > 0 or o.loss == "bce":
+        target = y.to(x.dtype) if soft else F.one_hot(y, classes).to(x.dtype)
+        if o.mixup > 0 and not soft:
             x, target = mixup(x, target, o.mixup, gen)
         if o.label_smoothing > 0:
             target = target * (1 - o.label_smoothing) + o.label_smoothing / classes
