@@ -39,7 +39,7 @@ while [ $# -gt 0 ]; do
     --mutation) MUTATION=1; shift ;;
     --scv2-data) SCV2_DATA=$2; shift 2 ;;
     --scv2-checkpoint) SCV2_CKPT=$2; shift 2 ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0 ;;
     *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
