@@ -4,23 +4,22 @@
 #   bash benchmarks/regenerate.sh [--out DIR] [--checkpoint CKPT] [--seeds] [--speed] [--gpu]
 #                                 [--scv2-data DIR [--scv2-checkpoint CKPT]] [--mutation]
 #
-# Always (about 10 minutes on two CPU cores, most of it training seed 0 and the Lava run):
+# Always (measured at load average 10-15 on two shared cores: training 1.5-3 min, the rest of the main job
+# 4 min, of which Lava 1.5 min; lmu_forms and mapping about 1 min each):
 #   1. bench_main_job.py    train digits seed 0 (or reuse --checkpoint) -> export -> emulator -> Lava
 #                           (40 samples) -> report (docs/energy_digits.png) -> stream
 #                           (docs/stream_digits_{torch,emulator}.png); main_job.json
 #   2. bench_lmu_forms.py   the LMU memory as delay taps vs recurrent on that checkpoint; lmu_forms.json
 #   3. bench_mapping.py     placement of the seeded scv2 preset and that digits graph (docs/map_*.png)
-#   4. bench_alignment.py   causal vs the reference's time alignment on that checkpoint (seed 0 only;
-#                           with --seeds on the three training seeds)
-#   5. bench_quantization.py  bit-width sweep on that checkpoint (keeps the JSON's fine-tuning part)
+#   4. bench_quantization.py  bit-width sweep on that checkpoint (keeps the JSON's fine-tuning part)
 # Behind flags (long, or needing data or a GPU):
-#   --seeds        bench_digits.py seeds 0/1/2 (the main job then reuses seed 0) and 3/4; the alignment
-#                  on seeds 0-2; bench_quantization.py --finetune-seeds 1 on seeds 0-2 (~30 min)
-#   --speed        bench_train.py --device cpu, bench_backends.py and --peer (Lava timings; ~15 min)
+#   --seeds        bench_digits.py seeds 0/1/2 (the main job then reuses seed 0) and 3/4; bench_alignment.py
+#                  and bench_quantization.py --finetune-seeds 1 on seeds 0-2 (long)
+#   --speed        bench_train.py --device cpu, bench_backends.py and --peer (Lava timings)
 #   --gpu          bench_train.py --device cuda --batch 8,128 (needs CUDA)
-#   --scv2-data D  bench_scv2_synthetic.py on a folder of shared/tools/make_fake_scv2.py (~30 min);
+#   --scv2-data D  bench_scv2_synthetic.py on a folder of shared/tools/make_fake_scv2.py (long);
 #                  with --scv2-checkpoint C (trained as benchmarks/results/scv2_fidelity_train.toml)
-#                  also bench_scv2_fidelity.py (~15 min)
+#                  also bench_scv2_fidelity.py
 #   --mutation     bench_mutation.py files checkpoint emulator emulator_run (hours)
 # Timings in the JSONs carry the load average: run on a quiet machine for speed figures.
 set -euo pipefail
@@ -65,10 +64,8 @@ fi
 step $PY benchmarks/bench_lmu_forms.py --checkpoint "$CKPT"
 step $PY -m lmuformer.cli export --to nir --preset scv2 --seed 0 -o "$OUT/scv2.nir"
 step $PY benchmarks/bench_mapping.py --digits "$OUT/main/model.nir" --scv2 "$OUT/scv2.nir"
-if [ "$SEEDS" = 1 ]; then
+if [ "$SEEDS" = 1 ]; then  # the README quotes the three seeds: one checkpoint alone would replace them
   step $PY benchmarks/bench_alignment.py "${CKPTS[@]}"
-else
-  step $PY benchmarks/bench_alignment.py "$CKPT"
 fi
 step $PY benchmarks/bench_quantization.py --checkpoint "$CKPT"
 if [ "$SEEDS" = 1 ]; then
