@@ -18,6 +18,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -72,8 +73,9 @@ def main() -> None:
     if args.scv2:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         start, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-        subprocess.run([sys.executable, "-m", "lmuformer.cli", "map", args.scv2, "--json", "-o", os.devnull],
-                       check=True, env=env)
+        with tempfile.TemporaryDirectory() as tmp:  # lmuf refuses to write into a device such as /dev/null
+            subprocess.run([sys.executable, "-m", "lmuformer.cli", "map", args.scv2, "--json", "-o",
+                            str(Path(tmp) / "map.json")], check=True, env=env)
         out["scv2_placement_s"]["cli_without_run"] = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         out["scv2_placement_s"]["cli_without_run_cpu"] = (after.ru_utime + after.ru_stime

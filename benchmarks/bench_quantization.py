@@ -190,7 +190,7 @@ def main() -> None:
     ap.add_argument("--skip-sweep", action="store_true", help="only the deployed / fine-tuning part")
     args = ap.parse_args()
     result: dict = {"impulse_response": impulse_sweep()}
-    if args.skip_sweep and Path(args.out).exists():  # keep the sweep of an earlier run
+    if Path(args.out).exists():  # keep the parts of an earlier run that this one does not redo
         import json
 
         result = {**json.loads(Path(args.out).read_text()), **result}
