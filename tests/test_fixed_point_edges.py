@@ -17,8 +17,10 @@ from backends.fixed_point import (
     MAX_INPUT_FRAC,
     Population,
     Synapse,
+    _decay,
     _Graph,
     _leaky_bound,
+    _lif_constants,
     _pair,
     _state_bound,
     _unroll,
@@ -238,3 +240,33 @@ def test_lower_for_input_chooses_the_grid_for_its_bits(bits, frac):
 def test_lower_for_input_refuses_bits(bits):
     with pytest.raises(UserError, match=rf"^input bits must be between 2 and 24, got {bits}$"):
         lower_for_input(wrap_graph(), np.full((1, 2, 1), 0.5), "fixed", input_bits=bits)
+
+
+# -- decays, thresholds, biases --------------------------------------------------------------------
+
+def test_decay_rounding_notes_and_the_full_decay():
+    notes: list[str] = []
+    assert _decay("n", "du + 1", 1 / 3, notes) == 1365
+    assert _decay("n", "dv", 1 / 3, notes) == 1365
+    assert notes == [f"n: du + 1 = 1365/4096 rounds dt/tau_syn = {1 / 3}",
+                     f"n: dv = 1365/4096 rounds dt/tau = {1 / 3}"]
+    assert _decay("n", "dv", 0.5, notes) == 2048 and len(notes) == 2  # exact: no note
+    assert _decay("n", "dv", 1.0, notes) == 4095  # Lava's LIF: at most 4095
+    assert _decay("n", "dv", 1.0, notes, 4096) == 4096  # a graded population: no state
+
+
+def test_threshold_constants():
+    alpha, g, vth, bias, beta = _lif_constants("t", nir.Threshold(np.array([-1.0, 0.5])), 1.0)
+    assert (alpha, g, vth, beta) == (1.0, 1.0, 0.5, 1.0)
+    assert bias.tolist() == [1.5, 0.0]
+    _, _, vth, bias, _ = _lif_constants("t", nir.Threshold(np.array([-1.0, -2.0])), 1.0)
+    assert (vth, bias.tolist()) == (0.0, [1.0, 2.0])
+    _, _, vth, bias, _ = _lif_constants("t", nir.Threshold(np.zeros(0)), 1.0)
+    assert (vth, bias.size) == (0.0, 0)
+
+
+def test_per_neuron_r_must_be_positive():
+    node = nir.LIF(tau=np.full(2, 2.0), r=np.array([1.0, 0.0]), v_leak=np.zeros(2), v_threshold=np.ones(2),
+                   v_reset=np.zeros(2))
+    with pytest.raises(UserError, match=r"^a: need r > 0 \(got r=0.0\)$"):
+        _lif_constants("a", node, 1.0)
