@@ -18,6 +18,7 @@ from backends.fixed_point import (
     Population,
     Synapse,
     _decay,
+    _graded_constants,
     _Graph,
     _leaky_bound,
     _lif_constants,
@@ -27,10 +28,11 @@ from backends.fixed_point import (
     graded_step_fixed,
     graded_step_float,
     input_frac_for,
+    lower,
     lower_for_input,
 )
 from lmuformer.errors import UserError
-from tests.graphs import wrap_graph
+from tests.graphs import _linear, wrap_graph
 
 
 def _a(*v):
@@ -270,3 +272,92 @@ def test_per_neuron_r_must_be_positive():
                    v_reset=np.zeros(2))
     with pytest.raises(UserError, match=r"^a: need r > 0 \(got r=0.0\)$"):
         _lif_constants("a", node, 1.0)
+
+
+# -- decays of the current and of graded populations ---------------------------------------------
+
+def _one(node, n: int = 1) -> nir.NIRGraph:
+    """input(1) -> [n] -> node -> output."""
+    nodes = {"input": nir.Input(input_type={"input": np.array([1])}), "a.in": _linear(np.ones((n, 1)), 0),
+             "a": node, "output": nir.Output(output_type={"output": np.array([n])})}
+    return nir.NIRGraph(nodes=nodes, edges=[("input", "a.in"), ("a.in", "a"), ("a", "output")],
+                        metadata={"dt": 1.0, "latency_frames": 0})
+
+
+def _cuba(tau_syn):
+    return nir.CubaLIF(tau_syn=np.array([tau_syn]), tau_mem=np.array([2.0]), r=np.ones(1), v_leak=np.zeros(1),
+                       v_threshold=np.ones(1), v_reset=np.zeros(1), w_in=np.ones(1))
+
+
+def test_cubalif_current_decay_and_its_note():
+    net = lower(_one(_cuba(3.0)))
+    assert (net.populations["a"].du, net.populations["a"].dv) == (1364, 2048)
+    assert f"a: du + 1 = 1365/4096 rounds dt/tau_syn = {1 / 3}" in net.notes
+    net = lower(_one(_cuba(1.0)))
+    assert net.populations["a"].du == 4095  # beta = 1: u is this step's input
+    assert not [m for m in net.notes if "du + 1" in m]
+
+
+def _li(tau):
+    n = np.size(tau)
+    return nir.LI(tau=np.asarray(tau, np.float64), r=np.ones(n), v_leak=np.zeros(n))
+
+
+def _cubali(tau_mem):
+    n = np.size(tau_mem)
+    return nir.CubaLI(tau_syn=np.full(n, 2.0), tau_mem=np.asarray(tau_mem, np.float64), r=np.ones(n),
+                      v_leak=np.zeros(n), w_in=np.ones(n))
+
+
+@pytest.mark.parametrize("node, message", [
+    (_li([2.0, 3.0]), r"^a: tau differs between neurons; Lava's LIF takes one value per population$"),
+    (_cubali([2.0, 3.0]), r"^a: tau_mem differs between neurons; Lava's LIF takes one value per population$"),
+])
+def test_graded_population_refusals(node, message):
+    with pytest.raises(UserError, match=message):
+        lower(_one(node, 2))
+
+
+# lower() cannot reach these: a dt/tau outside (0, 1] first makes the synapse rows' scale 0 or
+# negative, and _weight_terms then fails on log2 (a ValueError, not a UserError: reported)
+@pytest.mark.parametrize("tau, alpha", [(np.inf, "0.0"), (0.75, "1.3333333333333333")])
+def test_graded_constants_refuse_a_decay_outside_0_1(tau, alpha):
+    with pytest.raises(UserError, match=rf"^a: need 0 < dt/tau <= 1 \(got dt/tau={alpha}\)$"):
+        _graded_constants("a", _li([tau]), _pop(1), 1.0, [])
+
+
+def test_graded_constants_by_hand():
+    notes: list[str] = []
+    p = _pop(2)
+    li = nir.LI(tau=np.full(2, 3.0), r=np.ones(2), v_leak=np.array([0.5, -1.5]))
+    assert _graded_constants("a", li, p, 1.0, notes).tolist() == [0.5 / 3, -1.5 / 3]  # dt/tau v_leak
+    assert (p.dv, p.dv_f, p.du) == (1365, 1 / 3, 4095)
+    assert notes == [f"a: dv = 1365/4096 rounds dt/tau = {1 / 3}"]
+    p = _pop(2)
+    shared = nir.LI(tau=np.array(1.0), r=np.array(1.0), v_leak=np.array(0.25))  # 0-d, as Norse writes them
+    assert _graded_constants("a", shared, p, 1.0, notes).tolist() == [0.25, 0.25]
+    assert p.dv == 4096 and len(notes) == 1  # dt/tau = 1: no voltage state
+    p = _pop(1)
+    cuba = nir.CubaLI(tau_syn=np.array([3.0]), tau_mem=np.array([2.0]), r=np.ones(1), v_leak=np.zeros(1),
+                      w_in=np.ones(1))
+    assert _graded_constants("c", cuba, p, 1.0, notes).tolist() == [0.0]
+    assert (p.du, p.du_f, p.dv) == (1364, 1 / 3, 2048)
+    assert notes[1:] == [f"c: du + 1 = 1365/4096 rounds dt/tau_syn = {1 / 3}"]
+    p = _pop(1)
+    cuba.tau_syn = np.array([1.0])
+    _graded_constants("c", cuba, p, 1.0, notes)
+    assert p.du == 4095 and len(notes) == 2
+    assert _graded_constants("o", None, _pop(3), 1.0, notes).tolist() == [0.0] * 3
+
+
+@pytest.mark.parametrize("tau_syn, message", [
+    ([2.0, 3.0], r"^c: tau_syn differs between neurons; Lava's LIF takes one value per population$"),
+    ([np.inf], r"^c: need 0 < dt/tau_syn <= 1 \(got 0.0\)$"),
+    ([0.75], r"^c: need 0 < dt/tau_syn <= 1 \(got 1.3333333333333333\)$"),
+])
+def test_graded_constants_refuse_current_decays(tau_syn, message):
+    n = len(tau_syn)
+    cuba = nir.CubaLI(tau_syn=np.array(tau_syn), tau_mem=np.full(n, 2.0), r=np.ones(n), v_leak=np.zeros(n),
+                      w_in=np.ones(n))
+    with pytest.raises(UserError, match=message):
+        _graded_constants("c", cuba, _pop(n), 1.0, [])
