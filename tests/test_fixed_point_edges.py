@@ -361,3 +361,20 @@ def test_graded_constants_refuse_current_decays(tau_syn, message):
                       w_in=np.ones(n))
     with pytest.raises(UserError, match=message):
         _graded_constants("c", cuba, _pop(n), 1.0, [])
+
+
+def test_leaky_readout_fed_by_spikes_gets_the_leaky_bound():
+    """input -> [1] -> LIF -> [0.5] -> LI(tau = 2 dt): the row times dt/tau = 0.25 per spike, |v| <= 0.25 x
+    min(steps, 4096 / 2048) = 0.5 (the integrator's bound would be 0.25 x 10 steps)."""
+    nodes = {"input": nir.Input(input_type={"input": np.array([1])}), "s.in": _linear([[1]], 0),
+             "s": nir.LIF(tau=np.full(1, 2.0), r=np.ones(1), v_leak=np.zeros(1), v_threshold=np.ones(1),
+                          v_reset=np.zeros(1)),
+             "a.in": _linear([[1]], -1), "a": _li([2.0]),
+             "output": nir.Output(output_type={"output": np.array([1])})}
+    edges = [("input", "s.in"), ("s.in", "s"), ("s", "a.in"), ("a.in", "a"), ("a", "output")]
+    net = lower(nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": 1.0, "latency_frames": 0}), steps=10)
+    assert net.populations["a"].state_bound == 0.5
+
+
+def test_graded_decay_note_through_lower():
+    assert f"a: dv = 1365/4096 rounds dt/tau = {1 / 3}" in lower(_one(_li([3.0]))).notes
