@@ -23,6 +23,7 @@ from backends.fixed_point import (
     _leaky_bound,
     _lif_constants,
     _pair,
+    _per_neuron_r,
     _state_bound,
     _unroll,
     graded_step_fixed,
@@ -378,3 +379,15 @@ def test_leaky_readout_fed_by_spikes_gets_the_leaky_bound():
 
 def test_graded_decay_note_through_lower():
     assert f"a: dv = 1365/4096 rounds dt/tau = {1 / 3}" in lower(_one(_li([3.0]))).notes
+
+
+@pytest.mark.parametrize("r, per_neuron", [([1.0, 1.0 + 1e-7], True), ([1e-9, 2e-9], True), ([2.0, 2.0], False),
+                                           ([], False)])
+def test_per_neuron_r_relative_tolerance_only(r, per_neuron):
+    n = len(r)
+    node = nir.LIF(tau=np.full(n, 2.0), r=np.array(r), v_leak=np.zeros(n), v_threshold=np.ones(n),
+                   v_reset=np.zeros(n))
+    got = _per_neuron_r(node)
+    assert (got is not None) == per_neuron
+    if per_neuron:
+        assert got.tolist() == r
