@@ -381,8 +381,8 @@ def test_graded_decay_note_through_lower():
     assert f"a: dv = 1365/4096 rounds dt/tau = {1 / 3}" in lower(_one(_li([3.0]))).notes
 
 
-@pytest.mark.parametrize("r, per_neuron", [([1.0, 1.0 + 1e-7], True), ([1e-9, 2e-9], True), ([2.0, 2.0], False),
-                                           ([], False)])
+@pytest.mark.parametrize("r, per_neuron", [([1.0, 1.0 + 1e-7], True), ([1e-9, 2e-9], True),
+                                           ([2.0, 2.0], False), ([], False)])
 def test_per_neuron_r_relative_tolerance_only(r, per_neuron):
     n = len(r)
     node = nir.LIF(tau=np.full(n, 2.0), r=np.array(r), v_leak=np.zeros(n), v_threshold=np.ones(n),
