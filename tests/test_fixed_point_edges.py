@@ -391,3 +391,22 @@ def test_per_neuron_r_relative_tolerance_only(r, per_neuron):
     assert (got is not None) == per_neuron
     if per_neuron:
         assert got.tolist() == r
+
+
+def test_current_bias_goes_through_a_constant_population():
+    node = nir.CubaLIF(tau_syn=np.array([2.0]), tau_mem=np.array([2.0]), r=np.ones(1), v_leak=np.zeros(1),
+                       v_threshold=np.ones(1), v_reset=np.zeros(1), w_in=np.ones(1))
+    g = _one(node)
+    g.nodes["a.in"] = nir.Affine(weight=np.ones((1, 1)), bias=np.array([0.3]))
+    net = lower(g)
+    c = net.populations["const.one"]
+    assert (c.name, c.kind, c.size) == ("const.one", "const", 1)
+    (syn,) = [s for s in net.synapses if s.name == "a.current_bias"]
+    assert (syn.source, syn.target, syn.delay, syn.graded) == ("const.one", "a", 0, True)
+    assert syn.weight.tolist() == [[0.3 * 0.5]]  # the bias times beta w_in
+    for t in syn.terms:
+        assert t.weights.dtype == np.int32 and np.all(t.weights % 2 == 0)
+    # 16-bit quantisation (rint) split into exact 8-bit terms
+    value = sum(t.weights.astype(np.float64) / 2 * 2.0**t.exponent for t in syn.terms)
+    assert abs(value[0, 0] - 0.15) <= 2.0 ** (np.floor(np.log2(0.15)) - 15)
+    assert len(syn.terms) == 3 and net.populations["a"].bias_f.tolist() == [0.0]
