@@ -25,6 +25,7 @@ from backends.fixed_point import (
     _pair,
     _per_neuron_r,
     _state_bound,
+    _uniform,
     _unroll,
     graded_step_fixed,
     graded_step_float,
@@ -410,3 +411,8 @@ def test_current_bias_goes_through_a_constant_population():
     value = sum(t.weights.astype(np.float64) / 2 * 2.0**t.exponent for t in syn.terms)
     assert abs(value[0, 0] - 0.15) <= 2.0 ** (np.floor(np.log2(0.15)) - 15)
     assert len(syn.terms) == 3 and net.populations["a"].bias_f.tolist() == [0.0]
+
+
+def test_uniform_of_an_empty_parameter_is_zero():
+    assert _uniform(np.zeros(0), "tau", "a") == 0.0
+    assert _uniform(np.array([2.0, 2.0]), "tau", "a") == 2.0
