@@ -416,3 +416,12 @@ def test_current_bias_goes_through_a_constant_population():
 def test_uniform_of_an_empty_parameter_is_zero():
     assert _uniform(np.zeros(0), "tau", "a") == 0.0
     assert _uniform(np.array([2.0, 2.0]), "tau", "a") == 2.0
+
+
+@pytest.mark.parametrize("node, message", [
+    (_li([2.0, 3.0]), r"^a: tau differs between neurons; Lava's LIF takes one value per population$"),
+    (_cubali([2.0, 3.0]), r"^a: tau_mem differs between neurons; Lava's LIF takes one value per population$"),
+])
+def test_graded_constants_refuse_per_neuron_decays(node, message):
+    with pytest.raises(UserError, match=message):
+        _graded_constants("a", node, _pop(2), 1.0, [])
