@@ -63,8 +63,10 @@ class Module:
         return function not in self.not_scored and (not self.only or function in self.only)
 
 
-# the 8 s digits run left out
-_EMULATOR_TESTS = ("tests/test_emulator.py", "tests/test_fixed_point.py", "-k", "not fixed_agrees")
+# the 8 s digits run, the Lava tests and the CLI subprocesses of test_peers left out
+_EMULATOR_TESTS = ("tests/test_emulator.py", "tests/test_fixed_point.py", "tests/test_fixed_point_edges.py",
+                   "tests/test_nir_subset.py", "tests/test_peers.py", "-k",
+                   "not fixed_agrees and not lava and not test_cli_simulate")
 _EMULATOR_NOTE = ("emulator-only tests: the Lava tests (tests/test_lava.py, ~40 s each) are not in the "
                   "selection; Lava == emulator equality is asserted in CI")
 _REPORT_TESTS = ("tests/test_report.py", "-k", "not lava and not plot")
@@ -83,8 +85,10 @@ MODULES: dict[str, Module] = {
     "lava_lowering": Module("backends/lava/lowering.py", ("tests/test_lava.py", "-k", "not ctrl_c"),
                             "being rewritten; needs Lava (Python 3.10)"),
     "report_counts": Module("lmuformer/analysis/counts.py", _REPORT_TESTS),
-    "report_profiles": Module("lmuformer/analysis/profiles.py", _REPORT_TESTS),
-    "streaming": Module("lmuformer/analysis/streaming.py", ("tests/test_streaming.py",),
+    "report_profiles": Module("lmuformer/analysis/profiles.py",
+                              ("tests/test_report.py", "tests/test_profiles_edges.py", *_REPORT_TESTS[1:])),
+    "streaming": Module("lmuformer/analysis/streaming.py",
+                        ("tests/test_streaming.py", "tests/test_streaming_edges.py"),
                         "plot_curve not scored: drawing (labels, colours, layout), not a metric",
                         ("plot_curve",)),
     "checkpoint": Module("lmuformer/checkpoint.py",
