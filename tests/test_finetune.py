@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from backends.base import simulate
-from backends.finetune import IntegerForward, _clip_ste, finetune, graph_weights
+from backends.finetune import IntegerForward, _clip_ste, graph_weights
 from backends.fixed_point import input_frac_for, lower
 from export import model_to_nir
 from export.graph import ExportOptions
@@ -18,6 +18,7 @@ from lmuformer.checkpoint import load_checkpoint, save_checkpoint
 from lmuformer.data import load_test_split
 from lmuformer.errors import UserError
 from lmuformer.jobs.export import export_model
+from lmuformer.jobs.finetune import finetune
 from tests.graphs import active_model
 
 ONE_TERM = ExportOptions(weight_terms=1, lmu_terms=1)
