@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from backends.fixed_point import ACT_SHIFT, DECAY_BITS, STATE_MAX, Network
-from export.graph import ExportOptions
+from export.graph import Contribution, ExportOptions, bn_affine, fold_bn, walk
 from lmuformer.errors import UserError
 from lmuformer.functional.lif import SURROGATE_ALPHA
 from lmuformer.model.lmuformer import LMUFormer
@@ -67,64 +67,34 @@ def check_options(opts: ExportOptions) -> None:
 
 # ---- model parameters -> graph synapse weights (torch, differentiable) ----------------------
 
-def _bn(bn) -> tuple[torch.Tensor, torch.Tensor]:
-    g = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
-    return g, bn.bias.double() - bn.running_mean.double() * g
+class _Weights(dict):
+    """A sink of :func:`export.graph.walk`: NIR synapse name -> (weight (out, in), bias or None)."""
 
+    def consumer(self, name: str, bn, lif, inputs: list[Contribution], kind: str = "learned") -> str:
+        g, b = bn_affine(bn)
+        for k, c in enumerate(fold_bn(g, b, inputs)):
+            self[f"{name}.syn{k}"] = (c.weight, c.bias)
+        return name
 
-def _taps(source: str, conv, extra: int = 0) -> list[tuple]:
-    w = conv.weight.double()
-    return [(source, extra + 2 - j, w[:, :, j], None) for j in range(3)]
+    def memory(self, prefix: str, lmu, u: str) -> str:  # the recurrent form (``check_options``)
+        a, bvec = lmu.memory.A.double(), lmu.memory.B.double()
+        eye = torch.eye(a.shape[0], dtype=torch.float64)
+        self[f"{prefix}.lmu.memory.in"] = (bvec[:, None], None)
+        self[f"{prefix}.lmu.memory.rec"] = (a - eye, None)
+        bn, lif = lmu.memory_out
+        return self.consumer(f"{prefix}.lmu.m.lif", bn, lif, [Contribution(f"{prefix}.lmu.memory", 0, eye)])
 
-
-def _lin(source: str, layer) -> tuple:
-    return (source, 0, layer.weight.double(), layer.bias.double())
+    def readout(self, c: Contribution) -> None:
+        self["readout.syn0"] = (c.weight, c.bias)
 
 
 def graph_weights(model: LMUFormer) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
     """NIR synapse name -> (weight (out, in), bias or None), float64 and differentiable, as
-    :func:`export.graph.model_to_nir` computes them before quantisation (one term a matrix)."""
-    out: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
-
-    def consumer(name: str, bn, inputs: list[tuple]) -> str:
-        g, b = _bn(bn)
-        bias = b + g * sum((c[3] for c in inputs if c[3] is not None), torch.zeros_like(b))
-        for k, c in enumerate(inputs):
-            out[f"{name}.syn{k}"] = (g[:, None] * c[2], bias if k == 0 else None)
-        return name
-
-    pe = model.patch_embed
-    x = _taps("input", pe.conv0)
-    for i, (bn, _lif, conv) in enumerate(pe.stages):
-        x = _taps(consumer(f"patch.stage{i}.lif", bn, x), conv)
-    bn, _lif, conv = pe.rpe
-    rpe = _taps(consumer("patch.rpe.lif", bn, x), conv)
-    residual = [(c[0], c[1] + 1, c[2], None) for c in x] + rpe
-    for k, (lmu, mlp) in enumerate(model.blocks):
-        p = f"block{k}"
-        pre = consumer(f"{p}.lmu.pre.lif", lmu.pre[0], residual)
-        lin, bn, _lif = lmu.to_u
-        consumer(f"{p}.lmu.u.lif", bn, [_lin(pre, lin)])
-        a, bvec = lmu.memory.A.double(), lmu.memory.B.double()
-        n_mem = a.shape[0]
-        out[f"{p}.lmu.memory.in"] = (bvec[:, None], None)
-        out[f"{p}.lmu.memory.rec"] = (a - torch.eye(n_mem, dtype=a.dtype), None)
-        mem = f"{p}.lmu.memory"
-        bn, _lif = lmu.memory_out
-        m = consumer(f"{p}.lmu.m.lif", bn, [(mem, 0, torch.eye(n_mem, dtype=torch.float64), None)])
-        lin, bn, _lif = lmu.to_h
-        w_h, b_h = lin.weight.double(), lin.bias.double()
-        h = consumer(f"{p}.lmu.h.lif", bn, [(m, 0, w_h[:, :n_mem], b_h), (pre, 0, w_h[:, n_mem:], None)])
-        _, w, bias = _lin(h, lmu.proj[0])[1:]
-        g, b = _bn(lmu.proj[1])
-        residual = residual + [(h, 0, g[:, None] * w, g * bias + b)]
-        bn1, _l1, fc1, bn2, _l2, fc2 = mlp.layers
-        s1 = consumer(f"{p}.mlp.lif1", bn1, residual)
-        s2 = consumer(f"{p}.mlp.lif2", bn2, [_lin(s1, fc1)])
-        residual = residual + [_lin(s2, fc2)]
-    consumer("head.lif", model.head_in[0], residual)
-    out["readout.syn0"] = (model.head.weight.double(), model.head.bias.double())
-    return out
+    :func:`export.graph.model_to_nir` computes them before quantisation (one term a matrix): the
+    same walk over the model (:func:`export.graph.walk`) and BatchNorm folding."""
+    out = _Weights()
+    walk(model, out)
+    return dict(out)
 
 
 # ---- the integer forward pass ----------------------------------------------------------------
