@@ -13,11 +13,13 @@ import pytest
 from click.testing import CliRunner
 
 from backends import SimulationResult, simulate
+from backends.fixed_point import lower
 from lmuformer.analysis import BUILTIN, build_report, get_profile, layer_counts, load_profile_file
 from lmuformer.analysis.ann import ann_baseline, ann_macs_per_frame
 from lmuformer.analysis.format import FORMATS, render
 from lmuformer.analysis.profiles import LOIHI2_NOTE, resolve_profiles
 from lmuformer.errors import UserError
+from tests.conftest import skip_without_lava
 
 PJ = 1e-12
 
@@ -488,3 +490,45 @@ def test_profiles_by_hand(tmp_path, monkeypatch):
             load_profile_file(name)
     with pytest.raises(UserError, match="^profile file not found: nowhere.toml$"):
         load_profile_file("nowhere.toml")
+
+
+def _const_and_readout_graph() -> nir.NIRGraph:
+    """input(2) -> Affine (bias: a current bias, lowered through the const population) -> CubaLIF(3)
+    -> Affine (one zero weight) -> Output: the Output's own memoryless readout."""
+    n = 3
+    cuba = nir.CubaLIF(tau_syn=np.full(n, 2e-3), tau_mem=np.full(n, 4e-3), r=np.ones(n), v_leak=np.zeros(n),
+                       v_threshold=np.full(n, 0.3), w_in=np.ones(n))
+    head = np.array([[1.0, 0.0, 0.5], [0.25, -1.0, 1.0]])
+    g = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([2])}),
+                            "fc": nir.Affine(weight=np.array([[1.0, 0.5], [0.5, 1.0], [1.0, -0.5]]),
+                                             bias=np.array([0.25, 0.5, 0.125])),
+                            "cuba": cuba, "head": nir.Linear(weight=head),
+                            "output": nir.Output(output_type={"output": np.array([2])})},
+                     edges=[("input", "fc"), ("fc", "cuba"), ("cuba", "head"), ("head", "output")],
+                     metadata={"dt": 1e-3})
+    return g
+
+
+@pytest.mark.parametrize("backend", ["emulator", "lava"])
+def test_const_population_and_memoryless_readout_counts_by_hand(backend):
+    """The const population (current bias) sends no spikes and is no layer; SOPs of the spiking
+    layer through the head into the Output's memoryless readout: its spikes x nonzero column
+    weights (2, 1, 2), every spike delivered (no delays); the input's MACs: 6 weights x frames."""
+    if backend == "lava":
+        skip_without_lava()
+    g = _const_and_readout_graph()
+    x = np.abs(np.random.default_rng(0).normal(1.0, 0.5, (2, 6, 2)))
+    assert any(p.kind == "const" for p in lower(g, steps=6, input_frac_bits=8).populations.values())
+    res = simulate(g, x, backend=backend, precision="fixed", progress=False, record=True)
+    trains = np.asarray(res.extra["spike_trains"]["cuba"], dtype=np.float64).reshape(2, 6, 3)
+    assert set(res.extra["spike_trains"]) == {"cuba"}
+    report = build_report(g, res, resolve_profiles(["45nm"]))
+    assert [(r["name"], r["kind"]) for r in report["layers"]] == [("input", "input"), ("cuba", "spiking")]
+    cuba = report["layers"][1]
+    per_sample = trains.sum(axis=1) @ np.array([2.0, 1.0, 2.0])
+    assert per_sample.sum() > 0  # the test sees spikes
+    assert cuba["synapses"] == 5 and cuba["sops"] == per_sample.mean()
+    assert cuba["spikes"] == trains.sum() / 2 == report["total"]["spikes"]
+    assert report["total"]["sops"] == cuba["sops"]
+    assert report["layers"][0]["macs"] == 6 * 6 and report["total"]["macs"] == 36
+    assert report["ann_baseline"] is None and "uncounted_synapses" not in report
