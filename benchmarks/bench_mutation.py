@@ -79,6 +79,7 @@ MODULES: dict[str, Module] = {
     "streaming": Module("lmuformer/analysis/streaming.py", ("tests/test_streaming.py",),
                         "plot_curve not scored: drawing (labels, colours, layout), not a metric",
                         ("plot_curve",)),
+    "stream_job": Module("lmuformer/jobs/stream.py", ("tests/test_streaming.py",)),
     "checkpoint": Module("lmuformer/checkpoint.py",
                          ("tests/test_training.py", "-k", "checkpoint and not real_entry_point")),
     "files": Module("lmuformer/files.py", ("tests/test_export.py", "tests/test_robustness.py", "-k",
