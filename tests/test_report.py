@@ -532,3 +532,28 @@ def test_const_population_and_memoryless_readout_counts_by_hand(backend):
     assert report["total"]["sops"] == cuba["sops"]
     assert report["layers"][0]["macs"] == 6 * 6 and report["total"]["macs"] == 36
     assert report["ann_baseline"] is None and "uncounted_synapses" not in report
+
+
+@pytest.mark.parametrize("backend", ["emulator", "lava"])
+def test_threshold_node_is_a_spiking_layer_by_hand(backend):
+    """A Threshold node spikes (a memoryless spiking population in the lowering): its spikes and
+    SOPs through the head (nonzero per column: 2, 1, 2) count, the head is not left uncounted."""
+    if backend == "lava":
+        skip_without_lava()
+    g = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([2])}),
+                            "fc": nir.Affine(weight=np.array([[1.0, 0.5], [0.5, -1.0], [1.0, 1.0]]),
+                                             bias=np.zeros(3)),
+                            "th": nir.Threshold(threshold=np.array([0.5, 0.2, 1.0])),
+                            "head": nir.Linear(weight=np.array([[1.0, 0.0, 1.0], [1.0, 1.0, 1.0]])),
+                            "output": nir.Output(output_type={"output": np.array([2])})},
+                     edges=[("input", "fc"), ("fc", "th"), ("th", "head"), ("head", "output")],
+                     metadata={"dt": 1e-3})
+    x = np.abs(np.random.default_rng(0).standard_normal((2, 5, 2)))
+    res = simulate(g, x, backend=backend, progress=False, record=True)
+    report = build_report(g, res, resolve_profiles(["45nm"]))
+    trains = np.asarray(res.extra["spike_trains"]["th"], dtype=np.float64).reshape(2, 5, 3)
+    row = report["layers"][1]
+    assert (row["name"], row["kind"], row["neurons"], row["synapses"]) == ("th", "spiking", 3, 5)
+    assert trains.sum() > 0 and row["spikes"] == trains.sum() / 2
+    assert row["sops"] == (trains.sum(axis=1) @ np.array([2.0, 1.0, 2.0])).mean()
+    assert "uncounted_synapses" not in report
