@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from types import SimpleNamespace
 
 import nir
 import numpy as np
@@ -370,15 +371,21 @@ def test_report_errors(run):
 def test_sizes_scale_synapses_and_fan_out_errors():
     from lmuformer.analysis.counts import _size, fan_out, outgoing_synapses
 
+    def size(node, edges=(), **more) -> int:
+        return _size(SimpleNamespace(nodes={"x": node, **more}, edges=list(edges)), "x")  # nodes, edges
+
     node = nir.Input(input_type={"input": np.array([4])})
-    assert _size(node) == 4
+    assert size(node) == 4
     node.input_type = {"other": np.array([9]), "input": np.array([4])}  # the "input" port, not the first
-    assert _size(node) == 4
+    assert size(node) == 4
     node.input_type = {"x": np.array([2, 3])}  # no "input" port: the only one
-    assert _size(node) == 6
-    assert _size(_lif(5, 1.0)) == 5 and _size(nir.I(r=np.ones(7))) == 7
-    with pytest.raises(UserError, match="^cannot tell the size of a Delay node$"):
-        _size(nir.Delay(delay=np.ones(2)))
+    assert size(node) == 6
+    assert size(_lif(5, 1.0)) == 5 and size(nir.I(r=np.ones(7))) == 7
+    shared = nir.LIF(tau=np.array(0.01), r=np.array(1.0), v_leak=np.array(0.0), v_threshold=np.array(1.0),
+                     v_reset=np.array(0.0))  # 0-d parameters, as Norse writes them: sized by its source
+    assert size(shared, [("w", "x")], w=nir.Linear(weight=np.ones((4, 2)))) == 4
+    with pytest.raises(UserError, match="^cannot tell the size of the LIF node 'x'$"):
+        size(shared)
     nodes = {
         "a": _lif(3, 1.0),
         "s": nir.Scale(scale=np.array([1.0, 0.0, 2.0])),
