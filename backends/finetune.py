@@ -24,9 +24,10 @@ in torch float64, which holds every integer of the lowering exactly (|values| < 
 Gradients: straight-through for every rounding (rint, floor, trunc, clip), the model's sigmoid
 surrogate (slope 4 on the NIR membrane) for the spikes, the reset detached (no gradient
 through a clipped mantissa).  The other fixed-point parameters (current grids k, thresholds,
-dv, the memory's grid) are those of the last lowering.  After training, :func:`finetune`
-exports the kept state again and checks that it lowers to this forward pass's exponents,
-grids and integers, so the export of the fine-tuned checkpoint spikes exactly as it.
+dv, the memory's grid) are those of the last lowering.  After training, the job
+(:func:`lmuformer.jobs.finetune.finetune`) exports the kept state again and checks that it
+lowers to this forward pass's exponents, grids and integers, so the export of the fine-tuned
+checkpoint spikes exactly as it.
 
 Any number of 8-bit terms per matrix (``weight_terms``, ``lmu_terms``; ``weight_bits =
 lmu_bits = 8``): term k is ``clip(rint(r_k / 2**e_k))`` of the residual ``r_k`` of the terms
@@ -37,22 +38,14 @@ residuals are detached).  The bias is put on the finest term's grid, as the expo
 
 from __future__ import annotations
 
-import copy
 import re
-import time
-from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from backends.fixed_point import ACT_SHIFT, DECAY_BITS, STATE_MAX, Network, input_frac_for, lower
-from export.graph import ExportOptions, model_to_nir
-from export.quantize import quantize_terms
-from lmuformer.checkpoint import load_checkpoint, save_checkpoint
-from lmuformer.data import load_dataset, load_test_split
-from lmuformer.data.mixup import mixup as mix
+from backends.fixed_point import ACT_SHIFT, DECAY_BITS, STATE_MAX, Network
+from export.graph import Contribution, ExportOptions, bn_affine, fold_bn, walk
 from lmuformer.errors import UserError
 from lmuformer.functional.lif import SURROGATE_ALPHA
 from lmuformer.model.lmuformer import LMUFormer
@@ -74,64 +67,34 @@ def check_options(opts: ExportOptions) -> None:
 
 # ---- model parameters -> graph synapse weights (torch, differentiable) ----------------------
 
-def _bn(bn) -> tuple[torch.Tensor, torch.Tensor]:
-    g = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
-    return g, bn.bias.double() - bn.running_mean.double() * g
+class _Weights(dict):
+    """A sink of :func:`export.graph.walk`: NIR synapse name -> (weight (out, in), bias or None)."""
 
+    def consumer(self, name: str, bn, lif, inputs: list[Contribution], kind: str = "learned") -> str:
+        g, b = bn_affine(bn)
+        for k, c in enumerate(fold_bn(g, b, inputs)):
+            self[f"{name}.syn{k}"] = (c.weight, c.bias)
+        return name
 
-def _taps(source: str, conv, extra: int = 0) -> list[tuple]:
-    w = conv.weight.double()
-    return [(source, extra + 2 - j, w[:, :, j], None) for j in range(3)]
+    def memory(self, prefix: str, lmu, u: str) -> str:  # the recurrent form (``check_options``)
+        a, bvec = lmu.memory.A.double(), lmu.memory.B.double()
+        eye = torch.eye(a.shape[0], dtype=torch.float64)
+        self[f"{prefix}.lmu.memory.in"] = (bvec[:, None], None)
+        self[f"{prefix}.lmu.memory.rec"] = (a - eye, None)
+        bn, lif = lmu.memory_out
+        return self.consumer(f"{prefix}.lmu.m.lif", bn, lif, [Contribution(f"{prefix}.lmu.memory", 0, eye)])
 
-
-def _lin(source: str, layer) -> tuple:
-    return (source, 0, layer.weight.double(), layer.bias.double())
+    def readout(self, c: Contribution) -> None:
+        self["readout.syn0"] = (c.weight, c.bias)
 
 
 def graph_weights(model: LMUFormer) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
     """NIR synapse name -> (weight (out, in), bias or None), float64 and differentiable, as
-    :func:`export.graph.model_to_nir` computes them before quantisation (one term a matrix)."""
-    out: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
-
-    def consumer(name: str, bn, inputs: list[tuple]) -> str:
-        g, b = _bn(bn)
-        bias = b + g * sum((c[3] for c in inputs if c[3] is not None), torch.zeros_like(b))
-        for k, c in enumerate(inputs):
-            out[f"{name}.syn{k}"] = (g[:, None] * c[2], bias if k == 0 else None)
-        return name
-
-    pe = model.patch_embed
-    x = _taps("input", pe.conv0)
-    for i, (bn, _lif, conv) in enumerate(pe.stages):
-        x = _taps(consumer(f"patch.stage{i}.lif", bn, x), conv)
-    bn, _lif, conv = pe.rpe
-    rpe = _taps(consumer("patch.rpe.lif", bn, x), conv)
-    residual = [(c[0], c[1] + 1, c[2], None) for c in x] + rpe
-    for k, (lmu, mlp) in enumerate(model.blocks):
-        p = f"block{k}"
-        pre = consumer(f"{p}.lmu.pre.lif", lmu.pre[0], residual)
-        lin, bn, _lif = lmu.to_u
-        consumer(f"{p}.lmu.u.lif", bn, [_lin(pre, lin)])
-        a, bvec = lmu.memory.A.double(), lmu.memory.B.double()
-        n_mem = a.shape[0]
-        out[f"{p}.lmu.memory.in"] = (bvec[:, None], None)
-        out[f"{p}.lmu.memory.rec"] = (a - torch.eye(n_mem, dtype=a.dtype), None)
-        mem = f"{p}.lmu.memory"
-        bn, _lif = lmu.memory_out
-        m = consumer(f"{p}.lmu.m.lif", bn, [(mem, 0, torch.eye(n_mem, dtype=torch.float64), None)])
-        lin, bn, _lif = lmu.to_h
-        w_h, b_h = lin.weight.double(), lin.bias.double()
-        h = consumer(f"{p}.lmu.h.lif", bn, [(m, 0, w_h[:, :n_mem], b_h), (pre, 0, w_h[:, n_mem:], None)])
-        _, w, bias = _lin(h, lmu.proj[0])[1:]
-        g, b = _bn(lmu.proj[1])
-        residual = residual + [(h, 0, g[:, None] * w, g * bias + b)]
-        bn1, _l1, fc1, bn2, _l2, fc2 = mlp.layers
-        s1 = consumer(f"{p}.mlp.lif1", bn1, residual)
-        s2 = consumer(f"{p}.mlp.lif2", bn2, [_lin(s1, fc1)])
-        residual = residual + [_lin(s2, fc2)]
-    consumer("head.lif", model.head_in[0], residual)
-    out["readout.syn0"] = (model.head.weight.double(), model.head.bias.double())
-    return out
+    :func:`export.graph.model_to_nir` computes them before quantisation (one term a matrix): the
+    same walk over the model (:func:`export.graph.walk`) and BatchNorm folding."""
+    out = _Weights()
+    walk(model, out)
+    return dict(out)
 
 
 # ---- the integer forward pass ----------------------------------------------------------------
@@ -254,207 +217,3 @@ class IntegerForward(nn.Module):
         ro = pops[net.readout]
         logits = v[net.readout] * 2.0 ** -ro.frac / self.steps
         return logits, {n: torch.stack(z, 1) for n, z in trains.items()}
-
-
-# ---- the job ---------------------------------------------------------------------------------
-
-def _signature(net: Network) -> dict:
-    """What the lowering chose that the fine-tuned forward freezes."""
-    return {
-        "frac": {n: p.frac for n, p in net.populations.items()},
-        "vth": {n: p.vth for n, p in net.populations.items()},
-        "dv": {n: p.dv for n, p in net.populations.items()},
-        "terms": {s.name: [(t.exponent, t.weight_exp, t.round_channel) for t in s.terms]
-                  for s in net.synapses},
-        "consts": {n: list(p.consts) for n, p in net.populations.items()},
-    }
-
-
-def _same_integers(fwd: IntegerForward, net: Network) -> bool:
-    """The forward pass's integer weights and biases == those the lowering of the export chose."""
-    with torch.no_grad():
-        weights, bias = fwd.parameters_now()
-    for s in net.synapses:
-        if not np.array_equal(weights[s.name].numpy(), s.terms[0].weights):
-            return False
-    for n, p in net.populations.items():
-        if p.kind == "lif":
-            want = p.bias_mant.astype(np.int64) << p.bias_exp.astype(np.int64)
-        elif p.kind == "integrator":
-            want = p.bias_int
-        else:
-            continue
-        got = np.zeros(p.size) if bias[n] is None else bias[n].numpy()
-        if not np.array_equal(got, want):
-            return False
-    return True
-
-
-def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8, lr: float = 2e-4,
-             batch_size: int = 32, seed: int = 0, data_dir: str | None = None, progress: bool = True,
-             train_samples: int | None = None, test_samples: int | None = None, select: bool = True,
-             augment: bool = False, distill: float = 0.5, label_smoothing: float | None = None,
-             mixup: float | None = None, temperature: float = 2.0, threads: int | None = None) -> dict:
-    """Fine-tune ``checkpoint`` for ``opts`` on its dataset; write ``out_dir/best.pt`` (a normal
-    checkpoint whose metrics record ``finetuned_for``) and return the metrics.
-
-    Loss per batch: ``(1 - distill) * CE(logits, y; label_smoothing)`` ``+ distill * T**2 *
-    KL(float model || integer model)`` at temperature T (the start's float model, frozen, is the
-    teacher: the deployed model learns to decide as the trained one), on batches mixed as the
-    training recipe mixes them (``mixup`` rate; label smoothing and mixup default to the
-    checkpoint's own recipe): the teacher then also speaks between the training samples, where
-    the few samples that quantisation flips lie.  Adam, ``lr`` decayed by a cosine to 0 over all
-    steps.  Eval-mode BatchNorm throughout (deployment folds its running statistics, which stay frozen).
-
-    Selection: after each epoch the deployed (integer) validation cross entropy picks the state
-    kept, the start included (the lowest wins; on digits the 144-sample validation accuracy is too
-    coarse: 1 sample = 0.7 pp, ties are the rule).  ``deployed_accuracy`` is the test accuracy of
-    that state (the test split never selects).  ``train_samples`` / ``test_samples``: use only the first
-    N of the train / the validation and test splits; ``select=False`` keeps the last epoch's state
-    (tests); ``augment``: the dataset's training augmentation (digits: random 1-pixel shifts);
-    ``threads``: torch threads while it runs (default: the checkpoint's recipe's, else unchanged;
-    digits: 1, faster than two for this small model)."""
-    check_options(opts)
-    if not 0 <= distill <= 1:
-        raise UserError(f"--distill must be in [0, 1], got {distill}")
-    ck = load_checkpoint(checkpoint)
-    model = ck.model
-    if model.config.variant != "spiking":
-        raise UserError("only a spiking checkpoint can be fine-tuned for export (this one is non-spiking)")
-    dataset = ck.metrics.get("dataset")
-    if not dataset:
-        raise UserError("the checkpoint does not record its dataset")
-    recipe = ck.metrics.get("options") or {}
-    n_threads = threads or recipe.get("threads")
-    old_threads = torch.get_num_threads()
-    if n_threads:
-        torch.set_num_threads(int(n_threads))
-    try:
-        if label_smoothing is None:
-            label_smoothing = float(recipe.get("label_smoothing", 0.0))
-        if mixup is None:
-            mixup = float(recipe.get("mixup", 0.0))
-        train = load_dataset(dataset, "train", data_dir, augment=augment, seed=seed)
-        x_test, y_test = load_test_split(dataset, data_dir, test_samples)
-        torch.manual_seed(seed)
-        steps = model.config.frames + model.latency
-
-        # the input grid the emulator and Lava choose on the test split (fixed_point's module doc);
-        # training inputs beyond its range are clipped, as deployment would clip them
-        q = input_frac_for(x_test)
-
-        def relower() -> IntegerForward:
-            """The integer forward pass of the model's export as it stands (lowered anew)."""
-            return IntegerForward(model, lower(model_to_nir(model, opts), steps=steps, input_frac_bits=q),
-                                  steps)
-
-        def drifted(f: IntegerForward) -> bool:
-            """Would the export now choose another exponent for a weight matrix?"""
-            with torch.no_grad():
-                gw = graph_weights(model)
-            exps = {s.name: s.terms[0].exponent for s in f.net.synapses}
-            for base, names in f.chains.items():
-                terms = quantize_terms(gw[base][0].numpy(), opts.weight_bits, len(names))
-                if [t.exponent for t in terms] != [exps[n] for n in names]:
-                    return True
-            return False
-
-        fwd = relower()
-        model.eval()  # eval-mode BatchNorm statistics: deployment folds them
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.Adam(params, lr=lr)
-        n_train = len(train) if train_samples is None else min(train_samples, len(train))
-
-        teacher = copy.deepcopy(model).eval().requires_grad_(False)
-        classes = model.head.weight.shape[0]
-
-        def train_arrays() -> torch.Tensor:
-            return torch.stack([torch.as_tensor(np.asarray(train[i][0], np.float32)) for i in range(n_train)])
-
-        xs = train_arrays()
-        ys = torch.as_tensor([int(train[i][1]) for i in range(n_train)])
-
-        val = load_dataset(dataset, "val", data_dir)
-        n_val = len(val) if test_samples is None else min(test_samples, len(val))
-        x_val = np.stack([np.asarray(val[i][0], np.float32) for i in range(n_val)])
-        y_val = np.asarray([int(val[i][1]) for i in range(n_val)])
-
-        def evaluate(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-            """Deployed accuracy and mean cross entropy (no smoothing)."""
-            with torch.no_grad():
-                logits = torch.cat([fwd(torch.as_tensor(x[i : i + 512]))[0] for i in range(0, len(x), 512)])
-            yt = torch.as_tensor(y)
-            return (float((logits.argmax(1) == yt).double().mean()),
-                    float(nn.functional.cross_entropy(logits, yt)))
-
-        start = time.perf_counter()
-        test0 = evaluate(x_test, y_test)[0]
-        best = val0 = evaluate(x_val, y_val)
-        best_epoch = 0
-        best_state = {k: v.clone() for k, v in model.state_dict().items()}
-        history, losses, relowered = [], [], 0
-        gen = torch.Generator().manual_seed(seed)
-        total = epochs * -(-len(xs) // batch_size)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt,
-                                                  lambda k: 0.5 * (1 + np.cos(np.pi * min(k, total) / total)))
-        for epoch in range(epochs):
-            if augment and epoch:  # the dataset's own training augmentation, drawn per epoch
-                train.set_epoch(epoch)
-                xs = train_arrays()
-            perm = torch.randperm(len(xs), generator=gen)
-            for i in range(0, len(xs), batch_size):
-                idx = perm[i : i + batch_size]
-                xb, target = xs[idx], nn.functional.one_hot(ys[idx], classes).double()
-                if mixup > 0:
-                    xb, target = mix(xb, target, mixup, gen)
-                target = target * (1 - label_smoothing) + label_smoothing / classes
-                logits, _ = fwd(xb)
-                loss = nn.functional.cross_entropy(logits, target)
-                if distill > 0:
-                    t = temperature
-                    with torch.no_grad():
-                        soft = teacher(xb).double()
-                    kl = nn.functional.kl_div(nn.functional.log_softmax(logits / t, 1),
-                                              nn.functional.log_softmax(soft / t, 1),
-                                              log_target=True, reduction="batchmean")
-                    loss = (1 - distill) * loss + distill * t * t * kl
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-                if drifted(fwd):  # a weight matrix crossed a power of two: its exponent follows
-                    fwd = relower()
-                    relowered += 1
-            fwd = relower()  # thresholds, grids and biases as the export now lowers them
-            acc, vloss = evaluate(x_val, y_val)
-            history.append(acc)
-            losses.append(vloss)
-            if not select or vloss < best[1]:
-                best, best_epoch = (acc, vloss), epoch + 1
-                best_state = {k: v.clone() for k, v in model.state_dict().items()}
-            if progress:
-                print(f"epoch {epoch + 1}/{epochs}: deployed validation accuracy {acc:.4f}, loss {vloss:.4f}")
-        model.load_state_dict(best_state)
-        fwd = relower()
-        test1 = evaluate(x_test, y_test)[0]
-        wall = time.perf_counter() - start
-        after = lower(model_to_nir(model, opts), steps=steps, input_frac_bits=q)
-        if _signature(after) != _signature(fwd.net) or not _same_integers(fwd, after):  # a bug, not bad input
-            raise RuntimeError("the fine-tuned model's export does not lower as its integer forward pass")
-        metrics = dict(ck.metrics)
-        metrics.update(
-            finetuned_for=asdict(opts), finetune_epochs=epochs, finetune_lr=lr, finetune_wall_s=wall,
-            finetune_batch_size=batch_size, finetune_distill=distill,
-            finetune_label_smoothing=label_smoothing, finetune_mixup=mixup, finetune_relowered=relowered,
-            finetune_threads=torch.get_num_threads(), finetune_input_frac_bits=q,
-            deployed_accuracy_before=test0, deployed_accuracy=test1, finetune_best_epoch=best_epoch,
-            finetune_val_history=history, finetune_val_loss_history=losses, deployed_val_accuracy=best[0],
-            deployed_val_accuracy_before=val0[0], deployed_val_loss=best[1], deployed_val_loss_before=val0[1],
-            finetuned_from=str(checkpoint),
-        )
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(out / "best.pt", model, metrics)
-        return metrics
-    finally:
-        torch.set_num_threads(old_threads)

@@ -91,6 +91,7 @@ MODULES: dict[str, Module] = {
                         ("tests/test_streaming.py", "tests/test_streaming_edges.py"),
                         "plot_curve not scored: drawing (labels, colours, layout), not a metric",
                         ("plot_curve",)),
+    "stream_job": Module("lmuformer/jobs/stream.py", ("tests/test_streaming.py",)),
     "checkpoint": Module("lmuformer/checkpoint.py",
                          ("tests/test_training.py", "tests/test_checkpoint_edges.py", "-k",
                           "checkpoint and not real_entry_point and not trained"),

@@ -97,10 +97,11 @@ def deployed_one(checkpoint: str, seeds: int, out_dir: str) -> dict:
     import time
 
     from backends.base import simulate
-    from backends.finetune import IntegerForward, finetune
+    from backends.finetune import IntegerForward
     from backends.fixed_point import lower
     from lmuformer.analysis.spikes import spike_identity
     from lmuformer.checkpoint import load_checkpoint
+    from lmuformer.jobs.finetune import finetune
 
     ck = load_checkpoint(checkpoint)
     model = ck.model.eval()

@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backends.base import simulate  # noqa: E402
-from backends.finetune import IntegerForward, finetune  # noqa: E402
+from backends.finetune import IntegerForward  # noqa: E402
 from backends.fixed_point import lower  # noqa: E402
 from export.graph import ExportOptions, model_to_nir  # noqa: E402
 from export.summary import summarize  # noqa: E402
@@ -43,6 +43,7 @@ from lmuformer.analysis.spikes import spike_identity  # noqa: E402
 from lmuformer.checkpoint import load_checkpoint  # noqa: E402
 from lmuformer.data import load_test_split  # noqa: E402
 from lmuformer.files import write_json  # noqa: E402
+from lmuformer.jobs.finetune import finetune  # noqa: E402
 
 OWN = "the fine-tuned model's own integer forward pass (backends.finetune.IntegerForward)"
 

@@ -82,17 +82,20 @@ class Contribution:
 
     source: str
     delay: int
-    weight: np.ndarray
-    bias: np.ndarray | None = None
+    weight: np.ndarray | torch.Tensor
+    bias: np.ndarray | torch.Tensor | None = None
 
 
 @dataclass
 class _Builder:
     opts: ExportOptions
+    steps: int = 0  # the run's length (frames + latency), for the LMU memory reports
+    theta: float = 0.0  # the LMU window (frames), for the taps form's report
     sizes: dict[str, int] = field(default_factory=dict)
     nodes: dict[str, nir.NIRNode] = field(default_factory=dict)
     edges: list[tuple[str, str]] = field(default_factory=list)
     errors: dict[str, float] = field(default_factory=dict)
+    lmu_reports: list[dict] = field(default_factory=list)
 
     def add(self, name: str, node: nir.NIRNode, size: int) -> str:
         assert name not in self.nodes, name
@@ -154,13 +157,33 @@ class _Builder:
     def consumer(self, name: str, bn: SeqBatchNorm, lif: LIF, inputs: list[Contribution],
                  kind: str = "learned") -> str:
         """LIF population ``name`` receiving ``lif(bn(sum of inputs))``; BN folded per synapse."""
-        g, b = _bn_affine(bn)
+        g, b = (_np(t) for t in bn_affine(bn))
         self.lif(name, g.shape[0], lif.params.v_th)
-        bias = b + g * sum((c.bias for c in inputs if c.bias is not None), np.zeros_like(b))
-        for k, c in enumerate(inputs):
-            folded = Contribution(c.source, c.delay, g[:, None] * c.weight, bias if k == 0 else None)
-            self.synapse(f"{name}.syn{k}", folded, name, kind)
+        inputs = [Contribution(c.source, c.delay, _np(c.weight), None if c.bias is None else _np(c.bias))
+                  for c in inputs]
+        for k, c in enumerate(fold_bn(g, b, inputs)):
+            self.synapse(f"{name}.syn{k}", c, name, kind)
         return name
+
+    def memory(self, prefix: str, lmu, u: str) -> str:
+        """The LMU memory of block ``prefix`` fed by population ``u`` in ``opts.lmu_form``, and the
+        LIF after it; returns that LIF's name (its report appended to ``lmu_reports``)."""
+        if self.opts.lmu_form == "taps":
+            m, report = _memory_taps(self, prefix, lmu, u, self.steps, self.theta)
+        else:
+            mem, report = _memory(self, f"{prefix}.lmu.memory", lmu.memory, u, self.steps)
+            bn, lif = lmu.memory_out
+            m = self.consumer(f"{prefix}.lmu.m.lif", bn, lif, [Contribution(mem, 0, np.eye(report["order"]))])
+        self.lmu_reports.append(report)
+        return m
+
+    def readout(self, c: Contribution) -> None:
+        """The integrator I(r = 1/dt) fed by ``c`` (the head), and the Output after it."""
+        n_cls = c.weight.shape[0]
+        self.add("readout", nir.I(r=np.full(n_cls, 1.0 / self.opts.dt)), n_cls)
+        self.synapse("readout.syn0", Contribution(c.source, c.delay, _np(c.weight), _np(c.bias)), "readout")
+        self.add("output", nir.Output(output_type={"output": np.array([n_cls])}), n_cls)
+        self.edges.append(("readout", "output"))
 
 
 def _rel_error(q: np.ndarray, w: np.ndarray) -> float:
@@ -168,30 +191,85 @@ def _rel_error(q: np.ndarray, w: np.ndarray) -> float:
     return float(np.linalg.norm(q - w)) / den if den else 0.0
 
 
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().double().numpy()
+def _np(x) -> np.ndarray:
+    """A tensor or an array as a float64 NumPy array (values unchanged)."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=np.float64)
 
 
-def _bn_affine(bn: SeqBatchNorm) -> tuple[np.ndarray, np.ndarray]:
-    """Eval-mode BatchNorm as ``g * x + b``."""
-    g = _np(bn.weight) / np.sqrt(_np(bn.running_var) + bn.eps)
-    return g, _np(bn.bias) - _np(bn.running_mean) * g
+# ---- the model's synapses, written once (torch float64, differentiable) ------------------------
+# ``walk`` visits the model in export order and hands each LIF population its inputs to a sink:
+# ``_Builder`` (below: NIR nodes) or ``backends.finetune.graph_weights`` (the fine-tuning forward).
+
+def bn_affine(bn: SeqBatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BatchNorm as ``g * x + b`` (float64, differentiable in weight and bias; the
+    running statistics are buffers).  The square root is NumPy's (correctly rounded; torch's
+    vectorised one can differ in the last bit, and the export's values are NumPy's)."""
+    den = torch.from_numpy(np.sqrt(_np(bn.running_var) + bn.eps)).to(bn.weight.device)
+    g = bn.weight.double() / den
+    return g, bn.bias.double() - bn.running_mean.double() * g
+
+
+def fold_bn(g, b, inputs: list[Contribution]) -> list[Contribution]:
+    """The synapses of a consumer ``g * (sum of inputs) + b``: ``g`` folded into every weight, ``b``
+    and ``g`` times the inputs' biases onto the first (arrays or tensors alike)."""
+    biases = [c.bias for c in inputs if c.bias is not None]
+    bias = b + g * sum(biases[1:], biases[0]) if biases else b
+    return [Contribution(c.source, c.delay, g[:, None] * c.weight, bias if k == 0 else None)
+            for k, c in enumerate(inputs)]
 
 
 def _conv_taps(source: str, conv: CausalConv3, extra_delay: int = 0) -> list[Contribution]:
     """``y[t] = W0 x[t-2] + W1 x[t-1] + W2 x[t]`` as three delayed contributions."""
-    w = _np(conv.weight)
+    w = conv.weight.double()
     return [Contribution(source, extra_delay + 2 - j, w[:, :, j]) for j in range(3)]
 
 
 def _linear(source: str, layer: torch.nn.Linear) -> Contribution:
-    return Contribution(source, 0, _np(layer.weight), _np(layer.bias))
+    return Contribution(source, 0, layer.weight.double(), layer.bias.double())
 
 
 def _bn_after(c: Contribution, bn: SeqBatchNorm) -> Contribution:
-    g, b = _bn_affine(bn)
-    bias = g * (c.bias if c.bias is not None else 0.0) + b
-    return Contribution(c.source, c.delay, g[:, None] * c.weight, bias)
+    g, b = bn_affine(bn)
+    return Contribution(c.source, c.delay, g[:, None] * c.weight, g * c.bias + b)
+
+
+def walk(model: LMUFormer, sink) -> None:
+    """Hand ``sink`` the model's populations in export order: ``sink.consumer(name, bn, lif,
+    inputs, [kind]) -> name`` for each LIF population with its (unfolded) input contributions
+    (weights (out, in) float64 tensors; the membrane-shortcut residual is the list of
+    contributions each of its consumers receives), ``sink.memory(prefix, lmu, u) -> name`` for
+    each LMU memory and the LIF after it, ``sink.readout(contribution)`` for the head."""
+    pe = model.patch_embed
+    x = _conv_taps("input", pe.conv0)
+    for i, (bn, lif, conv) in enumerate(pe.stages):
+        x = _conv_taps(sink.consumer(f"patch.stage{i}.lif", bn, lif, x), conv)
+    bn, lif, conv = pe.rpe
+    rpe = _conv_taps(sink.consumer("patch.rpe.lif", bn, lif, x), conv)
+    residual = [Contribution(c.source, c.delay + 1, c.weight) for c in x] + rpe
+
+    for k, (lmu, mlp) in enumerate(model.blocks):
+        p = f"block{k}"
+        pre = sink.consumer(f"{p}.lmu.pre.lif", lmu.pre[0], lmu.pre[1], residual)
+        lin, bn, lif = lmu.to_u
+        u = sink.consumer(f"{p}.lmu.u.lif", bn, lif, [_linear(pre, lin)])
+        m = sink.memory(p, lmu, u)
+        n_mem = lmu.memory.A.shape[0]
+        lin, bn, lif = lmu.to_h
+        w_h, b_h = lin.weight.double(), lin.bias.double()
+        h = sink.consumer(
+            f"{p}.lmu.h.lif", bn, lif,
+            [Contribution(m, 0, w_h[:, :n_mem], b_h), Contribution(pre, 0, w_h[:, n_mem:])],
+        )
+        residual = residual + [_bn_after(_linear(h, lmu.proj[0]), lmu.proj[1])]
+        bn1, lif1, fc1, bn2, lif2, fc2 = mlp.layers
+        s1 = sink.consumer(f"{p}.mlp.lif1", bn1, lif1, residual)
+        s2 = sink.consumer(f"{p}.mlp.lif2", bn2, lif2, [_linear(s1, fc1)])
+        residual = residual + [_linear(s2, fc2)]
+
+    head = sink.consumer("head.lif", model.head_in[0], model.head_in[1], residual)
+    sink.readout(_linear(head, model.head))
 
 
 def model_to_nir(model: LMUFormer, opts: ExportOptions | None = None) -> nir.NIRGraph:
@@ -208,58 +286,18 @@ def model_to_nir(model: LMUFormer, opts: ExportOptions | None = None) -> nir.NIR
             "only the spiking LMUFormer can be exported: the non-spiking one uses ReLU/GELU, "
             "which NIR cannot express"
         )
-    b = _Builder(opts)
+    b = _Builder(opts, steps=cfg.frames + model.latency, theta=cfg.theta)
     b.add("input", nir.Input(input_type={"input": np.array([cfg.in_features])}), cfg.in_features)
-
-    pe = model.patch_embed
-    x = _conv_taps("input", pe.conv0)
-    for i, (bn, lif, conv) in enumerate(pe.stages):
-        x = _conv_taps(b.consumer(f"patch.stage{i}.lif", bn, lif, x), conv)
-    bn, lif, conv = pe.rpe
-    rpe = _conv_taps(b.consumer("patch.rpe.lif", bn, lif, x), conv)
-    residual = [Contribution(c.source, c.delay + 1, c.weight) for c in x] + rpe
-
-    lmu_reports = []
-    for k, (lmu, mlp) in enumerate(model.blocks):
-        p = f"block{k}"
-        pre = b.consumer(f"{p}.lmu.pre.lif", lmu.pre[0], lmu.pre[1], residual)
-        lin, bn, lif = lmu.to_u
-        u = b.consumer(f"{p}.lmu.u.lif", bn, lif, [_linear(pre, lin)])
-        n_mem = lmu.memory.A.shape[0]
-        bn, lif = lmu.memory_out
-        steps = cfg.frames + model.latency
-        if opts.lmu_form == "taps":
-            m, report = _memory_taps(b, p, lmu, u, steps, cfg.theta)
-        else:
-            mem, report = _memory(b, f"{p}.lmu.memory", lmu.memory, u, steps)
-            m = b.consumer(f"{p}.lmu.m.lif", bn, lif, [Contribution(mem, 0, np.eye(n_mem))])
-        lmu_reports.append(report)
-        lin, bn, lif = lmu.to_h
-        w_h, b_h = _np(lin.weight), _np(lin.bias)
-        h = b.consumer(
-            f"{p}.lmu.h.lif", bn, lif,
-            [Contribution(m, 0, w_h[:, :n_mem], b_h), Contribution(pre, 0, w_h[:, n_mem:])],
-        )
-        residual = residual + [_bn_after(_linear(h, lmu.proj[0]), lmu.proj[1])]
-        bn1, lif1, fc1, bn2, lif2, fc2 = mlp.layers
-        s1 = b.consumer(f"{p}.mlp.lif1", bn1, lif1, residual)
-        s2 = b.consumer(f"{p}.mlp.lif2", bn2, lif2, [_linear(s1, fc1)])
-        residual = residual + [_linear(s2, fc2)]
-
-    head = b.consumer("head.lif", model.head_in[0], model.head_in[1], residual)
-    n_cls = cfg.num_classes
-    b.add("readout", nir.I(r=np.full(n_cls, 1.0 / opts.dt)), n_cls)
-    b.synapse("readout.syn0", _linear(head, model.head), "readout")
-    b.add("output", nir.Output(output_type={"output": np.array([n_cls])}), n_cls)
-    b.edges.append(("readout", "output"))
+    with torch.no_grad():
+        walk(model, b)
 
     q = opts.quantize
     metadata = GraphMetadata(
         dt=opts.dt, latency_frames=model.latency, frames=cfg.frames, quantized=q,
         weight_bits=opts.weight_bits if q else 0, weight_terms=opts.weight_terms if q else 0,
         lmu_bits=opts.lmu_bits if q else 0, lmu_terms=opts.lmu_terms if q else 0, lmu_form=opts.lmu_form,
-        model_config=cfg.to_dict(), quantization_error={"weights": b.errors, "lmu": lmu_reports},
-        lmu_memory=lmu_reports, calibration=getattr(model, "calibration", None) or None,
+        model_config=cfg.to_dict(), quantization_error={"weights": b.errors, "lmu": b.lmu_reports},
+        lmu_memory=b.lmu_reports, calibration=getattr(model, "calibration", None) or None,
     ).to_nir()
     return nir.NIRGraph(nodes=b.nodes, edges=b.edges, metadata=metadata)
 
@@ -315,7 +353,7 @@ def _memory_taps(b: _Builder, p: str, lmu, u: str, steps: int, theta: float) -> 
                              if k.startswith(f"{name}.syn") and node.metadata.get("role") == "lmu_tap")
     report["sops_per_u_spike"] = report["synapses"] + report["relays"]  # every tap, each relay's input
     if opts.quantize:
-        g, _ = _bn_affine(bn)
+        g = _np(bn_affine(bn)[0])
         gh = g[None, :] * h[:steps]
         bits, terms = opts.lmu_bits, opts.lmu_terms
         q = np.stack([dequantize(quantize_terms(g[:, None] * h[k][:, None], bits, terms))[:, 0]

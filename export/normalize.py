@@ -23,7 +23,7 @@ import nir
 import numpy as np
 
 from lmuformer.errors import UserError
-from lmuformer.validation import check_graph
+from lmuformer.validation import check_graph, depth_first
 
 MAX_DEPTH = 32  # nesting levels of NIRGraph nodes
 
@@ -103,26 +103,9 @@ def _preds(graph: nir.NIRGraph) -> dict[str, list[str]]:
 def topological_order(graph: nir.NIRGraph) -> list[str]:
     """Nodes of a flat graph in evaluation order, edges leaving Delay nodes cut; UserError on
     a cycle without a Delay node."""
-    preds = _preds(graph)
-    order: list[str] = []
-    state: dict[str, int] = {}
-    for start in graph.nodes:
-        if start in state:
-            continue
-        stack = [(start, iter(preds[start]))]
-        state[start] = 1
-        while stack:
-            node, it = stack[-1]
-            nxt = next(it, None)
-            if nxt is None:
-                stack.pop()
-                state[node] = 2
-                order.append(node)
-            elif state.get(nxt) == 1:
-                raise UserError(f"the graph has a cycle through {nxt!r} without a Delay node")
-            elif nxt not in state:
-                state[nxt] = 1
-                stack.append((nxt, iter(preds[nxt])))
+    order, cycle = depth_first(_preds(graph), graph.nodes)
+    if cycle is not None:
+        raise UserError(f"the graph has a cycle through {cycle[0]!r} without a Delay node")
     return order
 
 
@@ -137,26 +120,7 @@ def delayless_cycle(graph: nir.NIRGraph) -> list[str] | None:
         if not isinstance(graph.nodes[src], nir.Delay):
             succ[src].append(dst)
     starts = [n for n, v in graph.nodes.items() if isinstance(v, nir.Input)] + list(graph.nodes)
-    state: dict[str, int] = {}
-    for start in starts:
-        if start in state:
-            continue
-        stack, path = [(start, iter(succ[start]))], [start]
-        state[start] = 1
-        while stack:
-            node, it = stack[-1]
-            nxt = next(it, None)
-            if nxt is None:
-                stack.pop()
-                path.pop()
-                state[node] = 2
-            elif state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
-            elif nxt not in state:
-                state[nxt] = 1
-                stack.append((nxt, iter(succ[nxt])))
-                path.append(nxt)
-    return None
+    return depth_first(succ, starts)[1]
 
 
 def _delayed_edge(graph: nir.NIRGraph, cycle: list[str]) -> tuple[str, str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -228,11 +229,25 @@ def check_structure(graph: Any, where: str = "graph", allow_cycles: bool = False
             preds[dst].append(src)
     if allow_cycles:
         return
-    state: dict[str, int] = {}
-    for start in nodes:
+    cycle = depth_first(preds, nodes)[1]
+    if cycle is not None:
+        cycle = cycle[::-1]  # found along the predecessors: reversed, it runs along the edges
+        shown = " -> ".join(cycle[:6]) + (" -> ..." if len(cycle) > 6 else "")
+        raise UserError(f"{where}: the graph has a cycle without a Delay node ({shown}); "
+                        "a recurrent edge must leave a Delay node")
+
+
+def depth_first(adjacency: dict[str, list[str]], starts: Iterable[str]
+                ) -> tuple[list[str], list[str] | None]:
+    """A depth-first search along ``adjacency`` (node -> next nodes) from each of ``starts`` not
+    yet reached: the nodes in post-order (a node after all it reaches), and the first cycle met
+    as ``[a, b, ..., a]`` along the adjacency (None if none; the order then stops there)."""
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    for start in starts:
         if start in state:
             continue
-        stack, path = [(start, iter(preds[start]))], [start]
+        stack, path = [(start, iter(adjacency[start]))], [start]
         state[start] = 1
         while stack:
             node, it = stack[-1]
@@ -241,15 +256,14 @@ def check_structure(graph: Any, where: str = "graph", allow_cycles: bool = False
                 stack.pop()
                 path.pop()
                 state[node] = 2
+                order.append(node)
             elif state.get(nxt) == 1:
-                cycle = path[path.index(nxt):][::-1] + [path[path.index(nxt)]] if nxt in path else [nxt]
-                shown = " -> ".join(cycle[:6]) + (" -> ..." if len(cycle) > 6 else "")
-                raise UserError(f"{where}: the graph has a cycle without a Delay node ({shown}); "
-                                "a recurrent edge must leave a Delay node")
+                return order, path[path.index(nxt):] + [nxt]
             elif nxt not in state:
                 state[nxt] = 1
-                stack.append((nxt, iter(preds[nxt])))
+                stack.append((nxt, iter(adjacency[nxt])))
                 path.append(nxt)
+    return order, None
 
 
 def check_graph(graph: Any, where: str = "graph") -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from backends.base import simulate
+from backends.lava.backend import command_line, descendants
 from export import model_to_nir
 from export.graph import ExportOptions
 from lmuformer.errors import UserError
@@ -37,45 +38,15 @@ skip_without_lava(module_level=True)  # lava 0.10 fails to import on Python >= 3
 FLOAT_RTOL = 1e-9
 
 
-def children(pid: int | None = None) -> set[int]:
-    """Live descendants of ``pid`` (default: this process), from /proc."""
-    pid = os.getpid() if pid is None else pid
-    kids: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] == "Z":
-            continue
-        kids.setdefault(int(fields[1]), []).append(int(entry))
-    out: set[int] = set()
-    todo = [pid]
-    while todo:
-        for c in kids.get(todo.pop(), []):
-            if c not in out:
-                out.add(c)
-                todo.append(c)
-    return out
-
-
 def _is_resource_tracker(pid: int) -> bool:
     """multiprocessing's resource tracker: one helper per parent for its whole life, not Lava's."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"multiprocessing.resource_tracker" in f.read()
-    except OSError:
-        return False
+    return "multiprocessing.resource_tracker" in command_line(pid)
 
 
 def wait_for_children(before: set[int], timeout: float = 20.0) -> set[int]:
     deadline = time.monotonic() + timeout
     while True:
-        left = {p for p in children() - before if not _is_resource_tracker(p)}
+        left = {p for p in descendants() - before if not _is_resource_tracker(p)}
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.2)
@@ -200,7 +171,7 @@ def test_interrupted_run_leaves_no_processes(digits_graph, monkeypatch, exc):
             raise exc("interrupted")
         return original(*args, **kwargs)
 
-    before = children()
+    before = descendants()
     monkeypatch.setattr(rc, "RunSteps", failing)
     with pytest.raises(exc):
         simulate(digits_graph, inputs(3), backend="lava", precision="fixed", progress=False)
@@ -214,15 +185,15 @@ def test_ctrl_c_mid_run_stops_lava(digits_graph):
     import signal
     import threading
 
-    before = children()
+    before = descendants()
     sent = threading.Event()
 
     def interrupt():
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(children() - before) < 20:
+        while time.monotonic() < deadline and len(descendants() - before) < 20:
             time.sleep(0.1)
         time.sleep(1.5)  # let it run some steps
-        for pid in children() - before:
+        for pid in descendants() - before:
             try:
                 os.kill(pid, signal.SIGINT)
             except ProcessLookupError:
@@ -238,7 +209,7 @@ def test_ctrl_c_mid_run_stops_lava(digits_graph):
 
 
 def test_bad_input_shape_raises_before_starting(digits_graph):
-    before = children()
+    before = descendants()
     with pytest.raises(UserError, match="features"):
         simulate(digits_graph, np.zeros((1, 8, 3)), backend="lava", precision="fixed", progress=False)
     assert not wait_for_children(before, timeout=2)

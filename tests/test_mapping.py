@@ -259,3 +259,27 @@ def test_scv2_preset_places():
     r = place(net, BUILTIN["loihi2"], steps=133)
     assert r["totals"]["chips"] == 1 and r["totals"]["cores"] > 20
     assert r["totals"]["time_per_step_s"] > 0 and r["totals"]["max_core_memory_bits"] <= 128 * 1024 * 8
+
+
+def test_const_population_takes_no_core_and_sends_every_step():
+    """The constant population behind a current bias (kind "const") is a host-side source like
+    the Input: no neuro-core, no neurons counted; its synapses sit on the target's core and its
+    value 1 arrives every step (one axon, one SOP per nonzero row), by hand."""
+    pops = {"in": Population("in", "input", 2), "const.one": Population("const.one", "const", 1),
+            "A": Population("A", "lif", 3)}
+    s1 = Synapse("A.syn0", "in", "A", 0, True, np.ones((3, 2)),
+                 [DenseTerm(np.full((3, 2), 2, np.int32), 0, -3)])
+    bias = np.array([[1.0], [0.0], [-2.0]])
+    s2 = Synapse("A.current_bias", "const.one", "A", 0, True, bias,
+                 [DenseTerm(np.array([[2], [0], [-4]], np.int32), 0, -1)])
+    net = Network(pops, [s1, s2], "in", "A", 0, 1.0, 16, 8)
+    r = place(net, _hw(neurons_per_core=8), Options(encoding="sparse"),
+              {"in": np.ones(2), "const.one": np.ones(1), "A": np.zeros(3)}, steps=4)
+    assert list(r["populations"]) == ["A"] and r["totals"]["cores"] == 1 and r["totals"]["neurons"] == 3
+    (core,) = r["cores"]
+    assert core["fan_in"] == 2 + 1 and core["messages_per_step"] == 3.0
+    assert core["synapses"] == 6 + 2 and core["sops_per_step"] == 8.0  # sparse: the nonzero rows only
+    # a target without graded spikes: only the Input's graded values are a problem, the const's 1 is a spike
+    no_graded = place(net, _hw(graded_bits=None, neurons_per_core=8), Options(encoding="sparse"))
+    assert any("in send graded values" in n for n in no_graded["notes"])
+    assert not any("const.one" in n for n in no_graded["notes"])

@@ -19,7 +19,9 @@ import torch.nn.functional as F  # noqa: N812
 
 from backends.base import simulate
 from backends.fixed_point import lower
+from export.normalize import delayless_cycle, topological_order
 from lmuformer.errors import UserError
+from lmuformer.validation import check_structure
 from tests.conftest import skip_without_lava
 
 DT = 1e-3
@@ -374,3 +376,18 @@ def test_malformed_graphs_are_one_line_errors(mutate, message):
         return
     with pytest.raises(UserError, match=message):
         lower(g)
+
+
+def test_the_three_cycle_searches_name_the_same_cycle_along_the_edges():
+    """One depth-first search (lmuformer.validation.depth_first) behind the structure check, the
+    normaliser's delay-less cycle and the evaluation order: each names the cycle a -> b -> c -> a."""
+    nodes = {"input": nir.Input(input_type={"input": np.array([2])}),
+             **{n: nir.Linear(weight=np.eye(2)) for n in "abc"},
+             "output": nir.Output(output_type={"output": np.array([2])})}
+    edges = [("input", "a"), ("a", "b"), ("b", "c"), ("c", "a"), ("c", "output")]
+    g = nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+    with pytest.raises(UserError, match=r"cycle without a Delay node \(a -> b -> c -> a\);"):
+        check_structure(g)
+    assert delayless_cycle(g) == ["a", "b", "c", "a"]
+    with pytest.raises(UserError, match=r"^the graph has a cycle through 'a' without a Delay node$"):
+        topological_order(g)

@@ -179,6 +179,28 @@ def test_norse_cubalif_equals_norse_with_the_input_scaled():
     assert float((ours.trace - ref).abs().max()) < TOL
 
 
+def test_report_on_a_norse_graph_sizes_its_shared_parameter_populations():
+    """Norse writes 0-d (shared) LIF/LI parameters and empty types: the report sizes such a
+    population from what feeds it, as the lowering does (it refused: 'takes 5 inputs but 1 has 1
+    neurons'); SOPs from the emulator's spike trains: spikes x 3 (the next Linear is dense)."""
+    from norse.torch import LIBoxCell, LIFBoxCell, SequentialState
+
+    from backends import simulate
+    from lmuformer.analysis import build_report, resolve_profiles
+
+    model = SequentialState(_positive_linear(torch.nn.Linear(4, 5), 6), LIFBoxCell(),
+                            _positive_linear(torch.nn.Linear(5, 3), 7), LIBoxCell())
+    graph = prepare(_norse_export(model, 4), dt=NORSE_DT)
+    x = (_input((2, 12, 4), seed=8) * 20).numpy()
+    res = simulate(graph, x, backend="emulator", progress=False, record=True)
+    report = build_report(graph, res, resolve_profiles(["45nm"]))
+    rows = {r["name"]: r for r in report["layers"]}
+    assert [(n, r["neurons"], r["synapses"]) for n, r in rows.items()] == [("input", 4, 20), ("1", 5, 15),
+                                                                           ("3", 3, 0)]
+    spikes = np.asarray(res.extra["spike_trains"]["1"]).reshape(2, -1).sum(axis=1)
+    assert spikes.sum() > 0 and rows["1"]["sops"] == 3 * spikes.mean() == 3 * rows["1"]["spikes"]
+
+
 class _Scaled(torch.nn.Module):
     """``a`` times a Linear layer's output (Norse's input current scaled as our Euler step does)."""
 

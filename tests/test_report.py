@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from types import SimpleNamespace
 
 import nir
 import numpy as np
@@ -13,11 +14,13 @@ import pytest
 from click.testing import CliRunner
 
 from backends import SimulationResult, simulate
+from backends.fixed_point import lower
 from lmuformer.analysis import BUILTIN, build_report, get_profile, layer_counts, load_profile_file
 from lmuformer.analysis.ann import ann_baseline, ann_macs_per_frame
 from lmuformer.analysis.format import FORMATS, render
 from lmuformer.analysis.profiles import LOIHI2_NOTE, resolve_profiles
 from lmuformer.errors import UserError
+from tests.conftest import skip_without_lava
 
 PJ = 1e-12
 
@@ -368,15 +371,21 @@ def test_report_errors(run):
 def test_sizes_scale_synapses_and_fan_out_errors():
     from lmuformer.analysis.counts import _size, fan_out, outgoing_synapses
 
+    def size(node, edges=(), **more) -> int:
+        return _size(SimpleNamespace(nodes={"x": node, **more}, edges=list(edges)), "x")  # nodes, edges
+
     node = nir.Input(input_type={"input": np.array([4])})
-    assert _size(node) == 4
+    assert size(node) == 4
     node.input_type = {"other": np.array([9]), "input": np.array([4])}  # the "input" port, not the first
-    assert _size(node) == 4
+    assert size(node) == 4
     node.input_type = {"x": np.array([2, 3])}  # no "input" port: the only one
-    assert _size(node) == 6
-    assert _size(_lif(5, 1.0)) == 5 and _size(nir.I(r=np.ones(7))) == 7
-    with pytest.raises(UserError, match="^cannot tell the size of a Delay node$"):
-        _size(nir.Delay(delay=np.ones(2)))
+    assert size(node) == 6
+    assert size(_lif(5, 1.0)) == 5 and size(nir.I(r=np.ones(7))) == 7
+    shared = nir.LIF(tau=np.array(0.01), r=np.array(1.0), v_leak=np.array(0.0), v_threshold=np.array(1.0),
+                     v_reset=np.array(0.0))  # 0-d parameters, as Norse writes them: sized by its source
+    assert size(shared, [("w", "x")], w=nir.Linear(weight=np.ones((4, 2)))) == 4
+    with pytest.raises(UserError, match="^cannot tell the size of the LIF node 'x'$"):
+        size(shared)
     nodes = {
         "a": _lif(3, 1.0),
         "s": nir.Scale(scale=np.array([1.0, 0.0, 2.0])),
@@ -488,3 +497,70 @@ def test_profiles_by_hand(tmp_path, monkeypatch):
             load_profile_file(name)
     with pytest.raises(UserError, match="^profile file not found: nowhere.toml$"):
         load_profile_file("nowhere.toml")
+
+
+def _const_and_readout_graph() -> nir.NIRGraph:
+    """input(2) -> Affine (bias: a current bias, lowered through the const population) -> CubaLIF(3)
+    -> Affine (one zero weight) -> Output: the Output's own memoryless readout."""
+    n = 3
+    cuba = nir.CubaLIF(tau_syn=np.full(n, 2e-3), tau_mem=np.full(n, 4e-3), r=np.ones(n), v_leak=np.zeros(n),
+                       v_threshold=np.full(n, 0.3), w_in=np.ones(n))
+    head = np.array([[1.0, 0.0, 0.5], [0.25, -1.0, 1.0]])
+    g = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([2])}),
+                            "fc": nir.Affine(weight=np.array([[1.0, 0.5], [0.5, 1.0], [1.0, -0.5]]),
+                                             bias=np.array([0.25, 0.5, 0.125])),
+                            "cuba": cuba, "head": nir.Linear(weight=head),
+                            "output": nir.Output(output_type={"output": np.array([2])})},
+                     edges=[("input", "fc"), ("fc", "cuba"), ("cuba", "head"), ("head", "output")],
+                     metadata={"dt": 1e-3})
+    return g
+
+
+@pytest.mark.parametrize("backend", ["emulator", "lava"])
+def test_const_population_and_memoryless_readout_counts_by_hand(backend):
+    """The const population (current bias) sends no spikes and is no layer; SOPs of the spiking
+    layer through the head into the Output's memoryless readout: its spikes x nonzero column
+    weights (2, 1, 2), every spike delivered (no delays); the input's MACs: 6 weights x frames."""
+    if backend == "lava":
+        skip_without_lava()
+    g = _const_and_readout_graph()
+    x = np.abs(np.random.default_rng(0).normal(1.0, 0.5, (2, 6, 2)))
+    assert any(p.kind == "const" for p in lower(g, steps=6, input_frac_bits=8).populations.values())
+    res = simulate(g, x, backend=backend, precision="fixed", progress=False, record=True)
+    trains = np.asarray(res.extra["spike_trains"]["cuba"], dtype=np.float64).reshape(2, 6, 3)
+    assert set(res.extra["spike_trains"]) == {"cuba"}
+    report = build_report(g, res, resolve_profiles(["45nm"]))
+    assert [(r["name"], r["kind"]) for r in report["layers"]] == [("input", "input"), ("cuba", "spiking")]
+    cuba = report["layers"][1]
+    per_sample = trains.sum(axis=1) @ np.array([2.0, 1.0, 2.0])
+    assert per_sample.sum() > 0  # the test sees spikes
+    assert cuba["synapses"] == 5 and cuba["sops"] == per_sample.mean()
+    assert cuba["spikes"] == trains.sum() / 2 == report["total"]["spikes"]
+    assert report["total"]["sops"] == cuba["sops"]
+    assert report["layers"][0]["macs"] == 6 * 6 and report["total"]["macs"] == 36
+    assert report["ann_baseline"] is None and "uncounted_synapses" not in report
+
+
+@pytest.mark.parametrize("backend", ["emulator", "lava"])
+def test_threshold_node_is_a_spiking_layer_by_hand(backend):
+    """A Threshold node spikes (a memoryless spiking population in the lowering): its spikes and
+    SOPs through the head (nonzero per column: 2, 1, 2) count, the head is not left uncounted."""
+    if backend == "lava":
+        skip_without_lava()
+    g = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([2])}),
+                            "fc": nir.Affine(weight=np.array([[1.0, 0.5], [0.5, -1.0], [1.0, 1.0]]),
+                                             bias=np.zeros(3)),
+                            "th": nir.Threshold(threshold=np.array([0.5, 0.2, 1.0])),
+                            "head": nir.Linear(weight=np.array([[1.0, 0.0, 1.0], [1.0, 1.0, 1.0]])),
+                            "output": nir.Output(output_type={"output": np.array([2])})},
+                     edges=[("input", "fc"), ("fc", "th"), ("th", "head"), ("head", "output")],
+                     metadata={"dt": 1e-3})
+    x = np.abs(np.random.default_rng(0).standard_normal((2, 5, 2)))
+    res = simulate(g, x, backend=backend, progress=False, record=True)
+    report = build_report(g, res, resolve_profiles(["45nm"]))
+    trains = np.asarray(res.extra["spike_trains"]["th"], dtype=np.float64).reshape(2, 5, 3)
+    row = report["layers"][1]
+    assert (row["name"], row["kind"], row["neurons"], row["synapses"]) == ("th", "spiking", 3, 5)
+    assert trains.sum() > 0 and row["spikes"] == trains.sum() / 2
+    assert row["sops"] == (trains.sum(axis=1) @ np.array([2.0, 1.0, 2.0])).mean()
+    assert "uncounted_synapses" not in report

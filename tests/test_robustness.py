@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from backends.lava.backend import live_processes
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -61,20 +63,8 @@ def one_error_line(res) -> str:
 
 def session_processes(sid: int) -> set[int]:
     """Live processes of session ``sid`` (a subprocess started with a new session and all its
-    descendants, orphans included), from /proc."""
-    out = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                st = f.read()
-        except OSError:
-            continue
-        fields = st[st.rindex(")") + 2 :].split()
-        if fields[0] != "Z" and int(fields[3]) == sid:
-            out.add(int(entry))
-    return out
+    descendants, orphans included)."""
+    return {p for p, (_, s) in live_processes().items() if s == sid}
 
 
 def mapped_segments(pids: set[int]) -> set[str]:

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from backends.base import simulate
 from export import GraphRunner, model_to_nir
-from export.graph import ExportOptions, _bn_affine
+from export.graph import ExportOptions, bn_affine
 from export.taps import realised_error, shortest_taps, truncation_error
 from lmuformer.analysis import BUILTIN, build_report
 from lmuformer.cli import cli
@@ -44,7 +44,7 @@ def test_graph_structure(model) -> None:
     assert not any(isinstance(n, nir.I) and n is not g.nodes["readout"] for n in g.nodes.values())
     lmu = model.blocks[0][0]
     a, b = lmu.memory.A.numpy(), lmu.memory.B.numpy()
-    gain, _ = _bn_affine(lmu.memory_out[0])
+    gain = bn_affine(lmu.memory_out[0])[0].detach().numpy()
     h = impulse_response(a, b, 6)
     for k in range(6):
         syn = f"block0.lmu.m.lif.syn{k}"

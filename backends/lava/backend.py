@@ -164,23 +164,52 @@ class _Guard:
             self.raise_for(self.pending[0])
 
 
-def _children() -> dict[int, str]:
-    """This process's live child processes (pid -> command line), from /proc."""
-    me, out = os.getpid(), {}
+def live_processes() -> dict[int, tuple[int, int]]:
+    """Every live (not zombie) process readable here: pid -> (parent pid, session id), from
+    /proc/PID/stat (the one /proc scanner of the project; the tests use it too)."""
+    out = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
                 st = f.read()
-            fields = st[st.rindex(")") + 2 :].split()
-            if int(fields[1]) != me or fields[0] == "Z":
-                continue
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                out[int(entry)] = f.read().decode(errors="replace")
+            fields = st[st.rindex(")") + 2 :].split()  # state, ppid, pgrp, session, ...
+            if fields[0] != "Z":
+                out[int(entry)] = (int(fields[1]), int(fields[3]))
         except (OSError, ValueError, IndexError):
             continue
     return out
+
+
+def command_line(pid: int) -> str:
+    """The command line of ``pid`` (NUL-separated as in /proc), "" when it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def descendants(pid: int | None = None) -> set[int]:
+    """Live descendants of ``pid`` (default: this process)."""
+    kids: dict[int, list[int]] = {}
+    for p, (ppid, _) in live_processes().items():
+        kids.setdefault(ppid, []).append(p)
+    out: set[int] = set()
+    todo = [os.getpid() if pid is None else pid]
+    while todo:
+        for c in kids.get(todo.pop(), []):
+            if c not in out:
+                out.add(c)
+                todo.append(c)
+    return out
+
+
+def _children() -> dict[int, str]:
+    """This process's live child processes (pid -> command line)."""
+    me = os.getpid()
+    return {p: command_line(p) for p, (ppid, _) in live_processes().items() if ppid == me}
 
 
 def _reap_new_children(before: set[int], grace: float = 2.0) -> None:

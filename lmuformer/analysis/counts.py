@@ -1,7 +1,11 @@
 """Per-layer counts (neurons, synapses, spikes, SOPs, MACs, neuron updates) and energy.
 
-A *layer* is a population of the graph: every LIF/IF population (binary spikes), every
-graded population (I/LI: the LMU memory, the readout) and the Input node (real-valued).
+A *layer* is a population of the graph: every LIF/IF/CubaLIF/Threshold population (binary
+spikes), every graded population (I/LI/CubaLI: the LMU memory, the readout) and the Input node
+(real-valued); a population with 0-d (shared) parameters is as large as what feeds it.  What
+the fixed-point lowering adds is no layer: the Output's memoryless readout (in front of an
+Output fed by a synapse node; the SOPs into it are its source's) and the constant population
+behind current biases (biases are not counted, below).
 Its *synapses* are the nonzero weights of every synapse node (Affine/Linear/Scale) that
 leaves it, directly or through Delay nodes (each delayed tap is its own synapse node, and
 each term of a quantised multi-term matrix is too).  The fan-out of neuron j is the number of
@@ -48,7 +52,7 @@ from lmuformer.analysis.ann import ann_baseline
 from lmuformer.analysis.profiles import BUILTIN, Profile
 from lmuformer.errors import UserError
 
-SPIKING = (nir.LIF, nir.IF, nir.CubaLIF)
+SPIKING = (nir.LIF, nir.IF, nir.CubaLIF, nir.Threshold)  # Threshold: a memoryless spiking population
 GRADED = (nir.I, nir.LI, nir.CubaLI)
 SYNAPSES = (nir.Affine, nir.Linear, nir.Scale, nir.Conv1d, nir.Conv2d, nir.SumPool2d, nir.AvgPool2d)
 PASS_THROUGH = (nir.Delay, nir.Flatten)  # carry a population's spikes unchanged (Delay: later)
@@ -100,17 +104,12 @@ class Layer:
         return sum(self.energy_by_kind(profile).values())
 
 
-def _size(node: nir.NIRNode) -> int:
-    if isinstance(node, nir.Input):
-        shape = node.input_type.get("input", next(iter(node.input_type.values())))
-        return int(np.prod(np.asarray(shape)))
-    shape = output_shape(node) if isinstance(node, (*SPIKING, *GRADED)) else None
-    if shape is not None:  # the output type first: peers write 0-d (shared) parameters
-        return int(np.prod(shape))
-    for attr in ("v_threshold", "r", "tau", "tau_mem"):
-        if hasattr(node, attr):
-            return int(np.asarray(getattr(node, attr)).size)
-    raise UserError(f"cannot tell the size of a {type(node).__name__} node")
+def _size(graph: nir.NIRGraph, name: str) -> int:
+    """Neurons of a population (or the Input): the product of :func:`_shape_of`."""
+    shape = _shape_of(graph, name)
+    if shape is None:
+        raise UserError(f"cannot tell the size of the {type(graph.nodes[name]).__name__} node {name!r}")
+    return int(np.prod(shape))
 
 
 def _column_nnz(node: nir.NIRNode, in_shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -161,11 +160,17 @@ def conv_fan_out(node: nir.NIRNode, in_shape: tuple[int, ...] | None) -> np.ndar
     return full.reshape(-1).round().to(torch.int64).numpy()
 
 
-def _shape_of(node: nir.NIRNode) -> tuple[int, ...] | None:
-    """The per-step shape a population (or the Input) emits."""
+def _shape_of(graph: nir.NIRGraph, name: str, seen: tuple[str, ...] = ()) -> tuple[int, ...] | None:
+    """The per-step shape a population (or the Input) emits: its type or parameters, else (0-d
+    shared parameters, as Norse writes them) the shape of what feeds it, as the lowering reads it."""
+    node = graph.nodes[name]
     if isinstance(node, nir.Input):
         return input_shape(node)
-    return output_shape(node)
+    shape = output_shape(node)
+    if shape is not None:
+        return shape
+    preds = [a for a, b in graph.edges if b == name and a not in seen and a != name]
+    return _shape_of(graph, preds[0], (*seen, name)) if preds else None
 
 
 def outgoing_synapses(graph: nir.NIRGraph, source: str) -> list[str]:
@@ -217,7 +222,7 @@ def delivered_sops(graph: nir.NIRGraph, source: str, trains: np.ndarray) -> np.n
     sops = np.zeros(samples)
     for syn, d in outgoing_delays(graph, source).items():
         if d < steps:
-            nnz = _column_nnz(graph.nodes[syn], _shape_of(graph.nodes[source]))
+            nnz = _column_nnz(graph.nodes[syn], _shape_of(graph, source))
             sops += cum[:, steps - d] @ nnz.astype(np.float64)
     return sops
 
@@ -227,7 +232,7 @@ def fan_out(graph: nir.NIRGraph, source: str, neurons: int) -> tuple[np.ndarray,
     syn = outgoing_synapses(graph, source)
     total = np.zeros(neurons, dtype=np.int64)
     for s in syn:
-        nnz = _column_nnz(graph.nodes[s], _shape_of(graph.nodes[source]))
+        nnz = _column_nnz(graph.nodes[s], _shape_of(graph, source))
         if nnz.shape != (neurons,):
             raise UserError(f"synapse {s!r} takes {nnz.size} inputs but {source!r} has {neurons} neurons")
         total += nnz
@@ -270,7 +275,7 @@ def layer_counts(graph: nir.NIRGraph, result: SimulationResult) -> list[Layer]:
             kind = "graded"
         else:
             continue
-        n = _size(node)
+        n = _size(graph, name)
         fo, syn = fan_out(graph, name, n)
         synapses = int(fo.sum())
         if kind == "input":

@@ -55,10 +55,18 @@ def plot_report(report: dict, path: str | Path, profiles: list[str] | None = Non
     fig.suptitle(f"Energy per layer by kind of operation ({report['backend']}, {report['samples']} samples)",
                  fontsize=10)
     fig.tight_layout()
+    return save_png(fig, path, dpi=120)
+
+
+def save_png(fig, path: str | Path, dpi: int) -> Path:
+    """Write the matplotlib figure ``fig`` to ``path`` as PNG (atomically) and close it;
+    UserError when the file cannot be written."""
+    import matplotlib.pyplot as plt
+
     try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
     except OSError as e:
         raise UserError(f"cannot write the plot {path}: {e}") from None
     finally:
         plt.close(fig)
-    return path
+    return Path(path)

@@ -32,8 +32,8 @@ _D = ExportOptions()
 def command(checkpoint, for_export, weight_bits, weight_terms, lmu_bits, lmu_terms, dt, epochs, lr,
             batch_size, distill, seed, augment, data_dir, out_dir) -> None:
     """Fine-tune CHECKPOINT so that its export runs exactly as trained (writes OUT/best.pt)."""
-    from backends.finetune import finetune
     from lmuformer.jobs.export import checkpoint_frame_period
+    from lmuformer.jobs.finetune import finetune
 
     if dt is None:
         dt = checkpoint_frame_period(checkpoint)

@@ -5,8 +5,9 @@
 - :mod:`lmuformer.jobs.simulate`: a NIR file on a data set's first test samples or random input;
 - :mod:`lmuformer.jobs.report`: the energy report of a run; the two LMU forms side by side;
 - :mod:`lmuformer.jobs.stream`: accuracy against frames seen of a checkpoint or a NIR file;
-- :mod:`lmuformer.jobs.map`: placement of a NIR file, with spike rates from a run.
+- :mod:`lmuformer.jobs.map`: placement of a NIR file, with spike rates from a run;
+- :mod:`lmuformer.jobs.finetune`: fine-tune a checkpoint through its export's integer arithmetic
+  (the stage: :mod:`backends.finetune`).
 
-``lmuf train`` calls :func:`lmuformer.training.train` (core) and ``lmuf finetune``
-:func:`backends.finetune.finetune` directly.
+``lmuf train`` calls :func:`lmuformer.training.train` (core) directly.
 """

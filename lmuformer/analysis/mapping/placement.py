@@ -1,9 +1,12 @@
 """Place a lowered network (:class:`backends.fixed_point.Network`) on neuro-cores and chips.
 
 What is placed.  Every LIF and integrator population is a set of neurons; the Input is sent
-by the host (the embedded processors) and takes no neuro-core.  A neuron is stored on the
-core together with all its incoming synapses (every Dense term of every synapse node into
-it, each delayed tap included), as on Loihi, where a core holds the fan-in of its neurons.
+by the host (the embedded processors) and takes no neuro-core, nor does the constant population
+behind current biases (kind "const": a RingBuffer of ones in Lava, a host-side source sending
+the value 1 every step; its synapses are stored on their targets' cores like any other).
+A neuron is stored on the core together with all its incoming synapses (every Dense term of
+every synapse node into it, each delayed tap included), as on Loihi, where a core holds the
+fan-in of its neurons.
 
 Synaptic memory of one stored synapse (bits): ``w`` = 8 (the lowering's terms are 8-bit
 mantissas; a target with narrower weights needs ``ceil(8 / weight_bits)`` synapses per term),
@@ -61,6 +64,7 @@ from lmuformer.analysis.mapping.hardware import Hardware
 from lmuformer.errors import UserError
 
 TERM_BITS = 8  # the lowering's Dense terms: 8-bit signed mantissas
+HOST_SOURCES = ("input", "const")  # populations sent from outside the neuro-cores
 ENCODINGS = ("dense", "sparse", "auto")
 
 
@@ -292,7 +296,8 @@ def pack(slices: list[_Slice], hw: Hardware, opts: Options) -> list[Core]:
 def source_rates(net: Network, spike_trains: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
     """Per source population, messages per neuron per step: the mean spike rate of a LIF
     population over samples and steps (from ``(samples, steps, neurons)`` trains), 1 for the
-    graded input and integrators (they send every step).  None without trains."""
+    graded input, the const population and integrators (they send every step).  None without
+    trains."""
     if spike_trains is None:
         return None
     rates = {}
@@ -322,7 +327,7 @@ def place(net: Network, hw: Hardware, opts: Options | None = None,
     ``steps``: steps per inference (for the time per inference)."""
     opts = opts or Options()
     opts.check()
-    order = [n for n, p in net.populations.items() if p.kind != "input"]
+    order = [n for n, p in net.populations.items() if p.kind not in HOST_SOURCES]
     slices = [s for i, n in enumerate(order) for s in split_population(net, n, i, hw, opts)]
     cores = pack(slices, hw, opts)
     measured = rates is not None
@@ -367,7 +372,9 @@ def place(net: Network, hw: Hardware, opts: Options | None = None,
     step_s = None
     if busiest is not None and busiest["time_per_step_s"] is not None:
         step_s = busiest["time_per_step_s"] + (barrier * 1e-9 if barrier is not None else 0.0)
-    graded = sorted({s.source for s in net.synapses if s.graded})
+    # the const population's value 1 is a spike every step: a binary message on any target
+    graded = sorted({s.source for s in net.synapses
+                     if s.graded and net.populations[s.source].kind != "const"})
     notes = []
     gb = hw.get("graded_bits", 0)
     if graded and not gb:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lmuformer.errors import UserError
-from lmuformer.files import atomic_write
+from lmuformer.analysis.plot import save_png
 
 
 def plot_placement(report: dict, path: str | Path, title: str | None = None) -> Path:
@@ -50,10 +49,4 @@ def plot_placement(report: dict, path: str | Path, title: str | None = None) -> 
     fig.suptitle(title or f"{src} on {report['target']} ({opts}): {t['cores']} cores, {t['chips']} chip(s)",
                  fontsize=10)
     fig.tight_layout(rect=(0, 0, 0.78, 1))
-    try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    except OSError as e:
-        raise UserError(f"cannot write the plot {path}: {e}") from None
-    finally:
-        plt.close(fig)
-    return Path(path)
+    return save_png(fig, path, dpi=110)

@@ -1,0 +1,226 @@
+"""The fine-tuning job (``lmuf finetune CKPT --for-export``): load a checkpoint and its data set,
+train the model through :class:`backends.finetune.IntegerForward` (the exact integer arithmetic of
+its export on the emulator and Lava), select, check that the export of the kept state lowers as
+that forward pass, and save the checkpoint."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from backends.finetune import IntegerForward, check_options, graph_weights
+from backends.fixed_point import Network, input_frac_for, lower
+from export.graph import ExportOptions, model_to_nir
+from export.quantize import quantize_terms
+from lmuformer.checkpoint import load_checkpoint, save_checkpoint
+from lmuformer.data import load_dataset, load_test_split
+from lmuformer.data.mixup import mixup as mix
+from lmuformer.errors import UserError
+
+
+def _signature(net: Network) -> dict:
+    """What the lowering chose that the fine-tuned forward freezes."""
+    return {
+        "frac": {n: p.frac for n, p in net.populations.items()},
+        "vth": {n: p.vth for n, p in net.populations.items()},
+        "dv": {n: p.dv for n, p in net.populations.items()},
+        "terms": {s.name: [(t.exponent, t.weight_exp, t.round_channel) for t in s.terms]
+                  for s in net.synapses},
+        "consts": {n: list(p.consts) for n, p in net.populations.items()},
+    }
+
+
+def _same_integers(fwd: IntegerForward, net: Network) -> bool:
+    """The forward pass's integer weights and biases == those the lowering of the export chose."""
+    with torch.no_grad():
+        weights, bias = fwd.parameters_now()
+    for s in net.synapses:
+        if not np.array_equal(weights[s.name].numpy(), s.terms[0].weights):
+            return False
+    for n, p in net.populations.items():
+        if p.kind == "lif":
+            want = p.bias_mant.astype(np.int64) << p.bias_exp.astype(np.int64)
+        elif p.kind == "integrator":
+            want = p.bias_int
+        else:
+            continue
+        got = np.zeros(p.size) if bias[n] is None else bias[n].numpy()
+        if not np.array_equal(got, want):
+            return False
+    return True
+
+
+def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8, lr: float = 2e-4,
+             batch_size: int = 32, seed: int = 0, data_dir: str | None = None, progress: bool = True,
+             train_samples: int | None = None, test_samples: int | None = None, select: bool = True,
+             augment: bool = False, distill: float = 0.5, label_smoothing: float | None = None,
+             mixup: float | None = None, temperature: float = 2.0, threads: int | None = None) -> dict:
+    """Fine-tune ``checkpoint`` for ``opts`` on its dataset; write ``out_dir/best.pt`` (a normal
+    checkpoint whose metrics record ``finetuned_for``) and return the metrics.
+
+    Loss per batch: ``(1 - distill) * CE(logits, y; label_smoothing)`` ``+ distill * T**2 *
+    KL(float model || integer model)`` at temperature T (the start's float model, frozen, is the
+    teacher: the deployed model learns to decide as the trained one), on batches mixed as the
+    training recipe mixes them (``mixup`` rate; label smoothing and mixup default to the
+    checkpoint's own recipe): the teacher then also speaks between the training samples, where
+    the few samples that quantisation flips lie.  Adam, ``lr`` decayed by a cosine to 0 over all
+    steps.  Eval-mode BatchNorm throughout (deployment folds its running statistics, which stay frozen).
+
+    Selection: after each epoch the deployed (integer) validation cross entropy picks the state
+    kept, the start included (the lowest wins; on digits the 144-sample validation accuracy is too
+    coarse: 1 sample = 0.7 pp, ties are the rule).  ``deployed_accuracy`` is the test accuracy of
+    that state (the test split never selects).  ``train_samples`` / ``test_samples``: use only the first
+    N of the train / the validation and test splits; ``select=False`` keeps the last epoch's state
+    (tests); ``augment``: the dataset's training augmentation (digits: random 1-pixel shifts);
+    ``threads``: torch threads while it runs (default: the checkpoint's recipe's, else unchanged;
+    digits: 1, faster than two for this small model)."""
+    check_options(opts)
+    if not 0 <= distill <= 1:
+        raise UserError(f"--distill must be in [0, 1], got {distill}")
+    ck = load_checkpoint(checkpoint)
+    model = ck.model
+    if model.config.variant != "spiking":
+        raise UserError("only a spiking checkpoint can be fine-tuned for export (this one is non-spiking)")
+    dataset = ck.metrics.get("dataset")
+    if not dataset:
+        raise UserError("the checkpoint does not record its dataset")
+    recipe = ck.metrics.get("options") or {}
+    n_threads = threads or recipe.get("threads")
+    old_threads = torch.get_num_threads()
+    if n_threads:
+        torch.set_num_threads(int(n_threads))
+    try:
+        if label_smoothing is None:
+            label_smoothing = float(recipe.get("label_smoothing", 0.0))
+        if mixup is None:
+            mixup = float(recipe.get("mixup", 0.0))
+        train = load_dataset(dataset, "train", data_dir, augment=augment, seed=seed)
+        x_test, y_test = load_test_split(dataset, data_dir, test_samples)
+        torch.manual_seed(seed)
+        steps = model.config.frames + model.latency
+
+        # the input grid the emulator and Lava choose on the test split (fixed_point's module doc);
+        # training inputs beyond its range are clipped, as deployment would clip them
+        q = input_frac_for(x_test)
+
+        def relower() -> IntegerForward:
+            """The integer forward pass of the model's export as it stands (lowered anew)."""
+            return IntegerForward(model, lower(model_to_nir(model, opts), steps=steps, input_frac_bits=q),
+                                  steps)
+
+        def drifted(f: IntegerForward) -> bool:
+            """Would the export now choose another exponent for a weight matrix?"""
+            with torch.no_grad():
+                gw = graph_weights(model)
+            exps = {s.name: s.terms[0].exponent for s in f.net.synapses}
+            for base, names in f.chains.items():
+                terms = quantize_terms(gw[base][0].numpy(), opts.weight_bits, len(names))
+                if [t.exponent for t in terms] != [exps[n] for n in names]:
+                    return True
+            return False
+
+        fwd = relower()
+        model.eval()  # eval-mode BatchNorm statistics: deployment folds them
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=lr)
+        n_train = len(train) if train_samples is None else min(train_samples, len(train))
+
+        teacher = copy.deepcopy(model).eval().requires_grad_(False)
+        classes = model.head.weight.shape[0]
+
+        def train_arrays() -> torch.Tensor:
+            return torch.stack([torch.as_tensor(np.asarray(train[i][0], np.float32)) for i in range(n_train)])
+
+        xs = train_arrays()
+        ys = torch.as_tensor([int(train[i][1]) for i in range(n_train)])
+
+        val = load_dataset(dataset, "val", data_dir)
+        n_val = len(val) if test_samples is None else min(test_samples, len(val))
+        x_val = np.stack([np.asarray(val[i][0], np.float32) for i in range(n_val)])
+        y_val = np.asarray([int(val[i][1]) for i in range(n_val)])
+
+        def evaluate(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+            """Deployed accuracy and mean cross entropy (no smoothing)."""
+            with torch.no_grad():
+                logits = torch.cat([fwd(torch.as_tensor(x[i : i + 512]))[0] for i in range(0, len(x), 512)])
+            yt = torch.as_tensor(y)
+            return (float((logits.argmax(1) == yt).double().mean()),
+                    float(nn.functional.cross_entropy(logits, yt)))
+
+        start = time.perf_counter()
+        test0 = evaluate(x_test, y_test)[0]
+        best = val0 = evaluate(x_val, y_val)
+        best_epoch = 0
+        best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        history, losses, relowered = [], [], 0
+        gen = torch.Generator().manual_seed(seed)
+        total = epochs * -(-len(xs) // batch_size)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt,
+                                                  lambda k: 0.5 * (1 + np.cos(np.pi * min(k, total) / total)))
+        for epoch in range(epochs):
+            if augment and epoch:  # the dataset's own training augmentation, drawn per epoch
+                train.set_epoch(epoch)
+                xs = train_arrays()
+            perm = torch.randperm(len(xs), generator=gen)
+            for i in range(0, len(xs), batch_size):
+                idx = perm[i : i + batch_size]
+                xb, target = xs[idx], nn.functional.one_hot(ys[idx], classes).double()
+                if mixup > 0:
+                    xb, target = mix(xb, target, mixup, gen)
+                target = target * (1 - label_smoothing) + label_smoothing / classes
+                logits, _ = fwd(xb)
+                loss = nn.functional.cross_entropy(logits, target)
+                if distill > 0:
+                    t = temperature
+                    with torch.no_grad():
+                        soft = teacher(xb).double()
+                    kl = nn.functional.kl_div(nn.functional.log_softmax(logits / t, 1),
+                                              nn.functional.log_softmax(soft / t, 1),
+                                              log_target=True, reduction="batchmean")
+                    loss = (1 - distill) * loss + distill * t * t * kl
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                if drifted(fwd):  # a weight matrix crossed a power of two: its exponent follows
+                    fwd = relower()
+                    relowered += 1
+            fwd = relower()  # thresholds, grids and biases as the export now lowers them
+            acc, vloss = evaluate(x_val, y_val)
+            history.append(acc)
+            losses.append(vloss)
+            if not select or vloss < best[1]:
+                best, best_epoch = (acc, vloss), epoch + 1
+                best_state = {k: v.clone() for k, v in model.state_dict().items()}
+            if progress:
+                print(f"epoch {epoch + 1}/{epochs}: deployed validation accuracy {acc:.4f}, loss {vloss:.4f}")
+        model.load_state_dict(best_state)
+        fwd = relower()
+        test1 = evaluate(x_test, y_test)[0]
+        wall = time.perf_counter() - start
+        after = lower(model_to_nir(model, opts), steps=steps, input_frac_bits=q)
+        if _signature(after) != _signature(fwd.net) or not _same_integers(fwd, after):  # a bug, not bad input
+            raise RuntimeError("the fine-tuned model's export does not lower as its integer forward pass")
+        metrics = dict(ck.metrics)
+        metrics.update(
+            finetuned_for=asdict(opts), finetune_epochs=epochs, finetune_lr=lr, finetune_wall_s=wall,
+            finetune_batch_size=batch_size, finetune_distill=distill,
+            finetune_label_smoothing=label_smoothing, finetune_mixup=mixup, finetune_relowered=relowered,
+            finetune_threads=torch.get_num_threads(), finetune_input_frac_bits=q,
+            deployed_accuracy_before=test0, deployed_accuracy=test1, finetune_best_epoch=best_epoch,
+            finetune_val_history=history, finetune_val_loss_history=losses, deployed_val_accuracy=best[0],
+            deployed_val_accuracy_before=val0[0], deployed_val_loss=best[1], deployed_val_loss_before=val0[1],
+            finetuned_from=str(checkpoint),
+        )
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(out / "best.pt", model, metrics)
+        return metrics
+    finally:
+        torch.set_num_threads(old_threads)
