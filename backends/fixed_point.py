@@ -521,10 +521,12 @@ def _unroll(g: _Graph, name: str) -> _Unrolled:
     up = g.shape(g.preds[name][0])
     if isinstance(node, nir.Conv1d):
         length = node.input_shape if node.input_shape is not None else (up[-1] if len(up) == 2 else None)
-        shape_in = (np.asarray(node.weight).shape[1], int(np.asarray(length).ravel()[0])) if length else None
+        channels = np.asarray(node.weight).shape[1] * int(node.groups)  # weight: (out, in / groups, k)
+        shape_in = (channels, int(np.asarray(length).ravel()[0])) if length else None
     elif isinstance(node, nir.Conv2d):
         hw = node.input_shape if node.input_shape is not None else (up[-2:] if len(up) == 3 else None)
-        shape_in = (np.asarray(node.weight).shape[1], *_pair(hw, 2)) if hw is not None else None
+        channels = np.asarray(node.weight).shape[1] * int(node.groups)
+        shape_in = (channels, *_pair(hw, 2)) if hw is not None else None
     else:
         shape_in = up if len(up) == 3 else None
     if shape_in is None:
@@ -606,6 +608,14 @@ def _size(g: _Graph, name: str) -> int:
     return int(np.prod(g.shape(name)))
 
 
+def _rate(dt: float, tau, what: str, name: str) -> float:
+    """``dt / tau`` of a uniform time constant, refused (one line) outside (0, 1]."""
+    rate = dt / _uniform(tau, what, name)
+    if not 0 < rate <= 1:
+        raise UserError(f"{name}: need 0 < dt/{what} <= 1 (got dt/{what}={rate})")
+    return rate
+
+
 def _target_scale(g: _Graph, target: str) -> np.ndarray:
     """Per target neuron, the factor folded into its synapses' weights and Affine biases (see
     the module docstring): ``dt r`` (I), ``dt/tau r`` (LI), ``dt/tau_syn w_in`` (CubaLIF), the
@@ -615,11 +625,11 @@ def _target_scale(g: _Graph, target: str) -> np.ndarray:
     if isinstance(node, nir.I):
         return np.full(1, _uniform(np.asarray(node.r) * dt, "r", target))
     if isinstance(node, nir.LI):
-        return np.full(1, dt / _uniform(node.tau, "tau", target)) * np.asarray(node.r, np.float64).ravel()
+        return np.full(1, _rate(dt, node.tau, "tau", target)) * np.asarray(node.r, np.float64).ravel()
     if isinstance(node, (nir.CubaLIF, nir.CubaLI)):
-        n = dt / _uniform(node.tau_syn, "tau_syn", target) * np.asarray(node.w_in, np.float64).ravel()
+        n = _rate(dt, node.tau_syn, "tau_syn", target) * np.asarray(node.w_in, np.float64).ravel()
         if isinstance(node, nir.CubaLI):
-            n = n * dt / _uniform(node.tau_mem, "tau_mem", target) * np.asarray(node.r, np.float64).ravel()
+            n = n * _rate(dt, node.tau_mem, "tau_mem", target) * np.asarray(node.r, np.float64).ravel()
         if isinstance(node, nir.CubaLIF) and _per_neuron_r(node) is not None:
             n = n * _per_neuron_r(node)
         return n
@@ -859,15 +869,11 @@ def _graded_constants(n: str, node: nir.NIRNode | None, p: Population, dt: float
     leak bias ``dt/tau v_leak`` per neuron."""
     if not isinstance(node, (nir.LI, nir.CubaLI)):
         return np.zeros(p.size)
-    tau = node.tau if isinstance(node, nir.LI) else node.tau_mem
-    alpha = dt / _uniform(tau, "tau" if isinstance(node, nir.LI) else "tau_mem", n)
-    if not 0 < alpha <= 1:
-        raise UserError(f"{n}: need 0 < dt/tau <= 1 (got dt/tau={alpha})")
+    li = isinstance(node, nir.LI)
+    alpha = _rate(dt, node.tau if li else node.tau_mem, "tau" if li else "tau_mem", n)
     p.dv, p.dv_f = _decay(n, "dv", alpha, notes, 2**DECAY_BITS), alpha
     if isinstance(node, nir.CubaLI):
-        beta = dt / _uniform(node.tau_syn, "tau_syn", n)
-        if not 0 < beta <= 1:
-            raise UserError(f"{n}: need 0 < dt/tau_syn <= 1 (got {beta})")
+        beta = _rate(dt, node.tau_syn, "tau_syn", n)
         p.du, p.du_f = _decay(n, "du + 1", beta, notes, 2**DECAY_BITS) - 1, beta
     return alpha * np.asarray(node.v_leak, np.float64).ravel() * np.ones(p.size)
 
@@ -999,7 +1005,7 @@ def input_frac_for(x: np.ndarray, input_bits: int = 16) -> int:
     lim = 2 ** (input_bits - 1) - 1
     if not peak > 0 or not math.isfinite(peak):
         return MAX_INPUT_FRAC
-    q = min(max(int(math.floor(math.log2(lim / peak))), 0), MAX_INPUT_FRAC)
+    q = min(max(int(math.floor(math.log2(lim / peak))) + 1, 0), MAX_INPUT_FRAC)  # + 1: rint may still fit
     while q > 0 and np.rint(peak * 2.0**q) > lim:
         q -= 1
     return q

@@ -147,7 +147,6 @@ def test_conv1d_with_its_input_shape_on_a_flat_input():
 
 
 def test_conv2d_shape_from_its_input_with_stride_dilation_padding():
-    # groups > 1 is not tested: the lowering takes the input channels as weight.shape[1] (per group)
     rng = np.random.default_rng(2)
     w, b = rng.normal(size=(4, 2, 3, 2)).astype(np.float32), rng.normal(size=4)
     node = nir.Conv2d(input_shape=None, weight=w, stride=(1, 2), padding=(2, 0), dilation=(2, 1), groups=1,
@@ -178,6 +177,15 @@ def test_pools_with_padding(kind):
     assert not u.bias.any()
 
 
+def test_grouped_conv2d_takes_weight_channels_times_groups():
+    rng = np.random.default_rng(7)
+    w, b = rng.normal(size=(4, 1, 2, 2)), rng.normal(size=4)  # 2 groups: 2 input channels, 1 per group
+    node = nir.Conv2d(input_shape=None, weight=w, stride=1, padding=0, dilation=1, groups=2, bias=b)
+    x = torch.as_tensor(rng.normal(size=(1, 2, 3, 3)))
+    ref = F.conv2d(x, torch.as_tensor(w), torch.as_tensor(b), 1, 0, 1, 2)
+    _check(_unroll(_net([2, 3, 3], node), "c"), x, ref)
+
+
 def test_pool_with_scalar_parameters():
     node = nir.SumPool2d(kernel_size=2, stride=2, padding=0)
     x = torch.as_tensor(np.random.default_rng(5).normal(size=(1, 1, 4, 4)))
@@ -202,7 +210,7 @@ def _conv2d(**kw):
     ([8], nir.SumPool2d(kernel_size=2, stride=2, padding=0),
      r"^c \(SumPool2d\): its input shape is not known \(set input_shape\)$"),
     ([1], _conv2d(input_shape=(2, 2)), r"^c \(Conv2d\): expects 8 inputs \(2, 2, 2\), gets 1$"),
-    ([2, 2, 2], _conv2d(groups=3), r"^c \(Conv2d\): Given groups=3, "),
+    ([6, 2, 2], _conv2d(groups=3), r"^c \(Conv2d\): Given groups=3, "),
     ([1, 2, 2], nir.AvgPool2d(kernel_size=3, stride=1, padding=2), r"^c \(AvgPool2d\): pad should be "),
 ])
 def test_unroll_refusals(shape, node, message):
@@ -232,6 +240,8 @@ def test_input_frac_for_edges():
     assert input_frac_for(np.zeros((0, 3))) == MAX_INPUT_FRAC
     assert input_frac_for(np.array([1e6])) == 0
     assert input_frac_for(np.array([0.5]), 2) == 1  # rint(0.5 * 2) = 1 = 2**1 - 1
+    # just over lim / 2 = 0.5: rint(0.5004 * 2) = 1 still fits 2 bits at q = 1 (floor(log2) gave 0)
+    assert input_frac_for(np.array([0.5004]), 2) == 1
 
 
 @pytest.mark.parametrize("bits, frac", [(2, 1), (24, 20)])
@@ -320,12 +330,12 @@ def test_graded_population_refusals(node, message):
         lower(_one(node, 2))
 
 
-# lower() cannot reach these: a dt/tau outside (0, 1] first makes the synapse rows' scale 0 or
-# negative, and _weight_terms then fails on log2 (a ValueError, not a UserError: reported)
 @pytest.mark.parametrize("tau, alpha", [(np.inf, "0.0"), (0.75, "1.3333333333333333")])
 def test_graded_constants_refuse_a_decay_outside_0_1(tau, alpha):
     with pytest.raises(UserError, match=rf"^a: need 0 < dt/tau <= 1 \(got dt/tau={alpha}\)$"):
         _graded_constants("a", _li([tau]), _pop(1), 1.0, [])
+    with pytest.raises(UserError, match=rf"^a: need 0 < dt/tau <= 1 \(got dt/tau={alpha}\)$"):
+        lower(_one(_li([tau])))  # one line from lower() too (was a ValueError from log2)
 
 
 def test_graded_constants_by_hand():
@@ -354,8 +364,8 @@ def test_graded_constants_by_hand():
 
 @pytest.mark.parametrize("tau_syn, message", [
     ([2.0, 3.0], r"^c: tau_syn differs between neurons; Lava's LIF takes one value per population$"),
-    ([np.inf], r"^c: need 0 < dt/tau_syn <= 1 \(got 0.0\)$"),
-    ([0.75], r"^c: need 0 < dt/tau_syn <= 1 \(got 1.3333333333333333\)$"),
+    ([np.inf], r"^c: need 0 < dt/tau_syn <= 1 \(got dt/tau_syn=0.0\)$"),
+    ([0.75], r"^c: need 0 < dt/tau_syn <= 1 \(got dt/tau_syn=1.3333333333333333\)$"),
 ])
 def test_graded_constants_refuse_current_decays(tau_syn, message):
     n = len(tau_syn)
