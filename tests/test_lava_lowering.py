@@ -49,10 +49,10 @@ def _feeder(in_port):
 # ---- a hand-made Network: a NIR delay, a skip connection, rounding channels, a Threshold ----
 
 def hand_net() -> Network:
-    """input(2, rounding channel 4) -> a: LIF(3) -> (delay 2) -> b: Threshold(2) -> r: integrator(2);
+    """input(2, rounding channels 4 and 6) -> a: LIF(3) -> (delay 2) -> b: Threshold(2) -> r: integrator(2);
     input -> b (skip, graded), input -> r (graded, no rounding channel); r sends constant 8."""
     pops = {
-        "input": Population("input", "input", 2, frac=5, consts=[4]),
+        "input": Population("input", "input", 2, frac=5, consts=[4, 6]),
         "a": Population("a", "lif", 3, vth=700, du=1000, dv=300, bias_mant=np.array([1, -2, 3]),
                         bias_exp=np.array([4, 5, 6]), du_f=0.25, dv_f=0.125, vth_f=1.5,
                         bias_f=np.array([0.5, -0.25, 2.0])),
@@ -70,7 +70,7 @@ def hand_net() -> Network:
         Synapse("s2", "a", "b", 2, False, np.array([[0.25, 0.0, -1.0], [0.5, 0.5, 0.75]]),
                 [DenseTerm(w2a, 2, -3), DenseTerm(w2b, -1, -6)]),
         Synapse("s3", "input", "b", 0, True, np.array([[1.0, 2.0], [-3.0, 0.5]]),
-                [DenseTerm(np.array([[12, 13], [-14, 15]], np.int32), 0, -2, round_channel=0)]),
+                [DenseTerm(np.array([[12, 13], [-14, 15]], np.int32), 0, -2, round_channel=1)]),
         Synapse("s4", "input", "r", 0, True, np.array([[-0.5, 0.25], [4.0, 0.0]]),
                 [DenseTerm(np.array([[16, -17], [18, 0]], np.int32), 1, -1)]),
         Synapse("s5", "b", "r", 0, False, np.array([[1.25, -0.75], [0.0, 2.0]]),
@@ -108,6 +108,10 @@ def test_schedule_gaps_of_the_shallow_graphs():
     sched = lowering.schedule(one, 4)
     assert sched.depth == {"input": 1, "r": 1} and sched.period == 7
     assert lowering.synapse_delay(sched, one.synapses[0]) == 2
+    lone = Network({"input": Population("input", "input", 1), "r": Population("r", "integrator", 1)},
+                   [], "input", "r", 0, 1.0, 8, 0)
+    sched = lowering.schedule(lone, 4)  # nothing to wait for: still a gap of one step
+    assert sched.depth == {"input": 1, "r": 1} and sched.period == 5
     deep = hand_net()
     deep.synapses[1].delay = 0  # no NIR delay: b one step after a; gap = depth 4 - 1
     assert lowering.schedule(deep, 3).depth == {"input": 1, "a": 2, "b": 3, "r": 4}
@@ -117,7 +121,8 @@ def test_schedule_gaps_of_the_shallow_graphs():
 def test_schedule_refuses_a_cycle_without_delay():
     net = hand_net()
     net.synapses.append(Synapse("back", "r", "a", 0, True, np.ones((3, 2))))
-    with pytest.raises(UserError, match="cycle that Lava's one-step synapses cannot schedule"):
+    message = "^the graph has a cycle that Lava's one-step synapses cannot schedule$"
+    with pytest.raises(UserError, match=message):
         lowering.schedule(net, 3)
     net = hand_net()
     net.synapses.append(Synapse("self", "a", "a", 0, False, np.ones((3, 3))))
@@ -127,11 +132,12 @@ def test_schedule_refuses_a_cycle_without_delay():
 
 def test_schedule_takes_recurrent_delays():
     net = hand_net()
-    net.synapses.append(Synapse("self", "a", "a", 1, False, np.ones((3, 3))))  # Delay(1): Dense latency
+    # first in the list: the depths of the synapses after it are still computed
+    net.synapses.insert(0, Synapse("self", "a", "a", 1, False, np.ones((3, 3))))  # Delay(1): Dense latency
     net.synapses.append(Synapse("back", "r", "a", 2, True, np.ones((3, 2))))  # r (3) + 1 - 2 = a (2)
     sched = lowering.schedule(net, 3)
     assert sched.depth == {"input": 1, "a": 2, "b": 2, "r": 3}
-    assert [lowering.synapse_delay(sched, s) for s in net.synapses[-2:]] == [0, 0]
+    assert [lowering.synapse_delay(sched, s) for s in (net.synapses[0], net.synapses[-1])] == [0, 0]
 
 
 def test_build_fixed_hand_net():
@@ -146,11 +152,11 @@ def test_build_fixed_hand_net():
     src = ln.root
     assert isinstance(src, Source) and src is ln.processes[0]
     data = src.data.init
-    assert data.dtype == np.int32 and data.shape == (3, total)
-    want = np.zeros((3, total), np.int32)
+    assert data.dtype == np.int32 and data.shape == (4, total)
+    want = np.zeros((4, total), np.int32)
     want[:2, 0:3] = [[16, 40, 96], [-32, 0, -1]]
     want[:2, 5:8] = [[-64, 0, -16], [2, 32, 24]]
-    want[2] = 4
+    want[2], want[3] = 4, 6
     assert np.array_equal(data, want)
     assert sorted(t[1] for t in _targets(src.s_out)) == ["s_in"] * 3
     assert {t[2].name for t in _targets(src.s_out)} == {"s1.term0", "s3.term0", "s4.term0"}
@@ -205,11 +211,11 @@ def test_build_fixed_hand_net():
         assert source in _feeder(d.s_in) and len(_feeder(d.s_in)) == 1
         assert _targets(d.a_out) == [(type(target).__name__, "a_in", target)]
 
-    dense("s1.term0", Dense, [[1, -2, 2], [3, 4, 2], [-5, 6, 2]], 3, 24, src, a)
+    dense("s1.term0", Dense, [[1, -2, 2, 0], [3, 4, 2, 0], [-5, 6, 2, 0]], 3, 24, src, a)
     dense("s2.term0", DelayDense, [[7, 0, -8], [1, 1, 1]], 2, 0, a, b, delay=1)
     dense("s2.term1", DelayDense, [[-9, 10, 0], [0, 0, 11]], -1, 0, a, b, delay=1)
-    dense("s3.term0", Dense, [[12, 13, 2], [-14, 15, 2]], 0, 24, src, b)
-    dense("s4.term0", DelayDense, [[16, -17, 0], [18, 0, 0]], 1, 24, src, r, delay=1)
+    dense("s3.term0", Dense, [[12, 13, 0, 2], [-14, 15, 0, 2]], 0, 24, src, b)
+    dense("s4.term0", DelayDense, [[16, -17, 0, 0], [18, 0, 0, 0]], 1, 24, src, r, delay=1)
     dense("s5.term0", Dense, [[19, -20], [0, 21]], 5, 0, b, r)
     assert len(ln.processes) == 1 + 2 * 2 + 1 + 3 + 6  # input, LIFs and gates, integrator, sinks, Dense
     assert sorted(t[2].name for t in _targets(a.s_out) if t[0] != "RingBuffer") == ["s2.term0", "s2.term1"]
