@@ -7,21 +7,23 @@ the fixed-point lowering adds is no layer: the Output's memoryless readout (in f
 Output fed by a synapse node; the SOPs into it are its source's) and the constant population
 behind current biases (biases are not counted, below).
 Its *synapses* are what the emulator and Lava execute: where the fixed-point lowering takes
-the graph, the nonzero entries of every composed synapse leaving it
+the graph's structure (node types, shapes, delays; parameters it may refuse, e.g. v_reset != 0,
+do not matter here), the nonzero entries of every composed synapse leaving it
 (``backends.fixed_point.composed_synapses``: each chain of linear nodes and Delays between two
 populations, e.g. Conv2d -> SumPool2d -> Flatten -> Affine, is one matrix per source, delay and
 target, as one Lava Dense; a direct population -> population edge is an identity matrix); each
 delayed tap is its own synapse, and each term of a quantised multi-term matrix too (one node
 each).  The fan-out of neuron j is the number of nonzero entries in column j of all those
-matrices.  Graphs the lowering refuses (torch backend only) count the synapse nodes
-(Affine/Linear/Scale/Conv/pool) a population feeds directly or through Delay/Flatten nodes;
-synapse nodes after another one are then listed as ``uncounted_synapses``.
+matrices (the float composed weight: ``lmuf map`` stores the nonzeros of each 8-bit term, the
+same wherever no entry quantises to 0).  Graphs the lowering refuses (torch backend only) count
+the synapse nodes (Affine/Linear/Scale/Conv/pool) a population feeds directly or through
+Delay/Flatten nodes; synapse nodes after another one are then listed as ``uncounted_synapses``.
 
 Per sample and per layer (then the mean and the standard deviation over samples):
 
 - spiking layers: SOPs as they happen when the backend reports spike trains
   (``result.extra["spike_trains"]``, the emulator and Lava with ``record``): a spike of neuron
-  j at step t through a synapse node delayed d steps counts ``nnz_j`` of that node if it
+  j at step t through a synapse delayed d steps counts ``nnz_j`` of that synapse if it
   arrives within the sample (``t + d < steps``; the LMU's delay taps, the conv taps);
   otherwise ``sops = sum_j spikes_j x fanout_j`` (per-neuron spike counts when the backend
   reports them in ``result.extra["neuron_spikes"]``, otherwise ``spikes x mean fan-out``,
