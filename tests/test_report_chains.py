@@ -172,3 +172,20 @@ def test_snntorch_conv_export_counts_through_pool_flatten_and_linear():
     assert trains.sum() > 0 and row["synapses"] == 96 and row["fan_out"] == 3.0
     assert row["sops"] == pytest.approx(3 * trains.sum() / 2, abs=0)
     assert "uncounted_synapses" not in report
+
+
+@pytest.mark.parametrize("case", ["conv", "recurrent", "mlp"])
+def test_generic_subset_graphs_leave_nothing_uncounted(case):
+    """tests/test_nir_subset.py's graphs (conv: Conv2d -> CubaLIF -> Flatten -> Affine, 'fc' was
+    uncounted before): every synapse is counted, the report's synapses are the composed ones."""
+    from backends.fixed_point import composed_synapses
+    from tests.test_nir_subset import CASES
+
+    make, inputs = CASES[case]
+    g = make()
+    report = build_report(g, simulate(g, inputs(), backend="emulator", progress=False, record=True),
+                          resolve_profiles(["45nm"]), ann=False)
+    pops, synapses = composed_synapses(g)
+    assert "uncounted_synapses" not in report
+    assert report["total"]["synapses"] == sum(int((s.weight != 0).sum()) for s in synapses
+                                              if pops[s.source].kind != "const")
