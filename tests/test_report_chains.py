@@ -1,7 +1,7 @@
 """``lmuf report`` / ``lmuf map`` on chains of linear nodes (Conv2d -> SumPool2d -> Flatten ->
 Delay -> Affine): the SOPs of a spiking layer are counted through the composed matrix the
-emulator and Lava execute (the nonzero entries of its column), checked by hand; the snnTorch
-conv export (Conv2d -> Leaky -> AvgPool2d -> Flatten -> Linear) likewise."""
+emulator and Lava execute (the nonzero entries of its column), checked by hand.  The snnTorch
+conv export is in tests/test_peers.py, the subset graphs in tests/test_nir_subset.py."""
 
 from __future__ import annotations
 
@@ -141,51 +141,3 @@ def test_chain_through_scale_and_a_graph_the_lowering_refuses():
     assert report["uncounted_synapses"] == ["fc1", "fc2"]
     assert next(r for r in report["layers"] if r["name"] == "lif")["synapses"] == 3
 
-
-def test_snntorch_conv_export_counts_through_pool_flatten_and_linear():
-    """snnTorch's Conv2d -> Leaky(2x4x4) -> AvgPool2d(2) -> Flatten -> Linear(8 -> 3, all weights
-    nonzero): each Leaky neuron reaches one pooled cell (weight 1/4), which reaches all 3 outputs:
-    fan-out 3, 96 synapses, SOPs = 3 x spikes (no delays: all delivered).  Before, only the
-    pooling's fan-out (1) counted and the Linear was listed as uncounted."""
-    import snntorch as snn  # the dev extra
-    import torch
-    from snntorch.export_nir import export_to_nir
-
-    from export.normalize import prepare
-    from tests.test_peers import SNN_DT, _positive_linear
-
-    conv = torch.nn.Conv2d(1, 2, 3)
-    with torch.no_grad():
-        conv.weight.copy_(torch.rand(conv.weight.shape, generator=torch.Generator().manual_seed(3)) * 0.5)
-        conv.bias.zero_()
-    leaky = snn.Leaky(beta=torch.full((2, 4, 4), 0.9), threshold=torch.ones(2, 4, 4), init_hidden=True,
-                      reset_mechanism="zero", reset_delay=False)
-    net = torch.nn.Sequential(conv, leaky, torch.nn.AvgPool2d(2), torch.nn.Flatten(),
-                              _positive_linear(torch.nn.Linear(8, 3), 4))
-    g = prepare(export_to_nir(net, torch.zeros(1, 1, 6, 6), ignore_dims=[0]), dt=SNN_DT)
-    leaky_name = next(n for n, v in g.nodes.items() if isinstance(v, nir.LIF))
-    x = np.random.default_rng(5).uniform(0.0, 4.0, (2, 12, 36))
-    res = simulate(g, x, backend="emulator", precision="fixed", progress=False, record=True)
-    trains = np.asarray(res.extra["spike_trains"][leaky_name], dtype=np.float64).reshape(2, 12, 32)
-    report = build_report(g, res, resolve_profiles(["45nm"]), ann=False)
-    row = next(r for r in report["layers"] if r["name"] == leaky_name)
-    assert trains.sum() > 0 and row["synapses"] == 96 and row["fan_out"] == 3.0
-    assert row["sops"] == pytest.approx(3 * trains.sum() / 2, abs=0)
-    assert "uncounted_synapses" not in report
-
-
-@pytest.mark.parametrize("case", ["conv", "recurrent", "mlp"])
-def test_generic_subset_graphs_leave_nothing_uncounted(case):
-    """tests/test_nir_subset.py's graphs (conv: Conv2d -> CubaLIF -> Flatten -> Affine, 'fc' was
-    uncounted before): every synapse is counted, the report's synapses are the composed ones."""
-    from backends.fixed_point import composed_synapses
-    from tests.test_nir_subset import CASES
-
-    make, inputs = CASES[case]
-    g = make()
-    report = build_report(g, simulate(g, inputs(), backend="emulator", progress=False, record=True),
-                          resolve_profiles(["45nm"]), ann=False)
-    pops, synapses = composed_synapses(g)
-    assert "uncounted_synapses" not in report
-    assert report["total"]["synapses"] == sum(int((s.weight != 0).sum()) for s in synapses
-                                              if pops[s.source].kind != "const")
