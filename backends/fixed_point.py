@@ -1033,3 +1033,17 @@ def lower_for_input(
     if x.shape[2] != features:
         raise UserError(f"input has {x.shape[2]} features, the graph expects {features}")
     return net, x, steps
+
+
+def composed_synapses(graph: nir.NIRGraph) -> tuple[dict[str, Population], list[Synapse]]:
+    """The populations (sizes only) and synapses of :func:`lower`, before any fixed-point
+    parameter: every chain of linear nodes and Delays between two populations composed into one
+    float matrix (out, source size) with its delay in steps, as the emulator and Lava execute it
+    (``lmuformer.analysis.counts`` counts SOPs from it).  UserError where :func:`lower` refuses
+    the graph's structure (node types, shapes, cycles, dt)."""
+    _check_nodes(graph)
+    g = _Graph.of(graph)
+    _, output, readout = _io_nodes(g)
+    pops, _ = _populations(g, 0, output, readout)
+    synapses, _ = _synapses(g, pops, [])
+    return pops, synapses

@@ -391,3 +391,20 @@ def test_the_three_cycle_searches_name_the_same_cycle_along_the_edges():
     assert delayless_cycle(g) == ["a", "b", "c", "a"]
     with pytest.raises(UserError, match=r"^the graph has a cycle through 'a' without a Delay node$"):
         topological_order(g)
+
+
+@pytest.mark.parametrize("case", ["conv", "recurrent", "mlp"])
+def test_report_leaves_nothing_uncounted(case):
+    """The subset graphs above (conv: Conv2d -> CubaLIF -> Flatten -> Affine, 'fc' was
+    uncounted before): every synapse is counted, the report's synapses are the composed ones."""
+    from backends.fixed_point import composed_synapses
+    from lmuformer.analysis import build_report, resolve_profiles
+
+    make, inputs = CASES[case]
+    g = make()
+    report = build_report(g, simulate(g, inputs(), backend="emulator", progress=False, record=True),
+                          resolve_profiles(["45nm"]), ann=False)
+    pops, synapses = composed_synapses(g)
+    assert "uncounted_synapses" not in report
+    assert report["total"]["synapses"] == sum(int((s.weight != 0).sum()) for s in synapses
+                                              if pops[s.source].kind != "const")

@@ -547,3 +547,31 @@ def test_peer_graphs_on_emulator_and_lava_bit_exact(name):
     assert set(lava.extra["spike_trains"]) == set(emu.extra["spike_trains"])
     for k, trains in emu.extra["spike_trains"].items():
         assert np.array_equal(lava.extra["spike_trains"][k], trains), k
+
+
+def test_snntorch_conv_export_counts_through_pool_flatten_and_linear():
+    """snnTorch's Conv2d -> Leaky(2x4x4) -> AvgPool2d(2) -> Flatten -> Linear(8 -> 3, all weights
+    nonzero): each Leaky neuron reaches one pooled cell (weight 1/4), which reaches all 3 outputs:
+    fan-out 3, 96 synapses, SOPs = 3 x spikes (no delays: all delivered).  Before, only the
+    pooling's fan-out (1) counted and the Linear was listed as uncounted."""
+    from backends import simulate
+    from lmuformer.analysis import build_report, resolve_profiles
+
+    conv = torch.nn.Conv2d(1, 2, 3)
+    with torch.no_grad():
+        conv.weight.copy_(torch.rand(conv.weight.shape, generator=torch.Generator().manual_seed(3)) * 0.5)
+        conv.bias.zero_()
+    leaky = snn.Leaky(beta=torch.full((2, 4, 4), 0.9), threshold=torch.ones(2, 4, 4), init_hidden=True,
+                      reset_mechanism="zero", reset_delay=False)
+    net = torch.nn.Sequential(conv, leaky, torch.nn.AvgPool2d(2), torch.nn.Flatten(),
+                              _positive_linear(torch.nn.Linear(8, 3), 4))
+    g = prepare(export_to_nir(net, torch.zeros(1, 1, 6, 6), ignore_dims=[0]), dt=SNN_DT)
+    leaky_name = next(n for n, v in g.nodes.items() if isinstance(v, nir.LIF))
+    x = np.random.default_rng(5).uniform(0.0, 4.0, (2, 12, 36))
+    res = simulate(g, x, backend="emulator", precision="fixed", progress=False, record=True)
+    trains = np.asarray(res.extra["spike_trains"][leaky_name], dtype=np.float64).reshape(2, 12, 32)
+    report = build_report(g, res, resolve_profiles(["45nm"]), ann=False)
+    row = next(r for r in report["layers"] if r["name"] == leaky_name)
+    assert trains.sum() > 0 and row["synapses"] == 96 and row["fan_out"] == 3.0
+    assert row["sops"] == pytest.approx(3 * trains.sum() / 2, abs=0)
+    assert "uncounted_synapses" not in report

@@ -6,16 +6,24 @@ spikes), every graded population (I/LI/CubaLI: the LMU memory, the readout) and 
 the fixed-point lowering adds is no layer: the Output's memoryless readout (in front of an
 Output fed by a synapse node; the SOPs into it are its source's) and the constant population
 behind current biases (biases are not counted, below).
-Its *synapses* are the nonzero weights of every synapse node (Affine/Linear/Scale) that
-leaves it, directly or through Delay nodes (each delayed tap is its own synapse node, and
-each term of a quantised multi-term matrix is too).  The fan-out of neuron j is the number of
-nonzero weights in column j of all those matrices.
+Its *synapses* are what the emulator and Lava execute: where the fixed-point lowering takes
+the graph's structure (node types, shapes, delays; parameters it may refuse, e.g. v_reset != 0,
+do not matter here), the nonzero entries of every composed synapse leaving it
+(``backends.fixed_point.composed_synapses``: each chain of linear nodes and Delays between two
+populations, e.g. Conv2d -> SumPool2d -> Flatten -> Affine, is one matrix per source, delay and
+target, as one Lava Dense; a direct population -> population edge is an identity matrix); each
+delayed tap is its own synapse, and each term of a quantised multi-term matrix too (one node
+each).  The fan-out of neuron j is the number of nonzero entries in column j of all those
+matrices (the float composed weight: ``lmuf map`` stores the nonzeros of each 8-bit term, the
+same wherever no entry quantises to 0).  Graphs the lowering refuses (torch backend only) count
+the synapse nodes (Affine/Linear/Scale/Conv/pool) a population feeds directly or through
+Delay/Flatten nodes; synapse nodes after another one are then listed as ``uncounted_synapses``.
 
 Per sample and per layer (then the mean and the standard deviation over samples):
 
 - spiking layers: SOPs as they happen when the backend reports spike trains
   (``result.extra["spike_trains"]``, the emulator and Lava with ``record``): a spike of neuron
-  j at step t through a synapse node delayed d steps counts ``nnz_j`` of that node if it
+  j at step t through a synapse delayed d steps counts ``nnz_j`` of that synapse if it
   arrives within the sample (``t + d < steps``; the LMU's delay taps, the conv taps);
   otherwise ``sops = sum_j spikes_j x fanout_j`` (per-neuron spike counts when the backend
   reports them in ``result.extra["neuron_spikes"]``, otherwise ``spikes x mean fan-out``,
@@ -45,6 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from backends.base import SimulationResult
+from backends.fixed_point import composed_synapses
 from export.interpret import GraphRunner, input_shape
 from export.metadata import GraphMetadata
 from export.normalize import output_shape, topological_order
@@ -217,14 +226,9 @@ def outgoing_delays(graph: nir.NIRGraph, source: str) -> dict[str, int]:
 def delivered_sops(graph: nir.NIRGraph, source: str, trains: np.ndarray) -> np.ndarray:
     """SOPs per sample of ``source``'s spike trains (samples, steps, neurons) that reach their
     synapse within the run: a spike at step t through a node delayed d counts if t + d < steps."""
-    samples, steps, n = trains.shape
-    cum = np.concatenate([np.zeros((samples, 1, n)), np.cumsum(trains, axis=1, dtype=np.float64)], axis=1)
-    sops = np.zeros(samples)
-    for syn, d in outgoing_delays(graph, source).items():
-        if d < steps:
-            nnz = _column_nnz(graph.nodes[syn], _shape_of(graph, source))
-            sops += cum[:, steps - d] @ nnz.astype(np.float64)
-    return sops
+    shape = _shape_of(graph, source)
+    return _delivered(trains, [(d, _column_nnz(graph.nodes[syn], shape))
+                               for syn, d in outgoing_delays(graph, source).items()])
 
 
 def fan_out(graph: nir.NIRGraph, source: str, neurons: int) -> tuple[np.ndarray, list[str]]:
@@ -237,6 +241,53 @@ def fan_out(graph: nir.NIRGraph, source: str, neurons: int) -> tuple[np.ndarray,
             raise UserError(f"synapse {s!r} takes {nnz.size} inputs but {source!r} has {neurons} neurons")
         total += nnz
     return total, syn
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One composed synapse leaving a population: its name, delay (steps) and nonzero entries per
+    source neuron (column)."""
+
+    name: str
+    delay: int
+    nnz: np.ndarray  # (source neurons,) int64
+
+
+def composed_outgoing(graph: nir.NIRGraph) -> dict[str, list[Outgoing]] | None:
+    """Per source population the composed synapses the fixed-point backends execute (the constant
+    population behind current biases left out: biases are not counted); None where the lowering
+    refuses the graph."""
+    try:
+        pops, synapses = composed_synapses(graph)
+    except UserError:
+        return None
+    out: dict[str, list[Outgoing]] = {n: [] for n, p in pops.items() if p.kind != "const"}
+    for s in synapses:
+        if s.source in out:
+            out[s.source].append(Outgoing(s.name, s.delay, (s.weight != 0).sum(axis=0).astype(np.int64)))
+    return out
+
+
+def _composed_fan_out(outgoing: list[Outgoing], source: str, neurons: int) -> tuple[np.ndarray, list[str]]:
+    total = np.zeros(neurons, dtype=np.int64)
+    for o in outgoing:
+        if o.nnz.shape != (neurons,):
+            raise UserError(f"synapse {o.name!r} takes {o.nnz.size} inputs but {source!r} has "
+                            f"{neurons} neurons")
+        total += o.nnz
+    return total, [o.name for o in outgoing]
+
+
+def _delivered(trains: np.ndarray, taps: Sequence[tuple[int, np.ndarray]]) -> np.ndarray:
+    """SOPs per sample of spike trains (samples, steps, neurons) through synapses (delay, nnz per
+    neuron): a spike at step t through a synapse delayed d counts if t + d < steps."""
+    samples, steps, n = trains.shape
+    cum = np.concatenate([np.zeros((samples, 1, n)), np.cumsum(trains, axis=1, dtype=np.float64)], axis=1)
+    sops = np.zeros(samples)
+    for d, nnz in taps:
+        if d < steps:
+            sops += cum[:, steps - d] @ nnz.astype(np.float64)
+    return sops
 
 
 def uncounted_synapses(graph: nir.NIRGraph) -> list[str]:
@@ -256,14 +307,20 @@ def _order(graph: nir.NIRGraph) -> list[str]:
         return list(graph.nodes)
 
 
-def layer_counts(graph: nir.NIRGraph, result: SimulationResult) -> list[Layer]:
-    """The layers of ``graph`` in evaluation order, with the counts of ``result``."""
+_UNSET: dict = {}
+
+
+def layer_counts(graph: nir.NIRGraph, result: SimulationResult,
+                 composed: dict[str, list[Outgoing]] | None = _UNSET) -> list[Layer]:
+    """The layers of ``graph`` in evaluation order, with the counts of ``result``; ``composed``:
+    :func:`composed_outgoing` of the graph when already computed."""
     samples, steps = result.samples, int(result.steps)
     latency = GraphMetadata.of(graph).latency_frames
     frames = max(steps - latency, 0)
     per_neuron = result.extra.get("neuron_spikes", {}) if isinstance(result.extra, dict) else {}
     trains = result.extra.get("spike_trains", {}) if isinstance(result.extra, dict) else {}
     zeros = np.zeros(samples)
+    composed = composed_outgoing(graph) if composed is _UNSET else composed
     layers: list[Layer] = []
     for name in _order(graph):
         node = graph.nodes[name]
@@ -276,7 +333,8 @@ def layer_counts(graph: nir.NIRGraph, result: SimulationResult) -> list[Layer]:
         else:
             continue
         n = _size(graph, name)
-        fo, syn = fan_out(graph, name, n)
+        out = composed.get(name) if composed is not None else None
+        fo, syn = fan_out(graph, name, n) if out is None else _composed_fan_out(out, name, n)
         synapses = int(fo.sum())
         if kind == "input":
             macs = np.full(samples, float(synapses * frames))
@@ -297,7 +355,8 @@ def layer_counts(graph: nir.NIRGraph, result: SimulationResult) -> list[Layer]:
             raise UserError(f"spike counts of {name!r} have shape {spikes.shape}, expected ({samples},)")
         if name in trains:
             tr = np.asarray(trains[name], dtype=bool).reshape(samples, steps, n)
-            sops = delivered_sops(graph, name, tr)
+            sops = delivered_sops(graph, name, tr) if out is None else _delivered(tr, [(o.delay, o.nnz)
+                                                                                        for o in out])
         elif name in per_neuron:
             counts = np.asarray(per_neuron[name], dtype=np.float64).reshape(samples, n)
             sops = counts @ fo.astype(np.float64)
@@ -350,7 +409,8 @@ def build_report(
     """The whole report as one JSON-ready dict (see ``lmuformer/analysis/README.md``)."""
     if not profiles:
         raise UserError("select at least one energy profile")
-    layers = layer_counts(graph, result)
+    composed = composed_outgoing(graph)
+    layers = layer_counts(graph, result, composed)
     rows: list[dict] = []
     totals = {p.name: {k: 0.0 for k in (*KINDS, "total")} for p in profiles}
     for layer in layers:
@@ -387,8 +447,8 @@ def build_report(
         "ann_baseline": None,
         "assumptions": list(ASSUMPTIONS),
     }
-    missed = uncounted_synapses(graph)
-    if missed:  # only foreign graphs have them (e.g. an Affine after a pooling node)
+    missed = [] if composed is not None else uncounted_synapses(graph)
+    if missed:  # only graphs the fixed-point lowering refuses (e.g. an Affine after a pooling node)
         report["uncounted_synapses"] = missed
     if ann:
         report["ann_baseline"] = _ann(graph, layers, report["frames"])
