@@ -25,7 +25,7 @@ from lava.proc.lif.process import LIFReset  # noqa: E402
 
 from backends.lava import lowering  # noqa: E402
 from backends.lava.processes import GradedIntegrator  # noqa: E402
-from tests.test_nir_subset import CASES  # noqa: E402
+from tests.nir_graphs import CASES  # noqa: E402
 
 
 def _param(p, key):
