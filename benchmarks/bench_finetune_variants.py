@@ -4,7 +4,7 @@
 
 For each variant (BatchNorm statistics frozen, the earlier default; the same selected on deployed
 validation accuracy with the loss as tie-break; statistics recomputed on the clean training split
-after each epoch, the default now; frozen statistics and 16 epochs) and each checkpoint (one per
+after each epoch, the default now; the same at learning rate 5e-4) and each checkpoint (one per
 training seed): the deployed (integer forward = emulator) validation accuracy and loss after each
 epoch, the state kept, its test accuracy, and the test accuracy after each epoch (recorded for
 analysis only: variants are compared on validation).
@@ -32,7 +32,7 @@ VARIANTS = {
     "frozen_bn": {"clean_bn": False},  # the default before issue 9's follow-up
     "frozen_bn_select_on_accuracy": {"clean_bn": False, "select_on": "accuracy"},
     "clean_bn": {"clean_bn": True},  # the default now
-    "frozen_bn_epochs16": {"clean_bn": False, "epochs": 16},
+    "clean_bn_lr5e-4": {"clean_bn": True, "lr": 5e-4},
 }
 
 
