@@ -89,8 +89,8 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
     deployed validation accuracy picks, the loss breaks ties; ``record_test``: also record the test
     accuracy after each epoch (``finetune_test_history``, for analysis; it never selects).  On the
     3 digits recipe seeds ``clean_bn`` kept states of lower deployed validation loss (and equal or
-    higher validation accuracy) than frozen statistics; selection on accuracy changed nothing on
-    validation's loss (``benchmarks/results/finetune_variants.json``)."""
+    higher validation accuracy) than frozen statistics; a learning rate of 5e-4 kept states of
+    higher validation loss (``benchmarks/results/finetune_variants.json``)."""
     check_options(opts)
     if select_on not in ("loss", "accuracy"):
         raise UserError(f"select_on must be 'loss' or 'accuracy', got {select_on!r}")
