@@ -104,6 +104,19 @@ def test_finetuned_export_spikes_as_the_finetuned_model(tiny_ckpt, tmp_path):
         assert np.array_equal(v, trains[k][:3]), k
 
 
+def test_clean_bn_variant_recomputes_statistics_and_still_lowers_as_trained(tiny_ckpt, tmp_path):
+    """``clean_bn``: the BatchNorm running statistics change (recomputed on clean training items)
+    and the kept state still lowers as its integer forward pass (checked inside ``finetune``)."""
+    metrics = finetune(str(tiny_ckpt), str(tmp_path / "ft"), ExportOptions(), epochs=1, lr=1e-3,
+                       train_samples=64, test_samples=24, progress=False, select=False, clean_bn=True,
+                       record_test=True)
+    assert metrics["finetune_clean_bn"] and len(metrics["finetune_test_history"]) == 1
+    before = load_checkpoint(tiny_ckpt).model.state_dict()
+    after = load_checkpoint(tmp_path / "ft" / "best.pt").model.state_dict()
+    means = [k for k in before if k.endswith("running_mean")]
+    assert means and all(not torch.equal(before[k], after[k]) for k in means)
+
+
 @pytest.mark.parametrize("terms", [(2, 2), (1, 2)])
 def test_several_terms_per_matrix_spike_as_the_emulator(terms):
     """Two-term exports (the default and the one-term weights with two-term LMU): the forward
@@ -131,6 +144,8 @@ def test_bad_input_is_one_error_and_writes_nothing(tiny_ckpt, tmp_path):
         finetune(str(tiny_ckpt), str(tmp_path / "b"), ExportOptions(lmu_form="taps"), progress=False)
     with pytest.raises(UserError, match="distill"):
         finetune(str(tiny_ckpt), str(tmp_path / "d"), ONE_TERM, distill=1.5, progress=False)
+    with pytest.raises(UserError, match="select_on"):
+        finetune(str(tiny_ckpt), str(tmp_path / "d"), ONE_TERM, select_on="val", progress=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "d").exists()
 
     import os

@@ -21,6 +21,7 @@ from export.quantize import quantize_terms
 from lmuformer.checkpoint import load_checkpoint, save_checkpoint
 from lmuformer.data import load_dataset, load_test_split
 from lmuformer.data.mixup import mixup as mix
+from lmuformer.data.mixup import recompute_batchnorm
 from lmuformer.errors import UserError
 
 
@@ -60,7 +61,8 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
              batch_size: int = 32, seed: int = 0, data_dir: str | None = None, progress: bool = True,
              train_samples: int | None = None, test_samples: int | None = None, select: bool = True,
              augment: bool = False, distill: float = 0.5, label_smoothing: float | None = None,
-             mixup: float | None = None, temperature: float = 2.0, threads: int | None = None) -> dict:
+             mixup: float | None = None, temperature: float = 2.0, threads: int | None = None,
+             select_on: str = "loss", clean_bn: bool = True, record_test: bool = False) -> dict:
     """Fine-tune ``checkpoint`` for ``opts`` on its dataset; write ``out_dir/best.pt`` (a normal
     checkpoint whose metrics record ``finetuned_for``) and return the metrics.
 
@@ -70,7 +72,11 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
     training recipe mixes them (``mixup`` rate; label smoothing and mixup default to the
     checkpoint's own recipe): the teacher then also speaks between the training samples, where
     the few samples that quantisation flips lie.  Adam, ``lr`` decayed by a cosine to 0 over all
-    steps.  Eval-mode BatchNorm throughout (deployment folds its running statistics, which stay frozen).
+    steps.  Eval-mode BatchNorm in the forward pass (deployment folds its running statistics); with
+    ``clean_bn`` (the default, as the training recipe's ``clean_bn``) the running statistics are
+    recomputed after each epoch on the clean training split (float forward, batch statistics,
+    :func:`lmuformer.data.mixup.recompute_batchnorm`), before the export is lowered anew and the
+    epoch is validated: the trained weights moved, the statistics follow them.
 
     Selection: after each epoch the deployed (integer) validation cross entropy picks the state
     kept, the start included (the lowest wins; on digits the 144-sample validation accuracy is too
@@ -79,8 +85,15 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
     N of the train / the validation and test splits; ``select=False`` keeps the last epoch's state
     (tests); ``augment``: the dataset's training augmentation (digits: random 1-pixel shifts);
     ``threads``: torch threads while it runs (default: the checkpoint's recipe's, else unchanged;
-    digits: 1, faster than two for this small model)."""
+    digits: 1, faster than two for this small model).  ``select_on="accuracy"``: the highest
+    deployed validation accuracy picks, the loss breaks ties; ``record_test``: also record the test
+    accuracy after each epoch (``finetune_test_history``, for analysis; it never selects).  On the
+    3 digits recipe seeds ``clean_bn`` kept states of lower deployed validation loss (and equal or
+    higher validation accuracy) than frozen statistics; a learning rate of 5e-4 kept states of
+    higher validation loss (``benchmarks/results/finetune_variants.json``)."""
     check_options(opts)
+    if select_on not in ("loss", "accuracy"):
+        raise UserError(f"select_on must be 'loss' or 'accuracy', got {select_on!r}")
     if not 0 <= distill <= 1:
         raise UserError(f"--distill must be in [0, 1], got {distill}")
     ck = load_checkpoint(checkpoint)
@@ -153,12 +166,24 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
             return (float((logits.argmax(1) == yt).double().mean()),
                     float(nn.functional.cross_entropy(logits, yt)))
 
+        clean_set = None
+        if clean_bn:
+            clean = load_dataset(dataset, "train", data_dir)
+            clean_set = torch.utils.data.TensorDataset(
+                torch.stack([torch.as_tensor(np.asarray(clean[i][0], np.float32)) for i in range(n_train)]))
+
+        def better(new: tuple[float, float], old: tuple[float, float]) -> bool:
+            """Selection: the lower validation loss, or the higher accuracy with loss as tie-break."""
+            if select_on == "accuracy" and new[0] != old[0]:
+                return new[0] > old[0]
+            return new[1] < old[1]
+
         start = time.perf_counter()
         test0 = evaluate(x_test, y_test)[0]
         best = val0 = evaluate(x_val, y_val)
         best_epoch = 0
         best_state = {k: v.clone() for k, v in model.state_dict().items()}
-        history, losses, relowered = [], [], 0
+        history, losses, test_history, relowered = [], [], [], 0
         gen = torch.Generator().manual_seed(seed)
         total = epochs * -(-len(xs) // batch_size)
         sched = torch.optim.lr_scheduler.LambdaLR(opt,
@@ -191,11 +216,15 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
                 if drifted(fwd):  # a weight matrix crossed a power of two: its exponent follows
                     fwd = relower()
                     relowered += 1
+            if clean_bn:  # BatchNorm statistics of the clean training split, as the recipe's clean_bn
+                recompute_batchnorm(model, clean_set)
             fwd = relower()  # thresholds, grids and biases as the export now lowers them
             acc, vloss = evaluate(x_val, y_val)
             history.append(acc)
             losses.append(vloss)
-            if not select or vloss < best[1]:
+            if record_test:  # recorded for analysis only: the test split never selects
+                test_history.append(evaluate(x_test, y_test)[0])
+            if not select or better((acc, vloss), best):
                 best, best_epoch = (acc, vloss), epoch + 1
                 best_state = {k: v.clone() for k, v in model.state_dict().items()}
             if progress:
@@ -208,6 +237,8 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
         if _signature(after) != _signature(fwd.net) or not _same_integers(fwd, after):  # a bug, not bad input
             raise RuntimeError("the fine-tuned model's export does not lower as its integer forward pass")
         metrics = dict(ck.metrics)
+        if record_test:
+            metrics["finetune_test_history"] = test_history
         metrics.update(
             finetuned_for=asdict(opts), finetune_epochs=epochs, finetune_lr=lr, finetune_wall_s=wall,
             finetune_batch_size=batch_size, finetune_distill=distill,
@@ -216,7 +247,8 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
             deployed_accuracy_before=test0, deployed_accuracy=test1, finetune_best_epoch=best_epoch,
             finetune_val_history=history, finetune_val_loss_history=losses, deployed_val_accuracy=best[0],
             deployed_val_accuracy_before=val0[0], deployed_val_loss=best[1], deployed_val_loss_before=val0[1],
-            finetuned_from=str(checkpoint),
+            finetuned_from=str(checkpoint), finetune_select_on=select_on,
+            finetune_clean_bn=clean_bn, finetune_temperature=temperature,
         )
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
