@@ -431,7 +431,99 @@ def test_uniform_of_an_empty_parameter_is_zero():
 @pytest.mark.parametrize("node, message", [
     (_li([2.0, 3.0]), r"^a: tau differs between neurons; Lava's LIF takes one value per population$"),
     (_cubali([2.0, 3.0]), r"^a: tau_mem differs between neurons; Lava's LIF takes one value per population$"),
-])
+], ids=["li", "cubali"])  # ids without the quote of "Lava's": mutmut does not map such test ids
 def test_graded_constants_refuse_per_neuron_decays(node, message):
     with pytest.raises(UserError, match=message):
         _graded_constants("a", node, _pop(2), 1.0, [])
+
+
+# -- the spiking constants and the constant population (mutation survivors, issue 16) -------------
+
+def _lif_node(kind, n=1, **kw):
+    base = {"r": np.ones(n), "v_leak": np.zeros(n), "v_threshold": np.ones(n), "v_reset": np.zeros(n)}
+    if kind is nir.IF:
+        del base["v_leak"]
+    if kind is nir.LIF:
+        base["tau"] = np.full(n, 2.0)
+    if kind is nir.CubaLIF:
+        base.update(tau_mem=np.full(n, 2.0), tau_syn=np.full(n, 2.0), w_in=np.ones(n))
+    base.update(kw)
+    return kind(**base)
+
+
+def test_lif_constants_by_hand():
+    """(alpha, gain, vth, leak, beta); beta = 1 (no current stage) except for a CubaLIF."""
+    assert _lif_constants("a", _lif_node(nir.IF, r=np.array([2.0])), 0.5) == (0.0, 1.0, 1.0, 0.0, 1.0)
+    alpha, g, vth, leak, beta = _lif_constants("a", _lif_node(nir.LIF, r=np.array([2.0]),
+                                                             v_leak=np.array([0.5])), 1.0)
+    assert (alpha, g, vth, leak.tolist(), beta) == (0.5, 1.0, 1.0, [0.25], 1.0)
+    *_, leak, beta = _lif_constants("a", _lif_node(nir.CubaLIF, tau_syn=np.array([4.0])), 1.0)
+    assert beta == 0.25
+    # v_leak / r in float64 whatever v_leak's dtype
+    *_, leak, _ = _lif_constants("a", _lif_node(nir.LIF, r=np.array([3.0]),
+                                                v_leak=np.array([0.1], np.float32)), 1.0)
+    assert leak.dtype == np.float64 and leak.tolist() == [float(np.float32(0.1)) / 3.0]
+
+
+_DIFFERS = "differs between neurons; Lava's LIF takes one value per population"
+
+
+@pytest.mark.parametrize("node, message", [
+    (_lif_node(nir.IF, r=np.array([0.0])), r"^a: need r > 0 \(got r=0.0\)$"),
+    (_lif_node(nir.CubaLIF, 2, tau_mem=np.array([2.0, 3.0])), f"^a: tau_mem {_DIFFERS}$"),
+    (_lif_node(nir.CubaLIF, 2, tau_syn=np.array([2.0, 3.0])), f"^a: tau_syn {_DIFFERS}$"),
+    (_lif_node(nir.CubaLIF, tau_syn=np.array([np.inf])), r"^a: need 0 < dt/tau_syn <= 1 \(got 0.0\)$"),
+    (_lif_node(nir.CubaLIF, tau_syn=np.array([0.75])),
+     r"^a: need 0 < dt/tau_syn <= 1 \(got 1.3333333333333333\)$"),
+], ids=["if-r", "tau_mem", "tau_syn", "beta-0", "beta-above-1"])
+def test_lif_constants_refusals(node, message):
+    with pytest.raises(UserError, match=message):
+        _lif_constants("a", node, 1.0)
+
+
+def _biased_cuba(names: list[str], bias: float) -> nir.NIRGraph:
+    """input -> names[0] -> ... -> names[-1] (its bias into the current) -> CubaLIF "a" -> output."""
+    g = _one(_lif_node(nir.CubaLIF))
+    del g.nodes["a.in"]
+    chain = ["input", *names, "a"]
+    for n in names[:-1]:
+        g.nodes[n] = _linear(np.ones((1, 1)), 0)
+    g.nodes[names[-1]] = nir.Affine(weight=np.ones((1, 1)), bias=np.array([bias]))
+    edges = list(zip(chain[:-1], chain[1:], strict=False)) + [("a", "output")]
+    return nir.NIRGraph(nodes=g.nodes, edges=edges, metadata=g.metadata)
+
+
+@pytest.mark.parametrize("names, const", [(["const.one"], "const.one.1"),
+                                          (["const.one", "const.one.1"], "const.one.2")])
+def test_constant_population_takes_a_free_name(names, const):
+    net = lower(_biased_cuba(names, 0.2))
+    assert [n for n, p in net.populations.items() if p.kind == "const"] == [const]
+    (syn,) = [s for s in net.synapses if s.name == "a.current_bias"]
+    assert syn.source == const
+
+
+def test_current_bias_quantised_to_16_bits():
+    net = lower(_biased_cuba(["b"], 0.2))  # times beta w_in = 0.5: 0.1 = 26214.4 / 2**18
+    (syn,) = [s for s in net.synapses if s.name == "a.current_bias"]
+    value = sum(t.weights.astype(np.float64) / 2 * 2.0**t.exponent for t in syn.terms)
+    assert value.tolist() == [[26214 / 2**18]]  # rint onto 16 signed bits (17 bits: 52429 / 2**19)
+
+
+def test_population_order_puts_input_and_constant_populations_first():
+    """Among the populations ready at once, input and const first, then in the given order."""
+    pops = {n: Population(n, k, 1) for n, k in [("b", "lif"), ("input", "input"), ("c", "const")]}
+    synapses = [Synapse("b.in", "input", "b", 1, False, np.ones((1, 1))),  # delayed: b is ready at once
+                Synapse("d.in", "c", "d", 0, True, np.ones((1, 1)))]
+    pops["d"] = Population("d", "integrator", 1)
+    net = fp.Network(pops, synapses, "input", "d", 0, 1.0, 16, 8)
+    assert fp._population_order(net) == ["input", "c", "b", "d"]
+
+
+def test_float32_parameters_are_scaled_in_float64():
+    """An LI (dt/tau = 1/3) with float32 weights and v_leak: the row factor and the leak bias in float64."""
+    node = nir.LI(tau=np.array([3.0]), r=np.ones(1), v_leak=np.array([0.1], np.float32))
+    assert _graded_constants("a", node, _pop(1), 1.0, []).tolist() == [(1 / 3) * float(np.float32(0.1))]
+    g = _one(node)
+    g.nodes["a.in"] = nir.Linear(weight=np.array([[0.1]], np.float32))
+    (syn,) = lower(g).synapses
+    assert syn.weight.dtype == np.float64 and syn.weight.tolist() == [[float(np.float32(0.1)) * (1 / 3)]]
