@@ -527,3 +527,23 @@ def test_float32_parameters_are_scaled_in_float64():
     g.nodes["a.in"] = nir.Linear(weight=np.array([[0.1]], np.float32))
     (syn,) = lower(g).synapses
     assert syn.weight.dtype == np.float64 and syn.weight.tolist() == [[float(np.float32(0.1)) * (1 / 3)]]
+
+
+def test_conv2d_padding_array_and_float32_bias():
+    """An array padding is a pair; the bias repeated per output position in float64."""
+    rng = np.random.default_rng(4)
+    w, b = rng.normal(size=(2, 2, 2, 2)), np.array([0.1, -0.3], np.float32)
+    node = nir.Conv2d(input_shape=(3, 3), weight=w, stride=1, padding=np.array([1, 0]), dilation=1, groups=1,
+                      bias=b)
+    x = torch.as_tensor(rng.normal(size=(1, 2, 3, 3)))
+    ref = F.conv2d(x, torch.as_tensor(w), torch.as_tensor(b, dtype=torch.float64), 1, (1, 0))
+    u = _unroll(_net([18], node), "c")
+    _check(u, x, ref)
+    assert u.bias.dtype == np.float64 and u.bias.tolist() == [float(b[0])] * 8 + [float(b[1])] * 8
+
+
+def test_unroll_skips_the_size_check_of_an_unknown_shape():
+    """(-1,): the shape of a node in a cycle of shapeless nodes, not known, so not compared."""
+    g = _net([5], _conv1d(input_shape=4))
+    g.shapes["input"] = (-1,)
+    assert _unroll(g, "c").shape_out == (1, 3)
