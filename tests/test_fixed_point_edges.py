@@ -547,3 +547,58 @@ def test_unroll_skips_the_size_check_of_an_unknown_shape():
     g = _net([5], _conv1d(input_shape=4))
     g.shapes["input"] = (-1,)
     assert _unroll(g, "c").shape_out == (1, 3)
+
+
+# -- the graph-level lowering: names, readouts, target scales (mutation survivors, issue 16) -------
+
+def test_output_fed_by_the_input_gets_its_own_readout_population():
+    nodes = {"input": nir.Input(input_type={"input": np.array([2])}),
+             "output": nir.Output(output_type={"output": np.array([2])})}
+    net = lower(nir.NIRGraph(nodes=nodes, edges=[("input", "output")], metadata={"dt": 1.0}))
+    assert net.readout == "output"
+    assert [(n, p.name, p.kind, p.size) for n, p in net.populations.items()] == [
+        ("input", "input", "input", 2), ("output", "output", "integrator", 2)]
+
+
+def test_output_fed_by_two_populations_gets_its_own_readout_population():
+    g = _one(_lif_node(nir.LIF))
+    g.nodes["b"], g.nodes["b.in"] = _lif_node(nir.LIF), _linear(np.ones((1, 1)), 0)
+    g.edges += [("input", "b.in"), ("b.in", "b"), ("b", "output")]
+    net = lower(g)
+    assert net.readout == "output" and net.populations["output"].kind == "integrator"
+
+
+def test_an_output_nothing_feeds_is_one_line():
+    g = _one(_lif_node(nir.LIF))
+    g.edges.remove(("a", "output"))
+    with pytest.raises(UserError, match=r"^output \(Output\): nothing feeds it$"):
+        lower(g)
+
+
+def _scaled_weight(node, weight) -> list:
+    g = _one(node, len(weight))
+    g.nodes["a.in"] = nir.Linear(weight=np.asarray(weight))
+    (syn,) = [s for s in lower(g).synapses if s.name == "a.in"]
+    return syn.weight.tolist()
+
+
+def test_target_scales_by_hand():
+    """Rows times dt/tau r (LI), dt/tau_syn w_in (CubaLIF) and r per neuron (CubaLIF), in float64."""
+    li = nir.LI(tau=np.array([2.0]), r=np.array([4.0]), v_leak=np.zeros(1))
+    assert _scaled_weight(li, [[1.0]]) == [[2.0]]
+    cuba = _lif_node(nir.CubaLIF, tau_syn=np.array([3.0]), w_in=np.array([1.0], np.float32))
+    assert _scaled_weight(cuba, [[1.0]]) == [[1 / 3]]
+    cuba = _lif_node(nir.CubaLIF, 2, r=np.array([1.0, 2.0]))
+    assert _scaled_weight(cuba, [[1.0], [1.0]]) == [[0.5], [1.0]]
+
+
+@pytest.mark.parametrize("node, message", [
+    (_lif_node(nir.CubaLIF, 2, tau_syn=np.array([2.0, 3.0])), f"^a: tau_syn {_DIFFERS}$"),
+    (_lif_node(nir.CubaLIF, tau_syn=np.array([0.5])),
+     r"^a: need 0 < dt/tau_syn <= 1 \(got dt/tau_syn=2.0\)$"),
+    (_cubali([2.0, 3.0]), f"^a: tau_mem {_DIFFERS}$"),
+    (_cubali([0.5]), r"^a: need 0 < dt/tau_mem <= 1 \(got dt/tau_mem=2.0\)$"),
+], ids=["cubalif-tau_syn", "cubalif-beta", "cubali-tau_mem", "cubali-alpha"])
+def test_target_scale_refusals_through_lower(node, message):
+    with pytest.raises(UserError, match=message):
+        lower(_one(node, np.asarray(node.tau_syn).size))
