@@ -602,3 +602,48 @@ def test_target_scales_by_hand():
 def test_target_scale_refusals_through_lower(node, message):
     with pytest.raises(UserError, match=message):
         lower(_one(node, np.asarray(node.tau_syn).size))
+
+
+def _graph(nodes: dict, edges: list) -> nir.NIRGraph:
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": 1.0}, type_check=False)
+
+
+def _io(n_in: int, n_out: int) -> dict:
+    return {"input": nir.Input(input_type={"input": np.array([n_in])}),
+            "output": nir.Output(output_type={"output": np.array([n_out])})}
+
+
+_CHAIN = [("input", "b"), ("b", "a"), ("a", "output")]
+
+
+@pytest.mark.parametrize("g, message", [
+    (_graph({**_io(1, 1), "b": nir.Affine(weight=np.ones((1, 1)), bias=np.array([0.5])),
+             "d": nir.Delay(delay=np.array([1.0])), "a": _lif_node(nir.LIF)},
+            [("input", "b"), ("b", "d"), ("d", "a"), ("a", "output")]),
+     r"^d: a bias in front of a Delay node is not supported \(its first steps would differ\)$"),
+    (_graph({**_io(1, 3), "b": _linear(np.ones((2, 1)), 0), "a": _lif_node(nir.LIF, 3)}, _CHAIN),
+     r"^b: sends 2 values from input to a, which has 3 neurons$"),
+    (_graph({**_io(1, 1), "b": _linear(np.ones((1, 3)), 0), "a": _lif_node(nir.LIF)}, _CHAIN),
+     r"^b \(Linear\): expects 3 inputs, gets 1$"),
+], ids=["bias-before-delay", "sends", "linear-inputs"])
+def test_malformed_chains_exact_messages(g, message):
+    with pytest.raises(UserError, match=message):
+        lower(g)
+
+
+@pytest.mark.parametrize("scale, weight", [([2.0], np.eye(3) * 2.0),
+                                           ([1.0, 2.0, 3.0], np.diag([1.0, 2.0, 3.0]))])
+def test_scale_node_is_a_diagonal(scale, weight):
+    g = _graph({**_io(3, 3), "b": nir.Scale(scale=np.array(scale)), "a": _lif_node(nir.LIF, 3)}, _CHAIN)
+    (syn,) = lower(g).synapses
+    assert syn.weight.tolist() == weight.tolist()
+
+
+def test_chained_affine_biases_compose():
+    """input -> (w 1, b 0.1) -> (w 2, b 0.3) -> LIF: the bias 2 * 0.1 + 0.3."""
+    g = _graph({**_io(1, 1), "b1": nir.Affine(weight=np.ones((1, 1)), bias=np.array([0.1])),
+                "b": nir.Affine(weight=np.full((1, 1), 2.0), bias=np.array([0.3])), "a": _lif_node(nir.LIF)},
+               [("input", "b1"), ("b1", "b"), ("b", "a"), ("a", "output")])
+    net = lower(g)
+    assert net.populations["a"].bias_f.tolist() == [2 * 0.1 + 0.3]
+    assert [s.weight.tolist() for s in net.synapses] == [[[2.0]]]
