@@ -647,3 +647,11 @@ def test_chained_affine_biases_compose():
     net = lower(g)
     assert net.populations["a"].bias_f.tolist() == [2 * 0.1 + 0.3]
     assert [s.weight.tolist() for s in net.synapses] == [[[2.0]]]
+
+
+def test_a_graph_without_dt_is_one_line():
+    g = _one(_lif_node(nir.LIF))
+    g.metadata = {}
+    message = r"^graph: the graph's metadata has no 'dt' \(frame period in seconds\)$"
+    with pytest.raises(UserError, match=message):
+        lower(g)
