@@ -194,19 +194,36 @@ def _scored_globs(mod: Module) -> list[str]:
     return globs
 
 
-def _previous_survivors(work: Path, mod: Module) -> list[str] | None:
+def _picked(key: str, only: list[str] | None) -> bool:
+    """Whether ``--only`` (functions ``f``, ``Class.method``; mutants ``x_f__mutmut_3``) selects it."""
+    if not only:
+        return True
+    name = key.rpartition(".")[2]
+    return any(name == o if "__mutmut_" in o else _function(key) == o for o in only)
+
+
+def _only_names(mod: Module, only: list[str]) -> list[str]:
+    """mutmut name patterns for ``--only``'s functions and mutants."""
+    prefix = mod.path[:-3].replace("/", ".")
+    return [f"{prefix}.{o}" if "__mutmut_" in o else
+            f"{prefix}.xǁ{o.replace('.', 'ǁ')}__mutmut_*" if "." in o else f"{prefix}.x_{o}__mutmut_*"
+            for o in only]
+
+
+def _previous_survivors(work: Path, mod: Module, only: list[str] | None = None) -> list[str] | None:
     """Mutants of the last full run in ``work`` that were not killed (None: no usable last run)."""
     meta = work / "mutants" / (mod.path + ".meta")
     if not meta.exists():
         return None
     codes = json.loads(meta.read_text())["exit_code_by_key"]
-    return [k for k, v in codes.items() if STATUS.get(v) != "killed" and mod.scored(_function(k))]
+    return [k for k, v in codes.items() if STATUS.get(v) != "killed" and mod.scored(_function(k))
+            and _picked(k, only)]
 
 
 def run_module(name: str, mod: Module, base: dict, equivalents: list[dict], jobs: int,
-               survivors_only: bool = False, rescore: bool = False) -> dict:
+               survivors_only: bool = False, rescore: bool = False, only: list[str] | None = None) -> dict:
     work = SCRATCH / f"w{list(MODULES).index(name):02d}"
-    again = _previous_survivors(work, mod) if survivors_only or rescore else None
+    again = _previous_survivors(work, mod, only) if survivors_only or rescore else None
     if rescore and again is None:
         return {"module": mod.path, "error": "no previous run to rescore", "log_tail": "", "seconds": 0.0}
     if again is None:
@@ -219,7 +236,7 @@ def run_module(name: str, mod: Module, base: dict, equivalents: list[dict], jobs
     returncode = 0
     if not rescore:
         with open(work / "mutmut.log", "w") as log:
-            names = again if again is not None else _scored_globs(mod)
+            names = again if again is not None else _only_names(mod, only) if only else _scored_globs(mod)
             cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *names]
             proc = subprocess.run(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
             returncode = proc.returncode
@@ -230,8 +247,9 @@ def run_module(name: str, mod: Module, base: dict, equivalents: list[dict], jobs
         return {"module": mod.path, "error": f"mutmut exited {returncode}", "log_tail": tail,
                 "seconds": round(seconds, 1)}
     codes = json.loads(meta.read_text())["exit_code_by_key"]
-    not_scored = sum(1 for k in codes if not mod.scored(_function(k)))
-    status = {k: STATUS.get(v, "suspicious") for k, v in codes.items() if mod.scored(_function(k))}
+    not_scored = sum(1 for k in codes if not (mod.scored(_function(k)) and _picked(k, only)))
+    status = {k: STATUS.get(v, "suspicious") for k, v in codes.items()
+              if mod.scored(_function(k)) and _picked(k, only)}
     alive = [k for k, s in status.items() if s not in ("killed",)]
     diffs = {}
     if alive:
@@ -281,7 +299,8 @@ def run_module(name: str, mod: Module, base: dict, equivalents: list[dict], jobs
         "seconds": round(seconds, 1),
         "timeout_constant": base.get("timeout_constant"),
         "rerun": ("none: the last run's results with the current equivalents" if rescore else
-                  f"only the {len(again)} mutants not killed before" if survivors_only else "all mutants"),
+                  f"only the {len(again)} mutants not killed before" if survivors_only else
+                  f"only {' '.join(only)}" if only else "all mutants"),
         "note": mod.note,
         "survivors": survivors,
         "equivalents": equivalent,
@@ -303,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="no run: score the last run of each module again with the current equivalents")
     ap.add_argument("--survivors", action="store_true",
                     help="rerun only the mutants the last run of a module did not kill (after new tests)")
+    ap.add_argument("--only", nargs="+", metavar="NAME",
+                    help="one module: run and score only these functions (f, Class.method) or mutants "
+                         "(x_f__mutmut_3); written as MODULE@only, the module's full entry is kept")
     args = ap.parse_args(argv)
     if args.list:
         for n, m in MODULES.items():
@@ -312,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown module(s) {', '.join(unknown)}; see --list", file=sys.stderr)
         return 2
+    if args.only and len(args.modules) != 1:
+        print("error: --only needs exactly one module", file=sys.stderr)
+        return 2
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     base = {k: v for k, v in pyproject["tool"]["mutmut"].items()
             if k not in ("only_mutate", "pytest_add_cli_args_test_selection")}
@@ -320,10 +345,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.modules or list(MODULES):
         load = os.getloadavg()
         r = run_module(name, MODULES[name], base, equivalents.get(name, []), args.jobs, args.survivors,
-                       args.rescore)
+                       args.rescore, args.only)
+        key = f"{name}@only" if args.only else name
         # read the file again: other runs (other modules) may have written it meanwhile
         results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"modules": {}}
-        before = results["modules"].get(name, {})
+        before = results["modules"].get(key, {})
         if args.rescore and "error" not in r:
             r["rerun"] = before.get("rerun", "all mutants").replace(" (rescored)", "") + " (rescored)"
             for key in ("seconds", "seconds_full_run", "ran_at", "loadavg_before", "loadavg_after"):
@@ -335,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             r["loadavg_before"] = [round(x, 2) for x in load]
             r["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
             r["ran_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        results["modules"][name] = r
+        results["modules"][key] = r
         if "error" in r:
             print(f"{name:16s} ERROR {r['error']}\n{r['log_tail']}")
         else:

@@ -431,7 +431,227 @@ def test_uniform_of_an_empty_parameter_is_zero():
 @pytest.mark.parametrize("node, message", [
     (_li([2.0, 3.0]), r"^a: tau differs between neurons; Lava's LIF takes one value per population$"),
     (_cubali([2.0, 3.0]), r"^a: tau_mem differs between neurons; Lava's LIF takes one value per population$"),
-])
+], ids=["li", "cubali"])  # ids without the quote of "Lava's": mutmut does not map such test ids
 def test_graded_constants_refuse_per_neuron_decays(node, message):
     with pytest.raises(UserError, match=message):
         _graded_constants("a", node, _pop(2), 1.0, [])
+
+
+# -- the spiking constants and the constant population (mutation survivors, issue 16) -------------
+
+def _lif_node(kind, n=1, **kw):
+    base = {"r": np.ones(n), "v_leak": np.zeros(n), "v_threshold": np.ones(n), "v_reset": np.zeros(n)}
+    if kind is nir.IF:
+        del base["v_leak"]
+    if kind is nir.LIF:
+        base["tau"] = np.full(n, 2.0)
+    if kind is nir.CubaLIF:
+        base.update(tau_mem=np.full(n, 2.0), tau_syn=np.full(n, 2.0), w_in=np.ones(n))
+    base.update(kw)
+    return kind(**base)
+
+
+def test_lif_constants_by_hand():
+    """(alpha, gain, vth, leak, beta); beta = 1 (no current stage) except for a CubaLIF."""
+    assert _lif_constants("a", _lif_node(nir.IF, r=np.array([2.0])), 0.5) == (0.0, 1.0, 1.0, 0.0, 1.0)
+    alpha, g, vth, leak, beta = _lif_constants("a", _lif_node(nir.LIF, r=np.array([2.0]),
+                                                             v_leak=np.array([0.5])), 1.0)
+    assert (alpha, g, vth, leak.tolist(), beta) == (0.5, 1.0, 1.0, [0.25], 1.0)
+    *_, leak, beta = _lif_constants("a", _lif_node(nir.CubaLIF, tau_syn=np.array([4.0])), 1.0)
+    assert beta == 0.25
+    # v_leak / r in float64 whatever v_leak's dtype
+    *_, leak, _ = _lif_constants("a", _lif_node(nir.LIF, r=np.array([3.0]),
+                                                v_leak=np.array([0.1], np.float32)), 1.0)
+    assert leak.dtype == np.float64 and leak.tolist() == [float(np.float32(0.1)) / 3.0]
+
+
+_DIFFERS = "differs between neurons; Lava's LIF takes one value per population"
+
+
+@pytest.mark.parametrize("node, message", [
+    (_lif_node(nir.IF, r=np.array([0.0])), r"^a: need r > 0 \(got r=0.0\)$"),
+    (_lif_node(nir.CubaLIF, 2, tau_mem=np.array([2.0, 3.0])), f"^a: tau_mem {_DIFFERS}$"),
+    (_lif_node(nir.CubaLIF, 2, tau_syn=np.array([2.0, 3.0])), f"^a: tau_syn {_DIFFERS}$"),
+    (_lif_node(nir.CubaLIF, tau_syn=np.array([np.inf])), r"^a: need 0 < dt/tau_syn <= 1 \(got 0.0\)$"),
+    (_lif_node(nir.CubaLIF, tau_syn=np.array([0.75])),
+     r"^a: need 0 < dt/tau_syn <= 1 \(got 1.3333333333333333\)$"),
+], ids=["if-r", "tau_mem", "tau_syn", "beta-0", "beta-above-1"])
+def test_lif_constants_refusals(node, message):
+    with pytest.raises(UserError, match=message):
+        _lif_constants("a", node, 1.0)
+
+
+def _biased_cuba(names: list[str], bias: float) -> nir.NIRGraph:
+    """input -> names[0] -> ... -> names[-1] (its bias into the current) -> CubaLIF "a" -> output."""
+    g = _one(_lif_node(nir.CubaLIF))
+    del g.nodes["a.in"]
+    chain = ["input", *names, "a"]
+    for n in names[:-1]:
+        g.nodes[n] = _linear(np.ones((1, 1)), 0)
+    g.nodes[names[-1]] = nir.Affine(weight=np.ones((1, 1)), bias=np.array([bias]))
+    edges = list(zip(chain[:-1], chain[1:], strict=False)) + [("a", "output")]
+    return nir.NIRGraph(nodes=g.nodes, edges=edges, metadata=g.metadata)
+
+
+@pytest.mark.parametrize("names, const", [(["const.one"], "const.one.1"),
+                                          (["const.one", "const.one.1"], "const.one.2")])
+def test_constant_population_takes_a_free_name(names, const):
+    net = lower(_biased_cuba(names, 0.2))
+    assert [n for n, p in net.populations.items() if p.kind == "const"] == [const]
+    (syn,) = [s for s in net.synapses if s.name == "a.current_bias"]
+    assert syn.source == const
+
+
+def test_current_bias_quantised_to_16_bits():
+    net = lower(_biased_cuba(["b"], 0.2))  # times beta w_in = 0.5: 0.1 = 26214.4 / 2**18
+    (syn,) = [s for s in net.synapses if s.name == "a.current_bias"]
+    value = sum(t.weights.astype(np.float64) / 2 * 2.0**t.exponent for t in syn.terms)
+    assert value.tolist() == [[26214 / 2**18]]  # rint onto 16 signed bits (17 bits: 52429 / 2**19)
+
+
+def test_population_order_puts_input_and_constant_populations_first():
+    """Among the populations ready at once, input and const first, then in the given order."""
+    pops = {n: Population(n, k, 1) for n, k in [("b", "lif"), ("input", "input"), ("c", "const")]}
+    synapses = [Synapse("b.in", "input", "b", 1, False, np.ones((1, 1))),  # delayed: b is ready at once
+                Synapse("d.in", "c", "d", 0, True, np.ones((1, 1)))]
+    pops["d"] = Population("d", "integrator", 1)
+    net = fp.Network(pops, synapses, "input", "d", 0, 1.0, 16, 8)
+    assert fp._population_order(net) == ["input", "c", "b", "d"]
+
+
+def test_float32_parameters_are_scaled_in_float64():
+    """An LI (dt/tau = 1/3) with float32 weights and v_leak: the row factor and the leak bias in float64."""
+    node = nir.LI(tau=np.array([3.0]), r=np.ones(1), v_leak=np.array([0.1], np.float32))
+    assert _graded_constants("a", node, _pop(1), 1.0, []).tolist() == [(1 / 3) * float(np.float32(0.1))]
+    g = _one(node)
+    g.nodes["a.in"] = nir.Linear(weight=np.array([[0.1]], np.float32))
+    (syn,) = lower(g).synapses
+    assert syn.weight.dtype == np.float64 and syn.weight.tolist() == [[float(np.float32(0.1)) * (1 / 3)]]
+
+
+def test_conv2d_padding_array_and_float32_bias():
+    """An array padding is a pair; the bias repeated per output position in float64."""
+    rng = np.random.default_rng(4)
+    w, b = rng.normal(size=(2, 2, 2, 2)), np.array([0.1, -0.3], np.float32)
+    node = nir.Conv2d(input_shape=(3, 3), weight=w, stride=1, padding=np.array([1, 0]), dilation=1, groups=1,
+                      bias=b)
+    x = torch.as_tensor(rng.normal(size=(1, 2, 3, 3)))
+    ref = F.conv2d(x, torch.as_tensor(w), torch.as_tensor(b, dtype=torch.float64), 1, (1, 0))
+    u = _unroll(_net([18], node), "c")
+    _check(u, x, ref)
+    assert u.bias.dtype == np.float64 and u.bias.tolist() == [float(b[0])] * 8 + [float(b[1])] * 8
+
+
+def test_unroll_skips_the_size_check_of_an_unknown_shape():
+    """(-1,): the shape of a node in a cycle of shapeless nodes, not known, so not compared."""
+    g = _net([5], _conv1d(input_shape=4))
+    g.shapes["input"] = (-1,)
+    assert _unroll(g, "c").shape_out == (1, 3)
+
+
+# -- the graph-level lowering: names, readouts, target scales (mutation survivors, issue 16) -------
+
+def test_output_fed_by_the_input_gets_its_own_readout_population():
+    nodes = {"input": nir.Input(input_type={"input": np.array([2])}),
+             "output": nir.Output(output_type={"output": np.array([2])})}
+    net = lower(nir.NIRGraph(nodes=nodes, edges=[("input", "output")], metadata={"dt": 1.0}))
+    assert net.readout == "output"
+    assert [(n, p.name, p.kind, p.size) for n, p in net.populations.items()] == [
+        ("input", "input", "input", 2), ("output", "output", "integrator", 2)]
+
+
+def test_output_fed_by_two_populations_gets_its_own_readout_population():
+    g = _one(_lif_node(nir.LIF))
+    g.nodes["b"], g.nodes["b.in"] = _lif_node(nir.LIF), _linear(np.ones((1, 1)), 0)
+    g.edges += [("input", "b.in"), ("b.in", "b"), ("b", "output")]
+    net = lower(g)
+    assert net.readout == "output" and net.populations["output"].kind == "integrator"
+
+
+def test_an_output_nothing_feeds_is_one_line():
+    g = _one(_lif_node(nir.LIF))
+    g.edges.remove(("a", "output"))
+    with pytest.raises(UserError, match=r"^output \(Output\): nothing feeds it$"):
+        lower(g)
+
+
+def _scaled_weight(node, weight) -> list:
+    g = _one(node, len(weight))
+    g.nodes["a.in"] = nir.Linear(weight=np.asarray(weight))
+    (syn,) = [s for s in lower(g).synapses if s.name == "a.in"]
+    return syn.weight.tolist()
+
+
+def test_target_scales_by_hand():
+    """Rows times dt/tau r (LI), dt/tau_syn w_in (CubaLIF) and r per neuron (CubaLIF), in float64."""
+    li = nir.LI(tau=np.array([2.0]), r=np.array([4.0]), v_leak=np.zeros(1))
+    assert _scaled_weight(li, [[1.0]]) == [[2.0]]
+    cuba = _lif_node(nir.CubaLIF, tau_syn=np.array([3.0]), w_in=np.array([1.0], np.float32))
+    assert _scaled_weight(cuba, [[1.0]]) == [[1 / 3]]
+    cuba = _lif_node(nir.CubaLIF, 2, r=np.array([1.0, 2.0]))
+    assert _scaled_weight(cuba, [[1.0], [1.0]]) == [[0.5], [1.0]]
+
+
+@pytest.mark.parametrize("node, message", [
+    (_lif_node(nir.CubaLIF, 2, tau_syn=np.array([2.0, 3.0])), f"^a: tau_syn {_DIFFERS}$"),
+    (_lif_node(nir.CubaLIF, tau_syn=np.array([0.5])),
+     r"^a: need 0 < dt/tau_syn <= 1 \(got dt/tau_syn=2.0\)$"),
+    (_cubali([2.0, 3.0]), f"^a: tau_mem {_DIFFERS}$"),
+    (_cubali([0.5]), r"^a: need 0 < dt/tau_mem <= 1 \(got dt/tau_mem=2.0\)$"),
+], ids=["cubalif-tau_syn", "cubalif-beta", "cubali-tau_mem", "cubali-alpha"])
+def test_target_scale_refusals_through_lower(node, message):
+    with pytest.raises(UserError, match=message):
+        lower(_one(node, np.asarray(node.tau_syn).size))
+
+
+def _graph(nodes: dict, edges: list) -> nir.NIRGraph:
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": 1.0}, type_check=False)
+
+
+def _io(n_in: int, n_out: int) -> dict:
+    return {"input": nir.Input(input_type={"input": np.array([n_in])}),
+            "output": nir.Output(output_type={"output": np.array([n_out])})}
+
+
+_CHAIN = [("input", "b"), ("b", "a"), ("a", "output")]
+
+
+@pytest.mark.parametrize("g, message", [
+    (_graph({**_io(1, 1), "b": nir.Affine(weight=np.ones((1, 1)), bias=np.array([0.5])),
+             "d": nir.Delay(delay=np.array([1.0])), "a": _lif_node(nir.LIF)},
+            [("input", "b"), ("b", "d"), ("d", "a"), ("a", "output")]),
+     r"^d: a bias in front of a Delay node is not supported \(its first steps would differ\)$"),
+    (_graph({**_io(1, 3), "b": _linear(np.ones((2, 1)), 0), "a": _lif_node(nir.LIF, 3)}, _CHAIN),
+     r"^b: sends 2 values from input to a, which has 3 neurons$"),
+    (_graph({**_io(1, 1), "b": _linear(np.ones((1, 3)), 0), "a": _lif_node(nir.LIF)}, _CHAIN),
+     r"^b \(Linear\): expects 3 inputs, gets 1$"),
+], ids=["bias-before-delay", "sends", "linear-inputs"])
+def test_malformed_chains_exact_messages(g, message):
+    with pytest.raises(UserError, match=message):
+        lower(g)
+
+
+@pytest.mark.parametrize("scale, weight", [([2.0], np.eye(3) * 2.0),
+                                           ([1.0, 2.0, 3.0], np.diag([1.0, 2.0, 3.0]))])
+def test_scale_node_is_a_diagonal(scale, weight):
+    g = _graph({**_io(3, 3), "b": nir.Scale(scale=np.array(scale)), "a": _lif_node(nir.LIF, 3)}, _CHAIN)
+    (syn,) = lower(g).synapses
+    assert syn.weight.tolist() == weight.tolist()
+
+
+def test_chained_affine_biases_compose():
+    """input -> (w 1, b 0.1) -> (w 2, b 0.3) -> LIF: the bias 2 * 0.1 + 0.3."""
+    g = _graph({**_io(1, 1), "b1": nir.Affine(weight=np.ones((1, 1)), bias=np.array([0.1])),
+                "b": nir.Affine(weight=np.full((1, 1), 2.0), bias=np.array([0.3])), "a": _lif_node(nir.LIF)},
+               [("input", "b1"), ("b1", "b"), ("b", "a"), ("a", "output")])
+    net = lower(g)
+    assert net.populations["a"].bias_f.tolist() == [2 * 0.1 + 0.3]
+    assert [s.weight.tolist() for s in net.synapses] == [[[2.0]]]
+
+
+def test_a_graph_without_dt_is_one_line():
+    g = _one(_lif_node(nir.LIF))
+    g.metadata = {}
+    message = r"^graph: the graph's metadata has no 'dt' \(frame period in seconds\)$"
+    with pytest.raises(UserError, match=message):
+        lower(g)
