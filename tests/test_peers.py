@@ -104,15 +104,21 @@ def test_snntorch_recurrent_leaky_equals_snntorch():
     _check_equal(net, graph, _input((3, 30, 4), seed=2), SNN_DT)
 
 
-def test_snntorch_conv_net_equals_snntorch():
+def _snntorch_conv_net() -> torch.nn.Sequential:
+    """Conv2d(1 -> 2, 3x3, weights in [0, 0.5)) -> Leaky(2x4x4) -> AvgPool2d(2) -> Flatten ->
+    Linear(8 -> 3, positive) on a 6x6 input."""
     conv = torch.nn.Conv2d(1, 2, 3)
     with torch.no_grad():
         conv.weight.copy_(torch.rand(conv.weight.shape, generator=torch.Generator().manual_seed(3)) * 0.5)
         conv.bias.zero_()
     leaky = snn.Leaky(beta=torch.full((2, 4, 4), 0.9), threshold=torch.ones(2, 4, 4), init_hidden=True,
                       reset_mechanism="zero", reset_delay=False)
-    net = torch.nn.Sequential(conv, leaky, torch.nn.AvgPool2d(2), torch.nn.Flatten(),
+    return torch.nn.Sequential(conv, leaky, torch.nn.AvgPool2d(2), torch.nn.Flatten(),
                               _positive_linear(torch.nn.Linear(8, 3), 4))
+
+
+def test_snntorch_conv_net_equals_snntorch():
+    net = _snntorch_conv_net()
     graph = export_to_nir(net, torch.zeros(1, 1, 6, 6), ignore_dims=[0])
     kinds = {type(v).__name__ for v in graph.nodes.values()}
     assert {"Conv2d", "AvgPool2d", "Flatten", "LIF"} <= kinds
@@ -557,14 +563,7 @@ def test_snntorch_conv_export_counts_through_pool_flatten_and_linear():
     from backends import simulate
     from lmuformer.analysis import build_report, resolve_profiles
 
-    conv = torch.nn.Conv2d(1, 2, 3)
-    with torch.no_grad():
-        conv.weight.copy_(torch.rand(conv.weight.shape, generator=torch.Generator().manual_seed(3)) * 0.5)
-        conv.bias.zero_()
-    leaky = snn.Leaky(beta=torch.full((2, 4, 4), 0.9), threshold=torch.ones(2, 4, 4), init_hidden=True,
-                      reset_mechanism="zero", reset_delay=False)
-    net = torch.nn.Sequential(conv, leaky, torch.nn.AvgPool2d(2), torch.nn.Flatten(),
-                              _positive_linear(torch.nn.Linear(8, 3), 4))
+    net = _snntorch_conv_net()
     g = prepare(export_to_nir(net, torch.zeros(1, 1, 6, 6), ignore_dims=[0]), dt=SNN_DT)
     leaky_name = next(n for n, v in g.nodes.items() if isinstance(v, nir.LIF))
     x = np.random.default_rng(5).uniform(0.0, 4.0, (2, 12, 36))
