@@ -144,3 +144,23 @@ def test_delivered_sops_brute_force():
     short = trains[:, :2]  # 2 steps: only the undelayed fc0 is reached
     assert delivered_sops(g, "lif", short).tolist() == (short.sum(axis=1) @ np.array([1, 0, 2.0])).tolist()
     assert delivered_sops(g, "lif", np.zeros((2, 5, 3))).tolist() == [0.0, 0.0]
+
+
+def test_delivered_sops_through_a_conv_reads_the_source_shape():
+    """A conv synapse without a declared input shape takes the source's shape; a one-element Delay
+    (1 step) and a Delay leading nowhere are followed too."""
+    w = np.array([[[[1.0, 0], [2, 3]]]])
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([1, 3, 3])}),
+        "d": nir.Delay(delay=np.array([DT])),
+        "conv": nir.Conv2d(None, w, 1, 0, 1, 1, np.zeros(1)),
+        "dead": nir.Delay(delay=np.array([DT])),
+        "output": nir.Output(output_type={"output": np.array([1, 2, 2])}),
+    }
+    edges = [("input", "d"), ("d", "conv"), ("input", "dead"), ("conv", "output")]
+    g = nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": DT}, type_check=False)
+    assert outgoing_delays(g, "input") == {"conv": 1}
+    nnz = _brute_conv((1, 3, 3), w, 1, 0, 1, 1)
+    trains = (np.random.default_rng(5).uniform(size=(2, 4, 9)) < 0.5).astype(np.float64)
+    want = trains[:, :3].sum(axis=1) @ nnz.astype(np.float64)  # the last step's spikes arrive too late
+    assert delivered_sops(g, "input", trains).tolist() == want.tolist()
