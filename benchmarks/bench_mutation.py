@@ -70,6 +70,8 @@ _EMULATOR_TESTS = ("tests/test_emulator.py", "tests/test_fixed_point.py", "tests
 _EMULATOR_NOTE = ("emulator-only tests: the Lava tests (tests/test_lava.py, ~40 s each) are not in the "
                   "selection; Lava == emulator equality is asserted in CI")
 _REPORT_TESTS = ("tests/test_report.py", "-k", "not lava and not plot")
+_COUNTS_TESTS = ("tests/test_report.py", "tests/test_report_chains.py", "tests/test_counts_fallback.py",
+                 "-k", "not lava and not plot")
 MODULES: dict[str, Module] = {
     "lif": Module("lmuformer/functional/lif.py", ("tests/test_model.py", "-k", "lif")),
     "lmu": Module("lmuformer/functional/lmu.py",
@@ -86,7 +88,7 @@ MODULES: dict[str, Module] = {
                             "the processes built (Lava imported, not run) checked against the Network; "
                             "the Lava runs (tests/test_lava.py, ~40 s each) are not in the selection; "
                             "needs Lava (Python 3.10)"),
-    "report_counts": Module("lmuformer/analysis/counts.py", _REPORT_TESTS),
+    "report_counts": Module("lmuformer/analysis/counts.py", _COUNTS_TESTS),
     "report_profiles": Module("lmuformer/analysis/profiles.py",
                               ("tests/test_report.py", "tests/test_profiles_edges.py", *_REPORT_TESTS[1:])),
     "streaming": Module("lmuformer/analysis/streaming.py",
