@@ -97,11 +97,9 @@ def deployed_one(checkpoint: str, seeds: int, out_dir: str) -> dict:
     import time
 
     from backends.base import simulate
-    from backends.finetune import IntegerForward
-    from backends.fixed_point import lower
     from lmuformer.analysis.spikes import spike_identity
     from lmuformer.checkpoint import load_checkpoint
-    from lmuformer.jobs.finetune import finetune
+    from lmuformer.jobs.finetune import finetune, own_forward
 
     ck = load_checkpoint(checkpoint)
     model = ck.model.eval()
@@ -130,14 +128,8 @@ def deployed_one(checkpoint: str, seeds: int, out_dir: str) -> dict:
         load0, cpu0, t0 = os.getloadavg(), time.process_time(), time.perf_counter()
         m = finetune(checkpoint, d, opts, seed=seed, progress=False)
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-        tuned = load_checkpoint(Path(d) / "best.pt").model.eval()
-        graph = model_to_nir(tuned, opts)
-        steps = tuned.config.frames + tuned.latency
-        with torch.no_grad():
-            net = lower(graph, steps=steps, input_frac_bits=m["finetune_input_frac_bits"])
-            _, trains = IntegerForward(tuned, net, steps)(torch.as_tensor(x))
+        graph, _, own = own_forward(Path(d) / "best.pt", opts, x, m["finetune_input_frac_bits"])
         fx = simulate(graph, x, backend="emulator", precision="fixed", progress=False, record=True)
-        own = {k: v.numpy().astype(bool) for k, v in trains.items()}
         ident = spike_identity(fx.extra["spike_trains"], own, list(fx.neurons))
         runs.append({
             "seed": seed, "deployed_accuracy_before": m["deployed_accuracy_before"],

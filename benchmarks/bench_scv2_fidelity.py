@@ -35,15 +35,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backends.base import simulate  # noqa: E402
-from backends.finetune import IntegerForward  # noqa: E402
-from backends.fixed_point import lower  # noqa: E402
 from export.graph import ExportOptions, model_to_nir  # noqa: E402
 from export.summary import summarize  # noqa: E402
 from lmuformer.analysis.spikes import spike_identity  # noqa: E402
 from lmuformer.checkpoint import load_checkpoint  # noqa: E402
 from lmuformer.data import load_test_split  # noqa: E402
 from lmuformer.files import write_json  # noqa: E402
-from lmuformer.jobs.finetune import finetune  # noqa: E402
+from lmuformer.jobs.finetune import finetune, own_forward  # noqa: E402
 
 OWN = "the fine-tuned model's own integer forward pass (backends.finetune.IntegerForward)"
 
@@ -80,13 +78,7 @@ def finetuned_fidelity(checkpoint: str, data_dir: str, x: np.ndarray, y: np.ndar
     opts = ExportOptions()
     m, t_ft = _timed(lambda: finetune(checkpoint, out_dir, opts, epochs=epochs, data_dir=data_dir,
                                       progress=True))
-    tuned = load_checkpoint(Path(out_dir) / "best.pt").model.eval()
-    graph = model_to_nir(tuned, opts)
-    steps = tuned.config.frames + tuned.latency
-    with torch.no_grad():
-        net = lower(graph, steps=steps, input_frac_bits=m["finetune_input_frac_bits"])
-        logits, trains = IntegerForward(tuned, net, steps)(torch.as_tensor(x))
-    own = {k: v.numpy().astype(bool) for k, v in trains.items()}
+    graph, logits, own = own_forward(Path(out_dir) / "best.pt", opts, x, m["finetune_input_frac_bits"])
     fx, t_emu = _timed(lambda: simulate(graph, x, backend="emulator", precision="fixed", progress=False,
                                         record=True))
     emu = spike_identity(fx.extra["spike_trains"], own, list(fx.neurons))
@@ -96,7 +88,7 @@ def finetuned_fidelity(checkpoint: str, data_dir: str, x: np.ndarray, y: np.ndar
            "deployed_accuracy": float((fx.predictions == y).mean()),
            "best_epoch": m["finetune_best_epoch"], "val_history": m["finetune_val_history"],
            "relowered": m["finetune_relowered"],
-           "predictions_equal_own_forward": bool(np.array_equal(logits.numpy().argmax(1), fx.predictions)),
+           "predictions_equal_own_forward": bool(np.array_equal(logits.argmax(1), fx.predictions)),
            "emulator_vs_own_forward": emu, "emulator": t_emu, "synapses": summarize(graph)["synapses"]}
     if lava_samples:
         n = min(lava_samples, len(x))

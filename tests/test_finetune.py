@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from backends.base import simulate
-from backends.finetune import IntegerForward, _clip_ste, graph_weights
-from backends.fixed_point import input_frac_for, lower
+from backends.finetune import _clip_ste, graph_weights
+from backends.fixed_point import input_frac_for
 from export import model_to_nir
 from export.graph import ExportOptions
 from lmuformer import build_model
@@ -18,7 +18,7 @@ from lmuformer.checkpoint import load_checkpoint, save_checkpoint
 from lmuformer.data import load_test_split
 from lmuformer.errors import UserError
 from lmuformer.jobs.export import export_model
-from lmuformer.jobs.finetune import finetune
+from lmuformer.jobs.finetune import export_forward, finetune, own_forward
 from tests.graphs import active_model
 
 ONE_TERM = ExportOptions(weight_terms=1, lmu_terms=1)
@@ -54,12 +54,12 @@ def test_mantissa_rounding_passes_gradient_inside_the_range_only():
     assert v.grad.tolist() == [0, 1, 1, 1, 1, 1, 0, 0]
 
 
-def _forward_trains(model, graph, x):
-    steps = model.config.frames + model.latency
-    fwd = IntegerForward(model, lower(graph, steps=steps, input_frac_bits=input_frac_for(x)), steps)
+def _forward_trains(model, opts, x):
+    """(graph, logits, spike trains) of the model's export ``opts`` and its integer forward pass."""
+    graph, forward = export_forward(model, opts, input_frac_for(x))
     with torch.no_grad():
-        logits, trains = fwd(torch.as_tensor(x))
-    return logits.numpy(), {k: v.numpy().astype(bool) for k, v in trains.items()}
+        logits, trains = forward(torch.as_tensor(x))
+    return graph, logits.numpy(), {k: v.numpy().astype(bool) for k, v in trains.items()}
 
 
 def test_finetuned_export_spikes_as_the_finetuned_model(tiny_ckpt, tmp_path):
@@ -88,7 +88,7 @@ def test_finetuned_export_spikes_as_the_finetuned_model(tiny_ckpt, tmp_path):
     assert graph.metadata["weight_terms"] == 1 and graph.metadata["lmu_terms"] == 2
     assert any(n.endswith("memory.rec.term1") for n in graph.nodes)
     x, _ = load_test_split("digits", samples=48)
-    logits, trains = _forward_trains(ck.model, graph, x)
+    _, logits, trains = own_forward(tmp_path / "ft" / "best.pt", ExportOptions(), x, input_frac_for(x))
     emu = simulate(graph, x, backend="emulator", precision="fixed", progress=False, record=True)
     assert set(trains) == set(emu.extra["spike_trains"])
     for k, v in emu.extra["spike_trains"].items():
@@ -122,10 +122,10 @@ def test_several_terms_per_matrix_spike_as_the_emulator(terms):
     """Two-term exports (the default and the one-term weights with two-term LMU): the forward
     pass keeps each term's residual and spikes as the emulator's fixed-point run."""
     model = active_model("tiny")
-    graph = model_to_nir(model, ExportOptions(weight_terms=terms[0], lmu_terms=terms[1]))
-    assert any(n.endswith(".term1") for n in graph.nodes)
     x, _ = load_test_split("digits", samples=24)
-    logits, trains = _forward_trains(model, graph, x)
+    opts = ExportOptions(weight_terms=terms[0], lmu_terms=terms[1])
+    graph, logits, trains = _forward_trains(model, opts, x)
+    assert any(n.endswith(".term1") for n in graph.nodes)
     emu = simulate(graph, x, backend="emulator", precision="fixed", progress=False, record=True)
     for k, v in emu.extra["spike_trains"].items():
         assert np.array_equal(trains[k], v), f"{k}: {int((trains[k] != v).sum())} spikes differ"

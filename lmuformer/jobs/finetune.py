@@ -10,6 +10,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import nir
 import numpy as np
 import torch
 from torch import nn
@@ -23,6 +24,7 @@ from lmuformer.data import load_dataset, load_test_split
 from lmuformer.data.mixup import mixup as mix
 from lmuformer.data.mixup import recompute_batchnorm
 from lmuformer.errors import UserError
+from lmuformer.model.lmuformer import LMUFormer
 
 
 def _signature(net: Network) -> dict:
@@ -55,6 +57,27 @@ def _same_integers(fwd: IntegerForward, net: Network) -> bool:
         if not np.array_equal(got, want):
             return False
     return True
+
+
+def export_forward(model: LMUFormer, opts: ExportOptions, input_frac_bits: int
+                   ) -> tuple[nir.NIRGraph, IntegerForward]:
+    """The export ``opts`` of ``model`` and its integer forward pass, lowered for frames + latency
+    steps on the input grid 2**-``input_frac_bits``."""
+    steps = model.config.frames + model.latency
+    graph = model_to_nir(model, opts)
+    return graph, IntegerForward(model, lower(graph, steps=steps, input_frac_bits=input_frac_bits), steps)
+
+
+def own_forward(path: str | Path, opts: ExportOptions, x: np.ndarray, input_frac_bits: int
+                ) -> tuple[nir.NIRGraph, np.ndarray, dict[str, np.ndarray]]:
+    """The fine-tuned checkpoint ``path``'s export and that model's own integer forward pass on x
+    (samples, frames, features): (graph, logits (samples, classes), spike trains name ->
+    (samples, steps, neurons) bool), what its export must reproduce spike for spike."""
+    tuned = load_checkpoint(path).model.eval()
+    graph, forward = export_forward(tuned, opts, input_frac_bits)
+    with torch.no_grad():
+        logits, trains = forward(torch.as_tensor(x))
+    return graph, logits.numpy(), {k: v.numpy().astype(bool) for k, v in trains.items()}
 
 
 def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8, lr: float = 2e-4,
@@ -124,8 +147,7 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
 
         def relower() -> IntegerForward:
             """The integer forward pass of the model's export as it stands (lowered anew)."""
-            return IntegerForward(model, lower(model_to_nir(model, opts), steps=steps, input_frac_bits=q),
-                                  steps)
+            return export_forward(model, opts, q)[1]
 
         def drifted(f: IntegerForward) -> bool:
             """Would the export now choose another exponent for a weight matrix?"""
