@@ -8,6 +8,7 @@ relation and checks it."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nir
@@ -343,6 +344,30 @@ def test_cli_simulate_peer_file_with_dt_and_frames(tmp_path):
     code, _, err = _cli("simulate", str(path), "--backend", "torch", "--random", "--dt", "nan",
                         "--frames", "2")
     assert code == 2 and err.startswith("error: ") and "--dt = nan" in err
+
+
+def test_cli_stream_peer_file_needs_and_takes_dt(tmp_path):
+    """``lmuf stream`` on a graph without dt (8 digits features -> LI readout of 10 classes):
+    one line asking for --dt; with it, the torch and emulator curves of the prepared graph."""
+    w = np.random.default_rng(0).normal(0.0, 1.0, (10, 8))
+    graph = nir.NIRGraph(nodes={"input": nir.Input(np.array([8])), "fc": nir.Affine(w, np.zeros(10)),
+                                "li": nir.LI(np.full(10, 0.002), np.ones(10), np.zeros(10)),
+                                "output": nir.Output(np.array([10]))},
+                         edges=[("input", "fc"), ("fc", "li"), ("li", "output")], metadata={})
+    path = tmp_path / "li.nir"
+    nir.write(path, graph)
+    code, _, err = _cli("stream", str(path), "--dataset", "digits", "--samples", "4", "--quiet")
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: {path}: the graph's metadata has no dt (frame period); pass --dt SECONDS"]
+    for backend in ("torch", "emulator"):
+        js = tmp_path / f"{backend}.json"
+        code, out, err = _cli("stream", str(path), "--dataset", "digits", "--samples", "4", "--quiet",
+                              "--backend", backend, "--dt", "0.001", "--json", str(js))
+        assert code == 0, err
+        assert err.strip().splitlines() == ["dt = 0.001 s (given by --dt)"]
+        assert "4 samples, 8 frames (+0 flush)" in out
+        r = json.loads(js.read_text())
+        assert r["notes"] == ["dt = 0.001 s (given by --dt)"] and len(r["accuracy_by_frames"]) == 8
 
 
 def test_cli_simulate_one_li_node_and_report_without_ann(tmp_path):

@@ -166,6 +166,7 @@ class StreamResult:
     reduction_real: float | None
     early: list[dict[str, float]] = field(default_factory=list)
     wall_s: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what the graph's preparation did (dt used, delays)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

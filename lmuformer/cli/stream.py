@@ -29,8 +29,10 @@ PLOT_FORMATS = (".png", ".pdf", ".svg")
               help="Accuracy-vs-frames picture (.png, .pdf or .svg).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write all numbers as JSON.")
+@click.option("--dt", type=float, metavar="SECONDS",
+              help="Frame period of a .nir file whose metadata has none (a graph's own dt wins).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def command(source, dataset, data_dir, backend, precision, samples, margin, plot_path, json_path, quiet):
+def command(source, dataset, data_dir, backend, precision, samples, margin, plot_path, json_path, dt, quiet):
     """Streaming accuracy of SOURCE (a .pt checkpoint or a .nir export) against frames seen.
 
     After n frames the prediction is the argmax of the running mean of the head outputs
@@ -45,7 +47,9 @@ def command(source, dataset, data_dir, backend, precision, samples, margin, plot
     check_outputs({"--json": json_path, "--plot": plot_path}, inputs=[source])
     margins = tuple(margin) if margin else streaming.DEFAULT_MARGINS
     r = stream_eval(source, dataset, backend=backend, samples=samples, data_dir=data_dir,
-                    precision=precision, margins_=margins, progress=not quiet)
+                    precision=precision, margins_=margins, progress=not quiet, dt=dt)
+    for note in r.notes:
+        click.echo(note, err=True)
     click.echo(f"{r.dataset}: {r.samples} samples, {r.frames} frames (+{r.latency} flush), "
                f"{r.backend}/{r.precision}, {r.wall_s:.1f} s")
     click.echo(f"final accuracy (with flush): {100 * r.final_accuracy:.2f} %; "

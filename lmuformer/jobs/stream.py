@@ -4,6 +4,7 @@ backend) on a data set's test split and measure accuracy against frames seen wit
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from backends import simulate
 from backends.base import default_precision
 from export import read_graph
 from export.metadata import GraphMetadata, graph_input_shape
+from export.normalize import prepare
 from lmuformer.analysis.streaming import DEFAULT_MARGINS, StreamResult, per_step_outputs, summarize
 from lmuformer.checkpoint import load_checkpoint
 from lmuformer.data import load_test_split
@@ -51,7 +53,8 @@ def model_outputs(model, x: np.ndarray, batch_size: int = 256, device: str = "cp
 
 def graph_outputs(graph, x: np.ndarray, backend: str = "torch", precision: str = "float",
                   progress: bool = False) -> tuple[np.ndarray, int]:
-    """Per-step outputs of a NIR graph run by ``backend``, and the graph's latency."""
+    """Per-step outputs of a NIR graph (:func:`export.normalize.prepare`-d) run by ``backend``,
+    and the graph's latency."""
     latency = GraphMetadata.of(graph).latency_frames
     result = simulate(graph, x, backend=backend, precision=precision, progress=progress)
     outputs = per_step_outputs(result.trace)
@@ -64,12 +67,14 @@ def graph_outputs(graph, x: np.ndarray, backend: str = "torch", precision: str =
 def stream_eval(source: str | Path, dataset: str, backend: str | None = None, samples: int | None = None,
                 data_dir: str | None = None, precision: str | None = None,
                 margins_: tuple[float, ...] = DEFAULT_MARGINS, progress: bool = False,
-                batch_size: int = 256) -> StreamResult:
+                batch_size: int = 256, dt: float | None = None) -> StreamResult:
     """Streaming evaluation of a checkpoint (.pt, run in the torch model's streaming mode)
     or a NIR file (.nir, run by ``backend``: torch, emulator or lava) on the first
     ``samples`` test items of ``dataset``.
 
-    ``precision`` defaults to "float" for the torch backend and "fixed" otherwise."""
+    ``precision`` defaults to "float" for the torch backend and "fixed" otherwise; ``dt`` (s) is
+    the frame period of a NIR file whose metadata has none (its own dt wins; the result's
+    ``notes`` say which was used)."""
     source = Path(source)
     if not source.is_file():
         raise UserError(f"file not found: {source}")
@@ -78,6 +83,7 @@ def stream_eval(source: str | Path, dataset: str, backend: str | None = None, sa
         raise UserError(f"{source}: expected a checkpoint (.pt) or a NIR file (.nir)")
     x, y = load_test_split(dataset, data_dir, samples)
     start = time.perf_counter()
+    notes: list[str] = []
     if suffix == ".pt":
         if backend not in (None, "torch"):
             raise UserError(f"a checkpoint runs in the torch model's streaming mode; to use "
@@ -91,7 +97,8 @@ def stream_eval(source: str | Path, dataset: str, backend: str | None = None, sa
         backend = backend or "torch"
         precision = precision or default_precision(backend)
 
-        graph = read_graph(source)
+        graph = prepare(read_graph(source), dt=dt, where=str(source))
+        notes = list(graph.metadata.get("notes", []))
         _, features = graph_input_shape(graph)
         if features != x.shape[2]:
             raise UserError(f"the graph takes {features} features per frame, the data has {x.shape[2]}")
@@ -99,5 +106,6 @@ def stream_eval(source: str | Path, dataset: str, backend: str | None = None, sa
     wall = time.perf_counter() - start
     if not np.all(np.isfinite(outputs)):
         raise UserError(f"{source}: the {backend} run produced non-finite outputs")
-    return summarize(outputs, y, x.shape[1], latency, real_lengths(dataset, x), margins_,
-                     source=str(source), backend=backend, precision=precision, dataset=dataset, wall_s=wall)
+    result = summarize(outputs, y, x.shape[1], latency, real_lengths(dataset, x), margins_,
+                       source=str(source), backend=backend, precision=precision, dataset=dataset, wall_s=wall)
+    return dataclasses.replace(result, notes=notes)
