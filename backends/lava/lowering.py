@@ -17,9 +17,9 @@ Time alignment.  Lava's Dense delivers one step after it receives, and every pro
 every step, so the populations run pipelined: population P computes the NIR step n of
 sample i at Lava step ``depth[P] + i * period + n``.  ``depth`` is the longest path with
 edge weight ``1 - delay`` over the synapses (input at depth 1); a synapse then needs the
-extra Dense delay ``depth[target] - depth[source] + delay - 1 >= 0`` (0 for the memory's
-recurrent synapse: the Dense latency is its Delay(1)).  NIR Delay nodes become these
-synaptic delays.
+extra Dense delay ``depth[target] - depth[source] + delay - 1``, which the longest paths make
+``>= 0`` (0 for the memory's recurrent synapse: the Dense latency is its Delay(1)).  NIR Delay
+nodes become these synaptic delays.
 
 Rounding channels (fixed point).  A graded source with constant channels (``Population.consts``,
 see :mod:`backends.fixed_point`) sends them after its outputs: the input RingBuffer has one
@@ -86,11 +86,10 @@ def schedule(net: Network, steps: int, gap: int | None = None) -> Schedule:
             break
     else:
         raise UserError("the graph has a cycle that Lava's one-step synapses cannot schedule")
+    # settled: every synapse but a skipped self-loop (delay >= 1) has depth[target] >= depth[source]
+    # + 1 - delay, so synapse_delay is never negative (the shift keeps the differences)
     shift = 1 - min(depth.values())
     depth = {n: d + shift for n, d in depth.items()}
-    for s in net.synapses:
-        if depth[s.target] - depth[s.source] + s.delay - 1 < 0:
-            raise UserError(f"{s.name}: a recurrent synapse needs a delay of at least one step")
     need = max(max(depth.values()) - 1, net.max_delay, 1)
     gap = need if gap is None else max(gap, need)
     return Schedule(depth, steps, steps + gap)
