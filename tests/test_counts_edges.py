@@ -227,3 +227,47 @@ def test_layers_of_a_graph_without_a_topological_order_come_in_node_order():
     g = nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": 1.0}, type_check=False)
     layers = layer_counts(g, _result({"a": np.zeros(1), "b": np.zeros(1)}, 3))
     assert [(la.name, la.synapses) for la in layers] == [("input", 2), ("b", 2), ("a", 3)]
+
+
+def test_a_population_without_neurons_has_no_synapses_and_no_sops():
+    """e: a LIF with empty parameter arrays between 0 x 2 and 2 x 0 matrices: fan-out 0.0, no SOPs
+    whatever spike count is reported for it (no division by its 0 neurons)."""
+    nodes = {"input": nir.Input(input_type={"input": np.array([2])}),
+             "fc": nir.Linear(weight=np.ones((0, 2))), "e": _lif(0), "g": nir.Linear(weight=np.ones((2, 0))),
+             "li": nir.LI(tau=np.ones(2), r=np.ones(2), v_leak=np.zeros(2)),
+             "output": nir.Output(output_type={"output": np.array([2])})}
+    edges = [("input", "fc"), ("fc", "e"), ("e", "g"), ("g", "li"), ("li", "output")]
+    g = nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": 1.0}, type_check=False)
+    rep = build_report(g, _result({"e": np.array([3.0, 0.0])}, 3), [BUILTIN["45nm"]], ann=False)
+    e = next(r for r in rep["layers"] if r["name"] == "e")
+    assert (e["neurons"], e["synapses"], e["fan_out"], e["sops"], e["spikes"]) == (0, 0, 0.0, 0.0, 1.5)
+
+
+def test_spike_counts_are_float64_whatever_the_backend_reports():
+    """float32 counts, (samples, 1)-shaped: SOPs = spikes x mean fan-out (1/3) in float64."""
+    g = _graph()
+    composed = {"input": [Outgoing("in", 0, np.array([1, 1]))], "a": [Outgoing("x", 0, np.array([1, 0, 0]))]}
+    r = _result({"a": np.array([[7], [5]], dtype=np.float32)}, STEPS)
+    a = {la.name: la for la in layer_counts(g, r, composed)}["a"]
+    assert a.spikes.dtype == np.float64 and a.spikes.tolist() == [7.0, 5.0]
+    assert a.sops.dtype == np.float64 and a.sops.tolist() == [7 * (1 / 3), 5 * (1 / 3)]
+
+
+def test_frames_come_from_the_input_layer_wherever_it_is():
+    """A population fed by nothing listed before the Input comes first in the evaluation order;
+    the report's frames are still the input's (steps - latency); no Input: no frames."""
+    nodes = {"p": _lif(2), "input": nir.Input(input_type={"input": np.array([2])}), "a": _lif(2)}
+    g = nir.NIRGraph(nodes=nodes, edges=[("input", "a")], metadata={"dt": 1.0, "latency_frames": 1},
+                     type_check=False)
+    r = _result({"p": np.zeros(1), "a": np.ones(1)}, 5)
+    rep = build_report(g, r, [BUILTIN["45nm"]], ann=False)
+    assert [row["name"] for row in rep["layers"]] == ["p", "input", "a"] and rep["frames"] == 4
+    alone = nir.NIRGraph(nodes={"p": _lif(2)}, edges=[], metadata={}, type_check=False)
+    assert build_report(alone, _result({"p": np.zeros(1)}, 5), [BUILTIN["45nm"]], ann=False)["frames"] is None
+
+
+def test_a_result_without_samples_is_refused():
+    r = SimulationResult("lava", "fixed", np.zeros((0, 2)), np.zeros((0, 3, 2)), {"a": np.zeros(0)}, {"a": 3},
+                         3, 0.0)
+    with pytest.raises(UserError, match="^the lava result has no samples to report$"):
+        build_report(_graph(), r, [BUILTIN["45nm"]], ann=False)

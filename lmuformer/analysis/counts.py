@@ -413,6 +413,8 @@ def build_report(
     """The whole report as one JSON-ready dict (see ``lmuformer/analysis/README.md``)."""
     if not profiles:
         raise UserError("select at least one energy profile")
+    if result.samples < 1:
+        raise UserError(f"the {result.backend} result has no samples to report")
     composed = composed_outgoing(graph)
     layers = layer_counts(graph, result, composed)
     rows: list[dict] = []
@@ -443,7 +445,7 @@ def build_report(
         "precision": result.precision,
         "samples": int(result.samples),
         "steps": int(result.steps),
-        "frames": layers[0].steps if layers and layers[0].kind == "input" else None,
+        "frames": next((la.steps for la in layers if la.kind == "input"), None),
         "dt": GraphMetadata.of(graph).dt,
         "layers": rows,
         "total": total,
