@@ -71,6 +71,7 @@ _EMULATOR_NOTE = ("emulator-only tests: the Lava tests (tests/test_lava.py, ~40 
                   "selection; Lava == emulator equality is asserted in CI")
 _REPORT_TESTS = ("tests/test_report.py", "-k", "not lava and not plot")
 _COUNTS_TESTS = ("tests/test_report.py", "tests/test_report_chains.py", "tests/test_counts_fallback.py",
+                 "tests/test_counts_edges.py",
                  "-k", "not lava and not plot")
 MODULES: dict[str, Module] = {
     "lif": Module("lmuformer/functional/lif.py", ("tests/test_model.py", "-k", "lif")),

@@ -136,6 +136,8 @@ def conv_fan_out(node: nir.NIRNode, in_shape: tuple[int, ...] | None) -> np.ndar
     """Nonzero synapses per input neuron (flattened, C x H x W order) of a convolution or
     pooling node: the adjoint (transposed) convolution of an all-ones output with the kernel's
     nonzero pattern, i.e. the number of (output neuron, kernel tap) pairs reading each input."""
+    if not isinstance(node, (nir.Conv1d, nir.Conv2d, nir.SumPool2d, nir.AvgPool2d)):
+        raise UserError(f"not a convolution or pooling node: {type(node).__name__}")
     shape = in_shape
     types = getattr(node, "input_type", None) or {}
     declared = next(iter(types.values()), None) if types else None
@@ -225,10 +227,18 @@ def outgoing_delays(graph: nir.NIRGraph, source: str) -> dict[str, int]:
 
 def delivered_sops(graph: nir.NIRGraph, source: str, trains: np.ndarray) -> np.ndarray:
     """SOPs per sample of ``source``'s spike trains (samples, steps, neurons) that reach their
-    synapse within the run: a spike at step t through a node delayed d counts if t + d < steps."""
-    shape = _shape_of(graph, source)
-    return _delivered(trains, [(d, _column_nnz(graph.nodes[syn], shape))
+    synapse within the run: a spike at step t through a node delayed d counts if t + d < steps.
+    UserError if a synapse takes another number of inputs than the trains have neurons."""
+    shape, n = _shape_of(graph, source), trains.shape[2]
+    return _delivered(trains, [(d, _checked(_column_nnz(graph.nodes[syn], shape), syn, source, n))
                                for syn, d in outgoing_delays(graph, source).items()])
+
+
+def _checked(nnz: np.ndarray, synapse: str, source: str, neurons: int) -> np.ndarray:
+    """``nnz`` (nonzero weights per input) if it has one entry per neuron of ``source``, else UserError."""
+    if nnz.shape != (neurons,):
+        raise UserError(f"synapse {synapse!r} takes {nnz.size} inputs but {source!r} has {neurons} neurons")
+    return nnz
 
 
 def fan_out(graph: nir.NIRGraph, source: str, neurons: int) -> tuple[np.ndarray, list[str]]:
@@ -236,10 +246,7 @@ def fan_out(graph: nir.NIRGraph, source: str, neurons: int) -> tuple[np.ndarray,
     syn = outgoing_synapses(graph, source)
     total = np.zeros(neurons, dtype=np.int64)
     for s in syn:
-        nnz = _column_nnz(graph.nodes[s], _shape_of(graph, source))
-        if nnz.shape != (neurons,):
-            raise UserError(f"synapse {s!r} takes {nnz.size} inputs but {source!r} has {neurons} neurons")
-        total += nnz
+        total += _checked(_column_nnz(graph.nodes[s], _shape_of(graph, source)), s, source, neurons)
     return total, syn
 
 
@@ -271,10 +278,7 @@ def composed_outgoing(graph: nir.NIRGraph) -> dict[str, list[Outgoing]] | None:
 def _composed_fan_out(outgoing: list[Outgoing], source: str, neurons: int) -> tuple[np.ndarray, list[str]]:
     total = np.zeros(neurons, dtype=np.int64)
     for o in outgoing:
-        if o.nnz.shape != (neurons,):
-            raise UserError(f"synapse {o.name!r} takes {o.nnz.size} inputs but {source!r} has "
-                            f"{neurons} neurons")
-        total += o.nnz
+        total += _checked(o.nnz, o.name, source, neurons)
     return total, [o.name for o in outgoing]
 
 
@@ -409,6 +413,8 @@ def build_report(
     """The whole report as one JSON-ready dict (see ``lmuformer/analysis/README.md``)."""
     if not profiles:
         raise UserError("select at least one energy profile")
+    if result.samples < 1:
+        raise UserError(f"the {result.backend} result has no samples to report")
     composed = composed_outgoing(graph)
     layers = layer_counts(graph, result, composed)
     rows: list[dict] = []
@@ -439,7 +445,7 @@ def build_report(
         "precision": result.precision,
         "samples": int(result.samples),
         "steps": int(result.steps),
-        "frames": layers[0].steps if layers and layers[0].kind == "input" else None,
+        "frames": next((la.steps for la in layers if la.kind == "input"), None),
         "dt": GraphMetadata.of(graph).dt,
         "layers": rows,
         "total": total,
