@@ -68,13 +68,14 @@ Integer units (one per population, ``frac`` = k):
       over a float run of (at most 1024 samples of) the training split and H = 2 the headroom,
       k = the largest in 10..15 with ``H P 2**k <= 2**15 - 1`` (Loihi's a_in) whose implied
       bounds ``|U| <= 64 H P 2**k 4096 / (du + 1)`` and ``|V| <= (|U| + |b| 2**(k+6)) 4096 / dv``
-      fit 24 bits (:func:`current_frac_for`); 10 where none does (the static grid: never
-      coarser).  15 keeps vth = 2**(k+1) within 17 bits.  Worst case: an input beyond H P wraps
-      nothing until |x| >= 2**(17-k) (u's 24 bits; 4 at k = 15) but exceeds Loihi's 16-bit
-      a_in from |x| >= 2**(15-k) (1 at k = 15); the emulator counts such a_in values per
-      population (``a_in_overflow``, printed by ``lmuf simulate``).  Either grid is lowered
-      while the threshold or a bias would not fit (below).  A fine-tuned checkpoint pins the
-      grids it was trained on (``finetuned_for["current_frac"]``) and its export uses them.
+      fit 24 bits, and vth and the bias fit (below) (:func:`current_frac_for`); 10 where none
+      does (the static grid: never coarser).  15 keeps vth = 2**(k+1) within 17 bits.  Worst
+      case: an input beyond H P wraps nothing until |x| >= 2**(17-k) (u's 24 bits; 4 at k =
+      15) but exceeds Loihi's 16-bit a_in from |x| >= 2**(15-k) (1 at k = 15); the emulator
+      counts such a_in values per population (``a_in_overflow``, printed by ``lmuf
+      simulate``).  Either grid is lowered while the threshold or a bias would not fit (below).
+      A fine-tuned checkpoint pins the grids it was trained on (``finetuned_for["current_frac"]``)
+      and its export uses them.
       Graded-only targets (the first patch stage, the memory readout) used to
       get 2**-8; the finer grid quarters their rounding error.  With one 8-bit term
       per learned matrix (the default export; exponents about -5..-10) spike synapses are
@@ -1014,16 +1015,18 @@ def _check_current_frac(current_frac: Mapping[str, int], pops: dict[str, Populat
 def current_frac_for(peak: float, p: Population, headroom: float = CURRENT_HEADROOM) -> int:
     """The finest current grid k in ``CURRENT_FRAC_MIN`` .. ``CURRENT_FRAC_MAX`` for the spiking
     population ``p`` (as lowered: du, dv, bias_f) whose synaptic input peaks at |x| = ``peak`` (NIR
-    units) on calibration data: ``headroom * peak`` on 2**-k fits Loihi's 16-bit a_in, and the
+    units) on calibration data: ``headroom * peak`` on 2**-k fits Loihi's 16-bit a_in, the
     static bounds it implies on u (``64 a_in 4096 / (du + 1)``) and v (``(|u| + |bias|) 4096 / dv``)
-    fit 24 bits; ``CURRENT_FRAC_MIN`` where none does (the module docstring)."""
+    fit 24 bits, vth (``vth_f 2**k``) 17 bits and the bias 13 + 3 bits; ``CURRENT_FRAC_MIN`` where
+    none does (the module docstring)."""
     a = headroom * peak if math.isfinite(peak) else math.inf
     bias = float(np.max(np.abs(p.bias_f))) if p.bias_f is not None and np.size(p.bias_f) else 0.0
     for k in range(CURRENT_FRAC_MAX, CURRENT_FRAC_MIN, -1):
         a_in = a * 2.0**k
         u = 2**ACT_SHIFT * a_in * 2**DECAY_BITS / (p.du + 1)
         v = (u + bias * 2.0 ** (k + ACT_SHIFT)) * 2**DECAY_BITS / p.dv if p.dv else 0.0
-        if a_in <= A_IN_MAX and u < STATE_MAX and v < STATE_MAX:
+        fits = p.vth_f * 2.0**k < 2**VTH_BITS and (p.bias_f is None or _bias_fits(p.bias_f, k))
+        if a_in <= A_IN_MAX and u < STATE_MAX and v < STATE_MAX and fits:
             return k
     return CURRENT_FRAC_MIN
 
