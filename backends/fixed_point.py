@@ -120,9 +120,10 @@ Worst-case error of each rounding, per term (T) or population (P) and step, in t
     * input encoding: rint, |e| <= 2**-(q+1) per value (2**-15 at q = 14; half to even,
       unbiased); none clipped with the data-chosen q (``Network.clipped_fraction`` says so
       otherwise, and the emulator reports it as ``input_clipped``);
-    * graded synapse term: round half up, -2**-(k+1) < e <= 2**-(k+1) (2**-11 at k = 10),
-      mean 0 over the residues (T).  Before this (floor): -2**-k < e <= 0, every graded
-      layer fired ~1 % less and digits agreement was 99.44 %, now 100 % (benchmarks/);
+    * graded synapse term: round half up, -2**-(k+1) < e <= 2**-(k+1) (2**-11 at k = 10, the
+      static grid; 2**-16 at the finest calibrated k = 15), mean 0 over the residues (T).
+      Before this (floor): -2**-k < e <= 0, every graded layer fired ~1 % less and digits
+      agreement was 99.44 %, now 100 % (benchmarks/);
     * spike synapse term finer than the grid (second term of ``--weight-terms 2``): floor,
       -2**-k < e <= 0 (T), biased, not compensated: a bias current would add 2**-(k+1)
       in steps where no spike arrives too, and Lava's Dense has no other place to add it;
