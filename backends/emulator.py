@@ -33,9 +33,12 @@ from tqdm import tqdm
 
 from backends.base import SimulationResult
 from backends.fixed_point import (
+    A_IN_MAX,
     ACT_SHIFT,
+    CURRENT_HEADROOM,
     STATE_MAX,
     Network,
+    calibrated_current_frac,
     graded_step_fixed,
     graded_step_float,
     lower_for_input,
@@ -119,7 +122,8 @@ class Emulator:
         counts = {n: np.zeros(batch, np.int64) for n in self.order if pops[n].kind == "lif"}
         trains = {n: np.zeros((batch, steps, pops[n].size), bool) for n in counts} if record else {}
         trace = np.zeros((batch, steps, pops[net.readout].size))
-        peak_a = {n: 0 for n in counts}
+        peak_a = {n: 0 for n in counts}  # peak |a_in| (fixed: integer units; float: NIR units)
+        over = {n: 0 for n in counts}  # a_in values beyond Loihi's 16 bits (fixed)
         for t in range(steps):
             cur = t % self.history
             frame = xin[:, t] if t < frames else np.zeros_like(xin[:, 0])
@@ -142,8 +146,10 @@ class Emulator:
                     if fixed:
                         a = _wrap32(a)  # the LIF's a_in sums int32 channels
                         peak_a[n] = max(peak_a[n], int(np.abs(a).max(initial=0)))
+                        over[n] += int(np.count_nonzero(np.abs(a) > A_IN_MAX))
                         u, v, spk = lif_step_fixed(u, v, a, p.du, p.dv, self.bias_eff[n], p.vth)
                     else:
+                        peak_a[n] = max(peak_a[n], float(np.abs(a).max(initial=0)))
                         u = a if p.du_f == 1.0 else u * (1 - p.du_f) + a
                         v = v * (1 - p.dv_f) + u + p.bias_f
                         spk = v > p.vth_f
@@ -164,7 +170,7 @@ class Emulator:
                 trace[:, t] = hist[net.readout][cur]
             else:
                 trace[:, t] = state[net.readout][1] * (net.readout_scale() if fixed else 1.0)
-        return {"trace": trace, "counts": counts, "trains": trains, "peak_a_in": peak_a}
+        return {"trace": trace, "counts": counts, "trains": trains, "peak_a_in": peak_a, "a_in_over": over}
 
 
 def run(graph, x: np.ndarray, precision: str = "fixed", progress: bool = True, batch_size: int = 64,
@@ -181,6 +187,7 @@ def run(graph, x: np.ndarray, precision: str = "fixed", progress: bool = True, b
     emu = Emulator(net, precision == "fixed")
     traces, counts, trains = [], {}, {}
     peak: dict[str, int] = {}
+    over: dict[str, int] = {}
     with tqdm(total=len(x), desc=f"emulator ({precision})", unit="sample", disable=not progress) as bar:
         for i in range(0, len(x), batch_size):
             r = emu.run(x[i : i + batch_size], steps, record)
@@ -191,11 +198,15 @@ def run(graph, x: np.ndarray, precision: str = "fixed", progress: bool = True, b
                 trains.setdefault(k, []).append(v)
             for k, v in r["peak_a_in"].items():
                 peak[k] = max(peak.get(k, 0), v)
+            for k, v in r["a_in_over"].items():
+                over[k] = over.get(k, 0) + v
             bar.update(len(r["trace"]))
     trace = np.concatenate(traces) if traces else np.zeros((0, steps, net.populations[net.readout].size))
     extra = {"network": net.summary()}
     if precision == "fixed":
         extra["peak_abs_a_in"] = peak
+        cells = {n: len(x) * steps * p.size for n, p in net.populations.items() if p.kind == "lif"}
+        extra["a_in_overflow"] = {n: v / cells[n] for n, v in over.items() if v}
         extra["input_clipped"] = net.clipped_fraction(x)
     if record:
         extra["spike_trains"] = {k: np.concatenate(v) for k, v in trains.items()}
@@ -206,3 +217,23 @@ def run(graph, x: np.ndarray, precision: str = "fixed", progress: bool = True, b
         neurons={n: p.size for n, p in net.populations.items() if p.kind == "lif"},
         steps=steps, wall_s=time.perf_counter() - start, extra=extra,
     )
+
+
+def current_peaks(graph, x: np.ndarray, batch_size: int = 64) -> dict[str, float]:
+    """Peak |synaptic input| (NIR units, bias excluded; the ``x`` of ``a_in = x 2**k``) of every
+    spiking population over a float run of ``graph`` on x (samples, frames, features)."""
+    net, x, steps = lower_for_input(graph, x, "float")
+    emu = Emulator(net, fixed=False)
+    peak: dict[str, float] = {n: 0.0 for n, p in net.populations.items() if p.kind == "lif"}
+    for i in range(0, len(x), batch_size):
+        for k, v in emu.run(x[i : i + batch_size], steps)["peak_a_in"].items():
+            peak[k] = max(peak[k], float(v))
+    return peak
+
+
+def calibrate_current_frac(graph, x: np.ndarray, headroom: float = CURRENT_HEADROOM
+                           ) -> tuple[dict[str, int], dict[str, float]]:
+    """The current grids (:func:`backends.fixed_point.calibrated_current_frac`) of ``graph``'s
+    spiking populations calibrated on x (samples, frames, features), and the peaks they rest on."""
+    peaks = current_peaks(graph, x)
+    return calibrated_current_frac(graph, peaks, headroom), peaks

@@ -24,10 +24,11 @@ in torch float64, which holds every integer of the lowering exactly (|values| < 
 Gradients: straight-through for every rounding (rint, floor, trunc, clip), the model's sigmoid
 surrogate (slope 4 on the NIR membrane) for the spikes, the reset detached (no gradient
 through a clipped mantissa).  The other fixed-point parameters (current grids k, thresholds,
-dv, the memory's grid) are those of the last lowering.  After training, the job
-(:func:`lmuformer.jobs.finetune.finetune`) exports the kept state again and checks that it
-lowers to this forward pass's exponents, grids and integers, so the export of the fine-tuned
-checkpoint spikes exactly as it.
+dv, the memory's grid) are those of the last lowering; the job pins the current grids (calibrated
+once on the start model, in the graph's metadata) so that every lowering uses the same.
+After training, the job (:func:`lmuformer.jobs.finetune.finetune`) exports the kept state
+again and checks that it lowers to this forward pass's exponents, grids and integers, so the
+export of the fine-tuned checkpoint spikes exactly as it.
 
 Any number of 8-bit terms per matrix (``weight_terms``, ``lmu_terms``; ``weight_bits =
 lmu_bits = 8``): term k is ``clip(rint(r_k / 2**e_k))`` of the residual ``r_k`` of the terms

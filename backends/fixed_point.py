@@ -60,10 +60,23 @@ Integer units (one per population, ``frac`` = k):
       fixed vs float agreement 91.4 -> 95.2 % (one term) and 84.8 -> 86.7 % (two terms)
       (benchmarks/results/scv2_fidelity_input_bits.json).
     * LIF population: its synaptic input current ``x`` (the NIR node's input, bias excluded)
-      arrives as the integer ``a_in = x * 2**k``.  k = ``max_frac`` = ``min_frac`` = 10 for
-      every LIF (Loihi's 16-bit a_in then holds |x| < 32, and u's 24 bits |x| < 128; the
-      trained digits model peaks at |x| ~ 9), lowered while the threshold or a bias would not
-      fit (below).  Graded-only targets (the first patch stage, the memory readout) used to
+      arrives as the integer ``a_in = x * 2**k``.  Static grid (no calibration): k =
+      ``max_frac`` = ``min_frac`` = 10 for every LIF (Loihi's 16-bit a_in then holds |x| < 32,
+      and u's 24 bits |x| < 128; the trained digits model peaks at |x| ~ 9).  Calibrated grid
+      (``current_frac``, from the graph metadata; the export job records it for a checkpoint,
+      :func:`backends.emulator.calibrate_current_frac`): per population, with P its peak |x|
+      over a float run of (at most 1024 samples of) the training split and H = 2 the headroom,
+      k = the largest in 10..15 with ``H P 2**k <= 2**15 - 1`` (Loihi's a_in) whose implied
+      bounds ``|U| <= 64 H P 2**k 4096 / (du + 1)`` and ``|V| <= (|U| + |b| 2**(k+6)) 4096 / dv``
+      fit 24 bits, and vth and the bias fit (below) (:func:`current_frac_for`); 10 where none
+      does (the static grid: never coarser).  15 keeps vth = 2**(k+1) within 17 bits.  Worst
+      case: an input beyond H P wraps nothing until |x| >= 2**(17-k) (u's 24 bits; 4 at k =
+      15) but exceeds Loihi's 16-bit a_in from |x| >= 2**(15-k) (1 at k = 15); the emulator
+      counts such a_in values per population (``a_in_overflow``, printed by ``lmuf
+      simulate``).  Either grid is lowered while the threshold or a bias would not fit (below).
+      A fine-tuned checkpoint pins the grids it was trained on (``finetuned_for["current_frac"]``)
+      and its export uses them.
+      Graded-only targets (the first patch stage, the memory readout) used to
       get 2**-8; the finer grid quarters their rounding error.  With one 8-bit term
       per learned matrix (the default export; exponents about -5..-10) spike synapses are
       exact; the finer second term of ``--weight-terms 2`` (about 2**-14) is floor-rounded to
@@ -107,9 +120,10 @@ Worst-case error of each rounding, per term (T) or population (P) and step, in t
     * input encoding: rint, |e| <= 2**-(q+1) per value (2**-15 at q = 14; half to even,
       unbiased); none clipped with the data-chosen q (``Network.clipped_fraction`` says so
       otherwise, and the emulator reports it as ``input_clipped``);
-    * graded synapse term: round half up, -2**-(k+1) < e <= 2**-(k+1) (2**-11 at k = 10),
-      mean 0 over the residues (T).  Before this (floor): -2**-k < e <= 0, every graded
-      layer fired ~1 % less and digits agreement was 99.44 %, now 100 % (benchmarks/);
+    * graded synapse term: round half up, -2**-(k+1) < e <= 2**-(k+1) (2**-11 at k = 10, the
+      static grid; 2**-16 at the finest calibrated k = 15), mean 0 over the residues (T).
+      Before this (floor): -2**-k < e <= 0, every graded layer fired ~1 % less and digits
+      agreement was 99.44 %, now 100 % (benchmarks/);
     * spike synapse term finer than the grid (second term of ``--weight-terms 2``): floor,
       -2**-k < e <= 0 (T), biased, not compensated: a bias current would add 2**-(k+1)
       in steps where no spike arrives too, and Lava's Dense has no other place to add it;
@@ -170,6 +184,7 @@ graded populations ``u <- (1 - du_f) u + a_in``, ``v <- (1 - dv_f) v + u + b`` (
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import nir
@@ -177,6 +192,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from export.metadata import GraphMetadata
 from export.normalize import output_shape
 from export.quantize import quantize_term
 from lmuformer.errors import UserError
@@ -189,6 +205,9 @@ WEIGHT_BITS = 8  # Dense num_weight_bits
 BIAS_MANT_MAX = 4095  # 13-bit signed
 BIAS_EXP_MAX = 7  # 3-bit unsigned
 STATE_MAX = 2 ** (STATE_BITS - 1)
+A_IN_MAX = 2**15 - 1  # Loihi's signed 16-bit synaptic input a_in (Lava itself wraps only u at 24 bits)
+CURRENT_FRAC_MIN, CURRENT_FRAC_MAX = 10, 15  # calibrated current grids 2**-k (the module docstring)
+CURRENT_HEADROOM = 2.0  # calibrated peak |x| times this must fit A_IN_MAX
 
 
 def wrap24(a: np.ndarray) -> np.ndarray:
@@ -947,13 +966,18 @@ def lower(
     round_graded: bool = True,
     fine_state: bool = True,
     max_state_frac: int = 20,
+    current_frac: Mapping[str, int] | None = None,
 ) -> Network:
     """The :class:`Network` of an lmuformer NIR graph (see the module docstring).
 
     ``steps``: steps per sample (frames + latency; the graph's metadata when None), used
-    for the integrators' static state bound.
+    for the integrators' static state bound.  ``current_frac``: spiking population -> its
+    current grid k (calibrated, :func:`current_frac_for`); None: the graph metadata's
+    ``current_frac``; populations it does not name take ``min_frac`` .. ``max_frac``.
     """
     _check_nodes(graph)
+    if current_frac is None:
+        current_frac = GraphMetadata.of(graph).current_frac or {}
     if not 2 <= input_bits <= STATE_BITS:
         raise UserError(f"input bits must be between 2 and {STATE_BITS}, got {input_bits}")
     g = _Graph.of(graph)
@@ -966,9 +990,11 @@ def lower(
     synapses, raw_bias = _synapses(g, pops, notes)
     _current_biases(g, pops, synapses, raw_bias)
     net = Network(pops, synapses, inp, readout, latency, g.dt, input_bits, input_frac_bits, notes)
+    _check_current_frac(current_frac, pops)
     for n, p in pops.items():
         if p.kind == "lif":
-            _lower_lif(n, g.nodes[n], p, g, synapses, raw_bias[n], min_frac, max_frac, notes)
+            lo, hi = (current_frac[n], current_frac[n]) if n in current_frac else (min_frac, max_frac)
+            _lower_lif(n, g.nodes[n], p, g, synapses, raw_bias[n], lo, hi, notes)
     for n, p in pops.items():
         if p.kind == "integrator":
             _lower_integrator(n, p, g, synapses, raw_bias[n], steps, fine_state, max_state_frac, notes)
@@ -976,6 +1002,43 @@ def lower(
     order = _population_order(net)
     net.populations = {n: pops[n] for n in order}
     return net
+
+
+def _check_current_frac(current_frac: Mapping[str, int], pops: dict[str, Population]) -> None:
+    """UserError unless every entry names a spiking population with a grid in 0..``CURRENT_FRAC_MAX``."""
+    for n, k in current_frac.items():
+        if n not in pops or pops[n].kind != "lif":
+            raise UserError(f"current grid given for {n!r}, which is not a spiking population of the graph")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= CURRENT_FRAC_MAX:
+            raise UserError(f"{n}: current grid 2**-k needs an integer k in 0..{CURRENT_FRAC_MAX}, got {k!r}")
+
+
+def current_frac_for(peak: float, p: Population, headroom: float = CURRENT_HEADROOM) -> int:
+    """The finest current grid k in ``CURRENT_FRAC_MIN`` .. ``CURRENT_FRAC_MAX`` for the spiking
+    population ``p`` (as lowered: du, dv, bias_f) whose synaptic input peaks at |x| = ``peak`` (NIR
+    units) on calibration data: ``headroom * peak`` on 2**-k fits Loihi's 16-bit a_in, the
+    static bounds it implies on u (``64 a_in 4096 / (du + 1)``) and v (``(|u| + |bias|) 4096 / dv``)
+    fit 24 bits, vth (``vth_f 2**k``) 17 bits and the bias 13 + 3 bits; ``CURRENT_FRAC_MIN`` where
+    none does (the module docstring)."""
+    a = headroom * peak if math.isfinite(peak) else math.inf
+    bias = float(np.max(np.abs(p.bias_f))) if p.bias_f is not None and np.size(p.bias_f) else 0.0
+    for k in range(CURRENT_FRAC_MAX, CURRENT_FRAC_MIN, -1):
+        a_in = a * 2.0**k
+        u = 2**ACT_SHIFT * a_in * 2**DECAY_BITS / (p.du + 1)
+        v = (u + bias * 2.0 ** (k + ACT_SHIFT)) * 2**DECAY_BITS / p.dv if p.dv else 0.0
+        fits = p.vth_f * 2.0**k < 2**VTH_BITS and (p.bias_f is None or _bias_fits(p.bias_f, k))
+        if a_in <= A_IN_MAX and u < STATE_MAX and v < STATE_MAX and fits:
+            return k
+    return CURRENT_FRAC_MIN
+
+
+def calibrated_current_frac(graph: nir.NIRGraph, peaks: Mapping[str, float],
+                            headroom: float = CURRENT_HEADROOM) -> dict[str, int]:
+    """Spiking population -> :func:`current_frac_for` its observed peak |synaptic input|
+    (``peaks``, e.g. :func:`backends.emulator.current_peaks`; a population it lacks: peak 0)."""
+    net = lower(graph, current_frac={})
+    return {n: current_frac_for(float(peaks.get(n, 0.0)), p, headroom)
+            for n, p in net.populations.items() if p.kind == "lif"}
 
 
 def _population_order(net: Network) -> list[str]:

@@ -6,10 +6,13 @@
 For a trained spiking scv2-layout checkpoint (128 frames x 128 mel bins), on the whole test split:
 
 * the exports (weight terms, LMU terms) = (1, 2) (the default), (2, 2) and (1, 1) without
-  fine-tuning, each run on the emulator in fixed point (input grid: the finest the test split
-  fits, as ``lmuf simulate`` chooses it, unless ``--input-frac-bits``) and in float (the graph's
-  own float arithmetic): prediction agreement (bar >= 99.5 %), the fraction of samples whose
-  spike trains are identical and the first diverging population;
+  fine-tuning, each with the static current grid (2**-10 for every LIF) and with the grids the
+  export job calibrates on the training split (``lmuformer.jobs.export.calibrate_export``,
+  headroom x2; the default export also at headroom x1.5 and x1, for the sensitivity only), run
+  on the emulator in fixed point (input grid: the finest the test split fits, as ``lmuf
+  simulate`` chooses it, unless ``--input-frac-bits``) and in float (the graph's own float
+  arithmetic): prediction agreement (bar >= 99.5 %), the fraction of samples whose spike trains
+  are identical, the first diverging population and a_in values beyond 16 bits;
 * ``lmuf finetune --for-export`` for the default export (``--finetune-epochs``), then the
   export of the fine-tuned checkpoint on the emulator against the fine-tuned model's own integer
   forward pass (bar: 100 % identical spike trains), and on Lava (``fixed_pt``) for the first
@@ -35,12 +38,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backends.base import simulate  # noqa: E402
+from backends.fixed_point import calibrated_current_frac  # noqa: E402
 from export.graph import ExportOptions, model_to_nir  # noqa: E402
+from export.metadata import with_current_frac  # noqa: E402
 from export.summary import summarize  # noqa: E402
 from lmuformer.analysis.spikes import spike_identity  # noqa: E402
 from lmuformer.checkpoint import load_checkpoint  # noqa: E402
 from lmuformer.data import load_test_split  # noqa: E402
 from lmuformer.files import write_json  # noqa: E402
+from lmuformer.jobs.export import calibrate_export  # noqa: E402
 from lmuformer.jobs.finetune import finetune, own_forward  # noqa: E402
 
 OWN = "the fine-tuned model's own integer forward pass (backends.finetune.IntegerForward)"
@@ -54,17 +60,28 @@ def _timed(fn):
 
 
 def export_fidelity(model, x: np.ndarray, y: np.ndarray, terms: tuple[int, int],
-                    input_frac_bits: int | None = None) -> dict:
+                    input_frac_bits: int | None = None, grids: str = "static",
+                    calibration: tuple[str, str | None] | None = None, headroom: float = 2.0) -> dict:
     """Fixed vs float emulator run of the export of ``model`` with ``terms`` = (weight terms, LMU
-    terms) (no fine-tuning); ``input_frac_bits``: the input grid 2**-q (None: the finest x fits)."""
+    terms) (no fine-tuning); ``input_frac_bits``: the input grid 2**-q (None: the finest x fits);
+    ``grids``: "static" or "calibrated" (on ``calibration`` = (dataset, data_dir)'s training split
+    at ``headroom``, as the export job)."""
     graph = model_to_nir(model, ExportOptions(weight_terms=terms[0], lmu_terms=terms[1]))
+    frac = None
+    if grids == "calibrated":
+        frac, info = calibrate_export(graph, *calibration)
+        if headroom != info["headroom"]:
+            frac = calibrated_current_frac(graph, info["peak_abs_x"], headroom)
+        with_current_frac(graph, frac, {**info, "headroom": headroom})
     (fx, fl), t = _timed(lambda: (
         simulate(graph, x, backend="emulator", precision="fixed", progress=False, record=True,
                  input_frac_bits=input_frac_bits),
         simulate(graph, x, backend="emulator", precision="float", progress=False, record=True)))
     ident = spike_identity(fx.extra["spike_trains"], fl.extra["spike_trains"], list(fx.neurons))
     q = fx.extra["network"]["frac"]["input"]
-    return {"weight_terms": terms[0], "lmu_terms": terms[1], "input_frac_bits": q,
+    return {"weight_terms": terms[0], "lmu_terms": terms[1], "input_frac_bits": q, "current_grids": grids,
+            "headroom": headroom if frac else None, "current_frac": frac,
+            "a_in_overflow": fx.extra["a_in_overflow"],
             "deployed_accuracy": float((fx.predictions == y).mean()),
             "float_graph_accuracy": float((fl.predictions == y).mean()),
             "agreement": float((fx.predictions == fl.predictions).mean()),
@@ -83,7 +100,8 @@ def finetuned_fidelity(checkpoint: str, data_dir: str, x: np.ndarray, y: np.ndar
                                         record=True))
     emu = spike_identity(fx.extra["spike_trains"], own, list(fx.neurons))
     emu["reference"] = OWN
-    res = {"export": asdict(opts), "epochs": epochs, "finetune": t_ft,
+    res = {"export": asdict(opts), "current_frac_pinned": m["finetuned_for"]["current_frac"],
+           "epochs": epochs, "finetune": t_ft, "a_in_overflow": fx.extra["a_in_overflow"],
            "deployed_accuracy_before": m["deployed_accuracy_before"],
            "deployed_accuracy": float((fx.predictions == y).mean()),
            "best_epoch": m["finetune_best_epoch"], "val_history": m["finetune_val_history"],
@@ -97,7 +115,7 @@ def finetuned_fidelity(checkpoint: str, data_dir: str, x: np.ndarray, y: np.ndar
         res["lava_vs_own_forward"] = spike_identity(lv.extra["spike_trains"],
                                                     {k: v[:n] for k, v in own.items()}, list(lv.neurons))
         res["lava_vs_own_forward"]["reference"] = OWN
-        res["lava"] = t_lava
+        res["lava"] = {**t_lava, "samples": n, "wall_s_per_sample": t_lava["wall_s"] / n}
     return res
 
 
@@ -122,15 +140,23 @@ def main() -> None:
               "steps": model.config.frames + model.latency, "float_model_accuracy": acc,
               "command": " ".join(sys.argv), "exports": []}
     print(f"float model: test accuracy {acc:.4f} ({len(y)} samples)", flush=True)
-    for terms, q in [(t, q) for q in args.input_frac_bits for t in ((1, 2), (2, 2), (1, 1))]:
-        r = export_fidelity(model, x, y, terms, q)
+    cal = (ck.metrics["dataset"], args.data_dir)
+    runs = [(t, q, g, 2.0) for q in args.input_frac_bits for t in ((1, 2), (2, 2), (1, 1))
+            for g in ("static", "calibrated")]
+    runs += [((1, 2), q, "calibrated", h) for q in args.input_frac_bits for h in (1.5, 1.0)]
+    for terms, q, grids, h in runs:
+        r = export_fidelity(model, x, y, terms, q, grids, cal, h)
         result["exports"].append(r)
         s = r["spike_identity"]
-        print(f"terms {terms}, input 2**-{r['input_frac_bits']}: fixed {r['deployed_accuracy']:.4f}, "
+        print(f"terms {terms}, input 2**-{r['input_frac_bits']}, {grids} grids"
+              f"{f' (headroom x{h:g})' if grids == 'calibrated' else ''}: "
+              f"fixed {r['deployed_accuracy']:.4f}, "
               f"float graph {r['float_graph_accuracy']:.4f}, "
               f"agreement {r['agreement']:.4f} (bar 0.995 met: {r['agreement_bar_met']}), identical spike "
               f"trains {s['identical']:.4f}, first divergence {s['first_divergence']} "
-              f"{s['first_divergence_samples']}, {r['synapses']} synapses", flush=True)
+              f"{s['first_divergence_samples']}, {r['synapses']} synapses, "
+              f"a_in > 16 bits {r['a_in_overflow']}",
+              flush=True)
     if not args.skip_finetune:
         r = finetuned_fidelity(args.checkpoint, args.data_dir, x, y, args.finetune_epochs, args.lava_samples,
                                tempfile.mkdtemp(prefix="scv2fid-"))

@@ -70,6 +70,7 @@ fi
 step $PY benchmarks/bench_quantization.py --checkpoint "$CKPT"
 if [ "$SEEDS" = 1 ]; then
   step $PY benchmarks/bench_quantization.py --checkpoint "${CKPTS[@]}" --finetune-seeds 1 --skip-sweep
+  step $PY benchmarks/bench_current_grid.py --checkpoint "${CKPTS[@]}"
 fi
 if [ "$SPEED" = 1 ]; then
   step $PY benchmarks/bench_train.py --device cpu --batch 8

@@ -2,7 +2,8 @@
 (:meth:`GraphMetadata.to_nir`) and read by every stage (:meth:`GraphMetadata.of`), here only.
 
 On disk it is NIR's flat metadata table: scalars, and the structured fields (``model_config``,
-``quantization_error``, ``lmu_memory``, ``calibration``) as JSON strings; read back from HDF5
+``quantization_error``, ``lmu_memory``, ``calibration``, ``current_frac``, ``current_calibration``) as
+JSON strings; read back from HDF5
 a scalar may be a 0-d array or bytes. A foreign graph (not made by lmuformer) may lack any key:
 ``dt`` is then None (:func:`export.io.read_graph` refuses such a file; hand-made graphs in
 memory may lack it), ``latency_frames`` 0 and ``frames`` None. Validation of the raw table
@@ -23,10 +24,11 @@ from lmuformer.errors import UserError
 FORMAT = "lmuformer-nir"
 FORMAT_VERSION = 1
 READOUT = "readout holds sum over all steps of the head output; logits = readout / steps"
-_JSON = ("model_config", "quantization_error", "lmu_memory", "calibration")
+_JSON = ("model_config", "quantization_error", "lmu_memory", "calibration", "current_frac",
+         "current_calibration")
 _ORDER = ("format", "format_version", "dt", "latency_frames", "frames", "readout", "quantized",
           "weight_bits", "weight_terms", "lmu_bits", "lmu_terms", "lmu_form", "model_config",
-          "quantization_error", "lmu_memory", "calibration")
+          "quantization_error", "lmu_memory", "calibration", "current_frac", "current_calibration")
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,10 @@ class GraphMetadata:
     per sample; quantized with ``weight_bits`` x ``weight_terms`` per learned weight and
     ``lmu_bits`` x ``lmu_terms`` per LMU weight (0 for a float export); lmu_form: "recurrent" or
     "taps"; model_config: the model's config dict; quantization_error, lmu_memory: the export's
-    reports; calibration: how a preset's batch norms were set (None for a trained model)."""
+    reports; calibration: how a preset's batch norms were set (None for a trained model);
+    current_frac: spiking population -> its current grid k (a_in = x 2**k) calibrated on data
+    (:func:`backends.emulator.calibrate_current_frac`; None: the static grid of
+    :func:`backends.fixed_point.lower`), current_calibration: how (data, samples, headroom, peaks)."""
 
     dt: float | None
     latency_frames: int = 0
@@ -50,6 +55,8 @@ class GraphMetadata:
     quantization_error: dict | None = None
     lmu_memory: list = field(default_factory=list)
     calibration: dict | None = None
+    current_frac: dict | None = None
+    current_calibration: dict | None = None
     format: str | None = FORMAT
     format_version: int | None = FORMAT_VERSION
     readout: str | None = READOUT
@@ -81,10 +88,25 @@ class GraphMetadata:
             quantization_error=parsed.get("quantization_error"),
             lmu_memory=parsed.get("lmu_memory", []),
             calibration=parsed.get("calibration"),
+            current_frac=parsed.get("current_frac"),
+            current_calibration=parsed.get("current_calibration"),
             format=md.get("format"),
             format_version=int(md["format_version"]) if md.get("format_version") is not None else None,
             readout=md.get("readout"),
         )
+
+
+def with_current_frac(graph: nir.NIRGraph, frac: dict[str, int] | None,
+                      calibration: dict | None = None) -> nir.NIRGraph:
+    """``graph`` with its metadata's ``current_frac`` (and ``current_calibration``) set (None:
+    removed, the static grid), in place; returned for chaining."""
+    md = dict(graph.metadata or {})
+    for key, value in (("current_frac", frac), ("current_calibration", calibration if frac else None)):
+        md.pop(key, None)
+        if value is not None:
+            md[key] = json.dumps({k: int(v) for k, v in value.items()} if key == "current_frac" else value)
+    graph.metadata = md
+    return graph
 
 
 def _scalar(value: Any) -> Any:

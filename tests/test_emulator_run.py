@@ -23,7 +23,8 @@ def test_result_of_the_edge_graph_by_hand():
     assert np.array_equal(r.trace, edge_trace())
     assert np.array_equal(r.readout, edge_trace()[:, -1])
     assert r.spikes.keys() == {"a"} and r.spikes["a"].tolist() == [2]
-    assert r.extra.keys() == {"network", "peak_abs_a_in", "input_clipped", "spike_trains"}
+    assert r.extra.keys() == {"network", "peak_abs_a_in", "input_clipped", "a_in_overflow", "spike_trains"}
+    assert r.extra["a_in_overflow"] == {}  # 2052 fits Loihi's 16-bit a_in
     # the input grid from the data: max|x| = 2 + 2**-8 fits 16 bits at 2**-13, not 2**-14;
     # lowered for 5 steps: the readout integrator's bound gives it 19 fraction bits
     frac = {"input": 13, "a": 10, "readout": 19}

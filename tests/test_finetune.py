@@ -13,6 +13,7 @@ from backends.finetune import _clip_ste, graph_weights
 from backends.fixed_point import input_frac_for
 from export import model_to_nir
 from export.graph import ExportOptions
+from export.metadata import GraphMetadata
 from lmuformer import build_model
 from lmuformer.checkpoint import load_checkpoint, save_checkpoint
 from lmuformer.data import load_test_split
@@ -87,6 +88,9 @@ def test_finetuned_export_spikes_as_the_finetuned_model(tiny_ckpt, tmp_path):
     graph = read_graph(tmp_path / "ft.nir")
     assert graph.metadata["weight_terms"] == 1 and graph.metadata["lmu_terms"] == 2
     assert any(n.endswith("memory.rec.term1") for n in graph.nodes)
+    # the current grids calibrated at the start are pinned: the export of the result uses them
+    pinned = metrics["finetuned_for"]["current_frac"]
+    assert GraphMetadata.of(graph).current_frac == pinned and set(pinned.values()) - {10}, pinned
     x, _ = load_test_split("digits", samples=48)
     _, logits, trains = own_forward(tmp_path / "ft" / "best.pt", ExportOptions(), x, input_frac_for(x))
     emu = simulate(graph, x, backend="emulator", precision="fixed", progress=False, record=True)

@@ -112,6 +112,25 @@ def test_fixed_equals_emulator_digits(digits_graph):
     assert np.array_equal(lava.predictions, emu.predictions)
 
 
+def test_fixed_equals_emulator_with_calibrated_current_grids(digits_model):
+    """Current grids calibrated per population (from the graph metadata): Lava lowers them as the
+    emulator does and runs bit for bit as it; the grids are not all the static 2**-10."""
+    from backends.emulator import calibrate_current_frac
+    from export.metadata import with_current_frac
+
+    graph = model_to_nir(digits_model, ExportOptions(quantize=True))
+    frac, _ = calibrate_current_frac(graph, inputs(16, seed=3))
+    with_current_frac(graph, frac)
+    assert len(set(frac.values())) > 1, frac
+    x = inputs(3, seed=12)
+    lava = simulate(graph, x, backend="lava", precision="fixed", progress=False, record=True)
+    emu = simulate(graph, x, backend="emulator", precision="fixed", progress=False, record=True)
+    lowered = emu.extra["network"]["frac"]  # as calibrated; below 10 only where vth or a bias needs it
+    assert all(lowered[n] == k if k > 10 else lowered[n] <= 10 for n, k in frac.items()), (lowered, frac)
+    assert_same_spikes(lava, emu)
+    assert sum(v.sum() for v in lava.spikes.values()) > 500
+
+
 def test_threshold_ties_wide_weights_and_wrap_by_hand():
     """Lava fixed_pt on the hand-made graphs: strict threshold at the tie, both 8-bit Dense terms of
     9-bit weights, and the 24-bit wrap of the integrator; equal to the emulator and to the hand values."""

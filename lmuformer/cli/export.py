@@ -33,7 +33,9 @@ _D = ExportOptions()
 @click.option("--dt", type=float, help="Frame period in seconds [default: the checkpoint's data set's; "
               f"a preset: {_D.dt}].")
 @click.option("--eval", "eval_dataset", help="Also measure float and quantised accuracy on this dataset.")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder of the --eval dataset.")
+@click.option("--data-dir", type=click.Path(file_okay=False),
+              help="Folder of the --eval dataset and of the training split that calibrates the current "
+              "grids [default: the folder training recorded].")
 @click.option("--samples", type=int, help="Evaluate on the first N test samples only.")
 @click.option("--seed", default=0, show_default=True, help="Seed of a --preset's weights and BN calibration.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
@@ -63,3 +65,5 @@ def command(checkpoint, target, preset_name, output, weight_bits, weight_terms, 
 
         click.echo(f"wrote {output}")
         click.echo(format_summary(summary))
+        if "current_grids" in summary:
+            click.echo(f"current grids: {summary['current_grids']['source']}")

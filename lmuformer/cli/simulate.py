@@ -49,6 +49,11 @@ def command(model, backend, precision, dataset, data_dir, samples, use_random, s
     acc = "n/a (random input)" if res["accuracy"] is None else f"{res['accuracy']:.4f}"
     click.echo(f"{res['backend']} ({res['precision']}): {res['samples']} samples x {res['steps']} steps, "
                f"accuracy {acc}, {res['steps_per_second']:.1f} steps/s")
+    if res.get("input_clipped"):
+        click.echo(f"input clipped: {res['input_clipped']:.2e} of the input values exceed its grid's range")
+    for name, frac in (res.get("a_in_overflow") or {}).items():
+        click.echo(f"a_in overflow: {name}: {frac:.2e} of its synaptic inputs exceed Loihi's 16-bit a_in "
+                   "(the current grid was calibrated for less)")
     if "agreement" in res:
         click.echo(f"agreement with the float re-import: {res['agreement']:.4f}")
     if "spike_identity" in res:

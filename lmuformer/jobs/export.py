@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import nir
 import numpy as np
 import torch
 
+from backends.emulator import calibrate_current_frac
+from backends.fixed_point import CURRENT_HEADROOM
 from export.graph import ExportOptions, model_to_nir
 from export.interpret import GraphRunner
 from export.io import write_graph
+from export.metadata import with_current_frac
 from export.summary import summarize
 from lmuformer.checkpoint import load_checkpoint
-from lmuformer.data import DATASETS, dataset_info, load_test_split
+from lmuformer.data import DATASETS, dataset_info, load_dataset, load_test_split
 from lmuformer.errors import UserError
 from lmuformer.model.calibrate import calibrated_preset
 
@@ -41,16 +45,62 @@ def checkpoint_frame_period(checkpoint: str) -> float:
     return frame_period(load_checkpoint(checkpoint).metrics) or ExportOptions().dt
 
 
+CALIBRATION_SAMPLES = 1024  # at most this many training samples, evenly spaced, calibrate the current grids
+
+
+def calibration_inputs(dataset: str, data_dir: str | None = None, samples: int = CALIBRATION_SAMPLES
+                       ) -> np.ndarray:
+    """At most ``samples`` items of ``dataset``'s training split (never the test split), evenly
+    spaced over it (the split may be ordered by class): x float32 (n, frames, features)."""
+    ds = load_dataset(dataset, "train", data_dir)
+    idx = np.unique(np.linspace(0, len(ds) - 1, min(len(ds), samples)).round().astype(int))
+    return np.stack([np.asarray(ds[int(i)][0], np.float32) for i in idx])
+
+
+def calibrate_export(graph: nir.NIRGraph, dataset: str, data_dir: str | None = None,
+                     samples: int = CALIBRATION_SAMPLES) -> tuple[dict[str, int], dict]:
+    """The current grids of ``graph``'s spiking populations calibrated on ``dataset``'s training
+    split (:func:`backends.emulator.calibrate_current_frac`, headroom ``CURRENT_HEADROOM``) and how
+    (the ``current_calibration`` metadata: data, samples, headroom, peak |x| per population)."""
+    x = calibration_inputs(dataset, data_dir, samples)
+    frac, peaks = calibrate_current_frac(graph, x, CURRENT_HEADROOM)
+    return frac, {"data": f"{dataset} training split", "samples": len(x), "headroom": CURRENT_HEADROOM,
+                  "peak_abs_x": {k: round(v, 6) for k, v in peaks.items()}}
+
+
 def _model_and_tuning(checkpoint: str | None, preset_name: str | None,
-                      seed: int) -> tuple[torch.nn.Module, dict | None, float | None]:
+                      seed: int) -> tuple[torch.nn.Module, dict | None, dict]:
     """The model (as :func:`load_model`) and, for a checkpoint, the export options it was
-    fine-tuned for (``lmuf finetune``; None otherwise) and its :func:`frame_period`, from one
-    read of the file."""
+    fine-tuned for (``lmuf finetune``; None otherwise) and its metrics ({} for a preset), from
+    one read of the file."""
     if checkpoint is None:
-        return load_model(None, preset_name, seed), None, None
+        return load_model(None, preset_name, seed), None, {}
     ckpt = load_checkpoint(checkpoint)
     tuned = ckpt.metrics.get("finetuned_for")
-    return ckpt.model.eval(), dict(tuned) if isinstance(tuned, dict) else None, frame_period(ckpt.metrics)
+    return ckpt.model.eval(), dict(tuned) if isinstance(tuned, dict) else None, dict(ckpt.metrics)
+
+
+def _current_grids(graph: nir.NIRGraph, tuned: dict | None, metrics: dict, data_dir: str | None
+                   ) -> dict:
+    """Set ``graph``'s current grids (metadata ``current_frac``): a fine-tuned checkpoint's pinned
+    ones (none pinned: static), else calibrated on the checkpoint's training split (its data
+    set not readable: static); what was done, for the summary."""
+    if tuned is not None:
+        frac = tuned.get("current_frac")
+        with_current_frac(graph, frac, {"data": "pinned by lmuf finetune"} if frac else None)
+        return {"source": "pinned by fine-tuning" if frac else "static (fine-tuned on the static grid)",
+                "frac": frac}
+    dataset = metrics.get("dataset")
+    folder = data_dir or (metrics.get("options") or {}).get("data_dir")
+    if dataset not in DATASETS:
+        return {"source": "static (the checkpoint records no known dataset)", "frac": None}
+    try:
+        frac, info = calibrate_export(graph, dataset, folder)
+    except UserError as e:
+        return {"source": f"static (no calibration data: {e})", "frac": None}
+    with_current_frac(graph, frac, info)
+    return {"source": f"calibrated on {info['samples']} samples of the {dataset} training split, "
+            f"headroom x{info['headroom']:g}", "frac": frac}
 
 
 def export_model(
@@ -78,8 +128,11 @@ def export_model(
     ``lmuf finetune --for-export``, the options it was fine-tuned for (recorded in its
     metrics as ``finetuned_for``); an option given that differs from those is a UserError.
     ``dt`` left None is a checkpoint's data set frame period (:func:`frame_period`; a preset:
-    the default): only the graph's time unit, the LIF's dt / tau stays 1/2."""
-    model, tuned, period = _model_and_tuning(checkpoint, preset_name, seed)
+    the default): only the graph's time unit, the LIF's dt / tau stays 1/2.  A quantised export
+    of a checkpoint records calibrated current grids (:func:`_current_grids`; ``data_dir`` or the
+    folder training recorded); a preset's keeps the static grid."""
+    model, tuned, metrics = _model_and_tuning(checkpoint, preset_name, seed)
+    period = frame_period(metrics) if checkpoint is not None else None
     given = {"weight_bits": weight_bits, "weight_terms": weight_terms, "lmu_bits": lmu_bits,
              "lmu_terms": lmu_terms, "dt": dt}
     if tuned is not None:
@@ -97,8 +150,11 @@ def export_model(
     opts = ExportOptions(quantize=quantize, lmu_form=lmu_form, lmu_taps=lmu_taps, lmu_max_delay=lmu_max_delay,
                          **given)
     graph = model_to_nir(model, opts)
+    grids = _current_grids(graph, tuned, metrics, data_dir) if quantize and checkpoint is not None else None
     write_graph(graph, output)
     summary = summarize(graph)
+    if grids is not None:
+        summary["current_grids"] = grids
     if eval_dataset is not None:
         x, y = load_test_split(eval_dataset, data_dir, samples)
         with torch.no_grad():

@@ -18,12 +18,14 @@ from torch import nn
 from backends.finetune import IntegerForward, check_options, graph_weights
 from backends.fixed_point import Network, input_frac_for, lower
 from export.graph import ExportOptions, model_to_nir
+from export.metadata import with_current_frac
 from export.quantize import quantize_terms
 from lmuformer.checkpoint import load_checkpoint, save_checkpoint
 from lmuformer.data import load_dataset, load_test_split
 from lmuformer.data.mixup import mixup as mix
 from lmuformer.data.mixup import recompute_batchnorm
 from lmuformer.errors import UserError
+from lmuformer.jobs.export import calibrate_export
 from lmuformer.model.lmuformer import LMUFormer
 
 
@@ -59,22 +61,27 @@ def _same_integers(fwd: IntegerForward, net: Network) -> bool:
     return True
 
 
-def export_forward(model: LMUFormer, opts: ExportOptions, input_frac_bits: int
-                   ) -> tuple[nir.NIRGraph, IntegerForward]:
-    """The export ``opts`` of ``model`` and its integer forward pass, lowered for frames + latency
-    steps on the input grid 2**-``input_frac_bits``."""
+def export_forward(model: LMUFormer, opts: ExportOptions, input_frac_bits: int,
+                   current_frac: dict[str, int] | None = None) -> tuple[nir.NIRGraph, IntegerForward]:
+    """The export ``opts`` of ``model`` (with the current grids ``current_frac`` in its metadata;
+    None: the static grid) and its integer forward pass, lowered for frames + latency steps on the
+    input grid 2**-``input_frac_bits``."""
     steps = model.config.frames + model.latency
-    graph = model_to_nir(model, opts)
+    graph = with_current_frac(model_to_nir(model, opts), current_frac,
+                              {"data": "pinned by lmuf finetune"} if current_frac else None)
     return graph, IntegerForward(model, lower(graph, steps=steps, input_frac_bits=input_frac_bits), steps)
 
 
 def own_forward(path: str | Path, opts: ExportOptions, x: np.ndarray, input_frac_bits: int
                 ) -> tuple[nir.NIRGraph, np.ndarray, dict[str, np.ndarray]]:
-    """The fine-tuned checkpoint ``path``'s export and that model's own integer forward pass on x
-    (samples, frames, features): (graph, logits (samples, classes), spike trains name ->
-    (samples, steps, neurons) bool), what its export must reproduce spike for spike."""
-    tuned = load_checkpoint(path).model.eval()
-    graph, forward = export_forward(tuned, opts, input_frac_bits)
+    """The fine-tuned checkpoint ``path``'s export (with the current grids it pinned) and that
+    model's own integer forward pass on x (samples, frames, features): (graph, logits (samples,
+    classes), spike trains name -> (samples, steps, neurons) bool), what its export must reproduce
+    spike for spike."""
+    ck = load_checkpoint(path)
+    tuned = ck.model.eval()
+    graph, forward = export_forward(tuned, opts, input_frac_bits,
+                                    (ck.metrics.get("finetuned_for") or {}).get("current_frac"))
     with torch.no_grad():
         logits, trains = forward(torch.as_tensor(x))
     return graph, logits.numpy(), {k: v.numpy().astype(bool) for k, v in trains.items()}
@@ -87,7 +94,9 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
              mixup: float | None = None, temperature: float = 2.0, threads: int | None = None,
              select_on: str = "loss", clean_bn: bool = True, record_test: bool = False) -> dict:
     """Fine-tune ``checkpoint`` for ``opts`` on its dataset; write ``out_dir/best.pt`` (a normal
-    checkpoint whose metrics record ``finetuned_for``) and return the metrics.
+    checkpoint whose metrics record ``finetuned_for``: ``opts`` and the current grids, calibrated
+    on the start model as :func:`lmuformer.jobs.export.calibrate_export` does, pinned for the
+    whole run and for the export of the result) and return the metrics.
 
     Loss per batch: ``(1 - distill) * CE(logits, y; label_smoothing)`` ``+ distill * T**2 *
     KL(float model || integer model)`` at temperature T (the start's float model, frozen, is the
@@ -144,10 +153,12 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
         # the input grid the emulator and Lava choose on the test split (fixed_point's module doc);
         # training inputs beyond its range are clipped, as deployment would clip them
         q = input_frac_for(x_test)
+        # the current grids, calibrated once on the start model (as its export would) and pinned
+        grids = calibrate_export(model_to_nir(model, opts), dataset, data_dir)[0]
 
         def relower() -> IntegerForward:
             """The integer forward pass of the model's export as it stands (lowered anew)."""
-            return export_forward(model, opts, q)[1]
+            return export_forward(model, opts, q, grids)[1]
 
         def drifted(f: IntegerForward) -> bool:
             """Would the export now choose another exponent for a weight matrix?"""
@@ -255,14 +266,15 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
         fwd = relower()
         test1 = evaluate(x_test, y_test)[0]
         wall = time.perf_counter() - start
-        after = lower(model_to_nir(model, opts), steps=steps, input_frac_bits=q)
+        after = lower(with_current_frac(model_to_nir(model, opts), grids), steps=steps, input_frac_bits=q)
         if _signature(after) != _signature(fwd.net) or not _same_integers(fwd, after):  # a bug, not bad input
             raise RuntimeError("the fine-tuned model's export does not lower as its integer forward pass")
         metrics = dict(ck.metrics)
         if record_test:
             metrics["finetune_test_history"] = test_history
         metrics.update(
-            finetuned_for=asdict(opts), finetune_epochs=epochs, finetune_lr=lr, finetune_wall_s=wall,
+            finetuned_for={**asdict(opts), "current_frac": grids},
+            finetune_epochs=epochs, finetune_lr=lr, finetune_wall_s=wall,
             finetune_batch_size=batch_size, finetune_distill=distill,
             finetune_label_smoothing=label_smoothing, finetune_mixup=mixup, finetune_relowered=relowered,
             finetune_threads=torch.get_num_threads(), finetune_input_frac_bits=q,

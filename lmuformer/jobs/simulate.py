@@ -80,6 +80,9 @@ def simulate_file(
         "dt": float(graph.metadata["dt"]),
         "notes": list(graph.metadata.get("notes", [])),
     }
+    for key in ("input_clipped", "a_in_overflow"):  # fixed point beyond its encodable / calibrated range
+        if key in result.extra:
+            out[key] = result.extra[key]
     if compare and backend != "torch":
         ref = simulate(graph, x, backend="torch", precision="float", progress=False)
         out["agreement"] = float(np.mean(ref.predictions == result.predictions))

@@ -1,0 +1,84 @@
+"""Static vs calibrated current grids (issue 9): fixed vs float-graph fidelity of the default export.
+
+    python benchmarks/bench_current_grid.py --checkpoint /tmp/recipe2/final/seed{0,1,2}/best.pt
+
+For each trained checkpoint, the default export (one 8-bit term per learned weight, two per LMU
+matrix) with the static current grid (2**-10 for every LIF) and with the grids the export job
+calibrates on the training split (``lmuformer.jobs.export.calibrate_export``, headroom x2), run on
+the emulator in fixed point and in float (the graph's own float arithmetic) on the whole test
+split: prediction agreement (bar >= 99.5 %; digits: stays 100 %), identical spike trains, the first
+diverging population, a_in values beyond 16 bits.  Wall seconds with the load average (the machine
+is shared).  Writes benchmarks/results/current_grid_digits.json (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from backends.base import simulate  # noqa: E402
+from export.graph import ExportOptions, model_to_nir  # noqa: E402
+from export.metadata import with_current_frac  # noqa: E402
+from lmuformer.analysis.spikes import spike_identity  # noqa: E402
+from lmuformer.checkpoint import load_checkpoint  # noqa: E402
+from lmuformer.data import load_test_split  # noqa: E402
+from lmuformer.files import write_json  # noqa: E402
+from lmuformer.jobs.export import calibrate_export  # noqa: E402
+
+
+def fidelity(graph, x: np.ndarray, y: np.ndarray) -> dict:
+    """Fixed vs float emulator runs of ``graph`` on x: accuracies, agreement, spike identity."""
+    fx = simulate(graph, x, backend="emulator", precision="fixed", progress=False, record=True)
+    fl = simulate(graph, x, backend="emulator", precision="float", progress=False, record=True)
+    agree = float((fx.predictions == fl.predictions).mean())
+    return {"deployed_accuracy": float((fx.predictions == y).mean()),
+            "float_graph_accuracy": float((fl.predictions == y).mean()),
+            "agreement": agree, "agreement_bar_met": agree >= 0.995,
+            "spike_identity": spike_identity(fx.extra["spike_trains"], fl.extra["spike_trains"],
+                                             list(fx.neurons)),
+            "current_frac": {k: v for k, v in fx.extra["network"]["frac"].items() if k in fx.neurons},
+            "a_in_overflow": fx.extra["a_in_overflow"], "peak_abs_a_in": fx.extra["peak_abs_a_in"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", nargs="+", required=True)
+    ap.add_argument("--data-dir", help="the data set's folder (digits: none)")
+    ap.add_argument("--out", default="benchmarks/results/current_grid_digits.json")
+    args = ap.parse_args()
+    result = {"command": " ".join(sys.argv), "export": "default (weight terms 1, LMU terms 2)",
+              "checkpoints": []}
+    for path in args.checkpoint:
+        ck = load_checkpoint(path)
+        model, dataset = ck.model.eval(), ck.metrics["dataset"]
+        x, y = load_test_split(dataset, args.data_dir)
+        load0, t0 = os.getloadavg(), time.perf_counter()
+        graph = model_to_nir(model, ExportOptions())
+        frac, info = calibrate_export(graph, dataset, args.data_dir)
+        t_cal = time.perf_counter() - t0
+        static = fidelity(graph, x, y)
+        calibrated = fidelity(with_current_frac(graph, frac, info), x, y)
+        entry = {"checkpoint": path, "dataset": dataset, "test_samples": len(y), "calibration": info,
+                 "calibration_wall_s": t_cal, "static": static, "calibrated": calibrated,
+                 "wall_s": time.perf_counter() - t0, "loadavg_before": load0,
+                 "loadavg_after": os.getloadavg()}
+        result["checkpoints"].append(entry)
+        for name, r in (("static", static), ("calibrated", calibrated)):
+            s = r["spike_identity"]
+            print(f"{path} {name}: fixed {r['deployed_accuracy']:.4f}, "
+                  f"float graph {r['float_graph_accuracy']:.4f}, agreement {r['agreement']:.4f}, "
+                  f"identical spike trains {s['identical_samples']}/{s['samples']} "
+                  f"(first divergence {s['first_divergence_samples']}), a_in > 16 bits {r['a_in_overflow']}, "
+                  f"grids {sorted(r['current_frac'].values())}", flush=True)
+    print(f"wrote {write_json(args.out, result)}")
+
+
+if __name__ == "__main__":
+    main()
