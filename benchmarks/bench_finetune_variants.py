@@ -167,6 +167,15 @@ def summarize(rows: list[dict]) -> dict:
     return summary
 
 
+def _result(old: list[dict], new: list[dict]) -> dict:
+    """The earlier runs of variants not rerun, the new runs, and the summary of all."""
+    redone = {r["variant"] for r in new}
+    rows = [r for r in old if r["variant"] not in redone] + new
+    return {"runs": rows, "summary": summarize(rows),
+            "metric": "cross-fitted deployed validation accuracy (select on one half, score on the other), "
+                      "summed over seeds; ties: cross-fitted mean cross entropy"}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", nargs="+", help="trained digits checkpoints (one per training seed)")
@@ -185,11 +194,8 @@ def main() -> None:
             print(f"{name} {ck}: kept epoch {r['best_epoch']}, val {r['val_accuracy_kept']:.4f} / "
                   f"{r['val_loss_kept']:.4f}, {r['cpu_s']:.0f} s CPU, {r['wall_s']:.0f} s wall "
                   f"(load {r['loadavg_before'][0]:.1f})", flush=True)
-    redone = {r["variant"] for r in new}
-    rows = [r for r in old if r["variant"] not in redone] + new
-    result = {"runs": rows, "summary": summarize(rows),
-              "metric": "cross-fitted deployed validation accuracy (select on one half, score on the other), "
-                        "summed over seeds; ties: cross-fitted mean cross entropy"}
+            write_json(args.out, _result(old, new))  # after each run: a stopped sweep keeps its runs
+    result = _result(old, new)
     for name, s in result["summary"].items():
         if "crossfit_loss" not in s:
             continue
