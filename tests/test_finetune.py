@@ -111,10 +111,22 @@ def test_finetuned_export_spikes_as_the_finetuned_model(tiny_ckpt, tmp_path):
 def test_clean_bn_variant_recomputes_statistics_and_still_lowers_as_trained(tiny_ckpt, tmp_path):
     """``clean_bn``: the BatchNorm running statistics change (recomputed on clean training items)
     and the kept state still lowers as its integer forward pass (checked inside ``finetune``)."""
+    from lmuformer.data import load_dataset
+
+    val = load_dataset("digits", "val")
+    xv = torch.as_tensor(np.stack([np.asarray(val[i][0], np.float32) for i in range(24)]))
+    yv = np.asarray([int(val[i][1]) for i in range(24)])
+    seen = []  # on_epoch: the start and each epoch's forward pass, as the job validates them
+
+    def on_epoch(epoch, fwd):
+        with torch.no_grad():
+            seen.append((epoch, float((fwd(xv)[0].argmax(1).numpy() == yv).mean())))
+
     metrics = finetune(str(tiny_ckpt), str(tmp_path / "ft"), ExportOptions(), epochs=1, lr=1e-3,
                        train_samples=64, test_samples=24, progress=False, select=False, clean_bn=True,
-                       record_test=True)
+                       record_test=True, on_epoch=on_epoch)
     assert metrics["finetune_clean_bn"] and len(metrics["finetune_test_history"]) == 1
+    assert seen == [(0, metrics["deployed_val_accuracy_before"]), (1, metrics["finetune_val_history"][0])]
     before = load_checkpoint(tiny_ckpt).model.state_dict()
     after = load_checkpoint(tmp_path / "ft" / "best.pt").model.state_dict()
     means = [k for k in before if k.endswith("running_mean")]
