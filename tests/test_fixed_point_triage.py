@@ -1,0 +1,285 @@
+"""The mutation survivors of backends/fixed_point.py (issue 16), killed: the integrator's state grid
+at the 24-bit limit, the shape inference of nodes without shaped parameters (conv, Delay, Flatten,
+0-d neurons, a cycle through a Delay), parameters against a stale ``output_type``, the row factors
+of float32 CubaLIF and r of CubaLI, float64 composition whatever the parameters' dtype, the
+refusals of ``_paths``, summed biases and the naming and merging of parallel paths.  Expected
+values by hand; the lowering runs with warnings as errors (a NumPy deprecation is a defect too)."""
+
+from __future__ import annotations
+
+import math
+
+import nir
+import numpy as np
+import pytest
+
+from backends.fixed_point import STATE_MAX, Population, composed_synapses, lower
+from lmuformer.errors import UserError
+from tests.graphs import _lif, _linear
+
+pytestmark = pytest.mark.filterwarnings("error")
+
+
+def _graph(nodes: dict, edges: list) -> nir.NIRGraph:
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": 1.0}, type_check=False)
+
+
+def _input(*shape: int) -> nir.Input:
+    return nir.Input(input_type={"input": np.array(shape)})
+
+
+def _output(n: int) -> nir.Output:
+    return nir.Output(output_type={"output": np.array([n])})
+
+
+def _lif0() -> nir.LIF:
+    """A LIF with 0-d (shared) parameters, as Norse writes them: its shape is not in the node."""
+    return nir.LIF(tau=np.array(2.0), r=np.array(1.0), v_leak=np.array(0.0), v_threshold=np.array(1.0),
+                   v_reset=np.array(0.0))
+
+
+def _conv2d(weight, input_shape=None) -> nir.Conv2d:
+    w = np.asarray(weight, np.float64)
+    return nir.Conv2d(input_shape=input_shape, weight=w, stride=1, padding=0, dilation=1, groups=1,
+                      bias=np.zeros(w.shape[0]))
+
+
+def _weights_of(synapses) -> list:
+    return [(s.name, s.source, s.target, s.delay, s.weight.tolist()) for s in synapses]
+
+
+def _weights(net) -> list:
+    return _weights_of(net.synapses)
+
+
+# -- the integrator's state grid at the 24-bit limit ----------------------------------------------
+
+# weights b whose static bound (steps = 1: |b|) times the 1.001 margin is exactly 16 and exactly
+# (2**23 - 1) / 2**18: fit = floor(log2((2**23 - 1) / (b 1.001))) = 18 in both cases; a limit of
+# 2**23 + 1 (first) or 2**23 - 2 (second) gives 19 or 17
+@pytest.mark.parametrize("target", [16.0, (STATE_MAX - 1) / 2**18], ids=["power-of-two", "limit"])
+def test_integrator_grid_at_the_24_bit_limit(target):
+    b = target / 1.001
+    while b * 1.001 != target:  # the neighbouring float whose product is exactly the target
+        b = float(np.nextafter(b, np.inf if b * 1.001 < target else -np.inf))
+    nodes = {"input": _input(1), "a.in": _linear([[1]], 0), "a": _lif(1),
+             "readout.in": nir.Linear(weight=np.array([[b]])), "readout": nir.I(r=np.ones(1)),
+             "output": _output(1)}
+    edges = [("input", "a.in"), ("a.in", "a"), ("a", "readout.in"), ("readout.in", "readout"),
+             ("readout", "output")]
+    p = lower(_graph(nodes, edges), steps=1).populations["readout"]
+    assert p.state_bound == b
+    assert p.frac == 18 == math.floor(math.log2((STATE_MAX - 1) / target))
+
+
+# -- shapes of nodes whose parameters do not give them ----------------------------------------------
+
+def test_shapeless_neuron_after_a_conv_takes_the_conv_output_shape():
+    """input (1, 3, 3) -> 2x2 conv (2 channels, input shape from the input) -> 0-d LIF: 2 x 2 x 2 neurons."""
+    w = np.arange(1.0, 9.0).reshape(2, 1, 2, 2)
+    nodes = {"input": _input(1, 3, 3), "c": _conv2d(w), "a": _lif0(), "output": _output(8)}
+    net = lower(_graph(nodes, [("input", "c"), ("c", "a"), ("a", "output")]))
+    assert net.populations["a"].size == 8
+    (syn,) = net.synapses
+    assert syn.weight.shape == (8, 9)
+    # output channel 0 at (0, 0) sums w[0] over pixels (0,0), (0,1), (1,0), (1,1) of the 3 x 3 input
+    assert syn.weight[0].tolist() == [1.0, 2.0, 0.0, 3.0, 4.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_cycle_of_shapeless_nodes_through_a_delay():
+    """a (0-d LIF) <- 1x1 conv (input shape 2 x 2) <- Delay <- a: a's shape is the conv's output, and
+    the conv's input (a, in the cycle) is not known when it is asked, so its size is not checked."""
+    nodes = {"input": _input(4), "a.in": _linear(np.eye(4, dtype=np.int64), 0), "a": _lif0(),
+             "d": nir.Delay(delay=np.array([1.0])), "c": _conv2d([[[[0.5]]]], input_shape=(2, 2)),
+             "output": _output(4)}
+    edges = [("c", "a"), ("a.in", "a"), ("input", "a.in"), ("a", "d"), ("d", "c"), ("a", "output")]
+    net = lower(_graph(nodes, edges))
+    assert net.populations["a"].size == 4
+    assert sorted(_weights(net)) == [("a.in", "input", "a", 0, np.eye(4).tolist()),
+                                     ("c", "a", "a", 1, (np.eye(4) * 0.5).tolist())]
+
+
+def test_shapeless_neuron_after_a_flatten_and_after_a_delay():
+    """input (2, 3) -> Flatten -> 0-d LIF: 6 neurons; input (2, 3) -> Delay -> 0-d LIF: 6 neurons."""
+    nodes = {"input": _input(2, 3), "f": nir.Flatten(input_type={"input": np.array([2, 3])}, start_dim=0),
+             "a": _lif0(), "output": _output(6)}
+    net = lower(_graph(nodes, [("input", "f"), ("f", "a"), ("a", "output")]))
+    assert net.populations["a"].size == 6
+    assert _weights(net) == [("f", "input", "a", 0, np.eye(6).tolist())]
+    nodes = {"input": _input(2, 3), "d": nir.Delay(delay=np.array([2.0])), "a": _lif0(), "output": _output(6)}
+    net = lower(_graph(nodes, [("input", "d"), ("d", "a"), ("a", "output")]))
+    assert net.populations["a"].size == 6
+    assert _weights(net) == [("d->a", "input", "a", 2, np.eye(6).tolist())]
+
+
+def test_conv_after_a_delay_keeps_the_shape_and_after_a_flatten_does_not():
+    """A Delay sends its input's shape (1, 3, 3): a conv behind it infers its input shape; a Flatten
+    sends (9,), so a conv behind it needs input_shape (one line)."""
+    w = np.ones((1, 1, 2, 2))
+    nodes = {"input": _input(1, 3, 3), "d": nir.Delay(delay=np.array([1.0])), "c": _conv2d(w),
+             "a": _lif(4), "output": _output(4)}
+    edges = [("input", "d"), ("d", "c"), ("c", "a"), ("a", "output")]
+    (syn,) = lower(_graph(nodes, edges)).synapses
+    assert (syn.name, syn.delay, syn.weight.shape) == ("c", 1, (4, 9))
+    nodes["d"] = nir.Flatten(input_type={"input": np.array([1, 3, 3])}, start_dim=0)
+    with pytest.raises(UserError, match=r"^c \(Conv2d\): its input shape is not known \(set input_shape\)$"):
+        lower(_graph(nodes, edges))
+
+
+def test_shapeless_neuron_takes_its_output_type_before_its_input_shape():
+    """A 0-d LIF typed (1, 2, 2) fed by a Linear of 4 outputs sends (1, 2, 2): a conv behind it infers
+    its 2 x 2 input from that."""
+    a = _lif0()
+    a.output_type = {"output": np.array([1, 2, 2])}
+    nodes = {"input": _input(4), "a.in": _linear(np.eye(4, dtype=np.int64), 0), "a": a,
+             "c": _conv2d(np.ones((1, 1, 2, 2))), "b": _lif(1), "output": _output(1)}
+    edges = [("input", "a.in"), ("a.in", "a"), ("a", "c"), ("c", "b"), ("b", "output")]
+    net = lower(_graph(nodes, edges))
+    assert net.populations["a"].size == 4
+    assert [s.weight.tolist() for s in net.synapses if s.name == "c"] == [[[1.0, 1.0, 1.0, 1.0]]]
+
+
+def test_shapeless_neuron_without_inputs_is_one_neuron():
+    nodes = {"input": _input(1), "b.in": _linear([[1]], 0), "b": _lif(1), "a": _lif0(), "output": _output(1)}
+    net = lower(_graph(nodes, [("input", "b.in"), ("b.in", "b"), ("b", "output")]))
+    assert net.populations["a"].size == 1
+
+
+def test_flatten_without_input_sends_nothing():
+    """A Flatten without input sends 0 values: the 0-d LIF it feeds first has 0 neurons, so the
+    Linear that feeds it too is refused first (nodes in order)."""
+    nodes = {"input": _input(1), "lin": _linear([[1]], 0),
+             "f": nir.Flatten(input_type={"input": np.array([1])}), "a": _lif0(), "output": _output(1)}
+    edges = [("f", "a"), ("input", "lin"), ("lin", "a"), ("a", "output")]
+    with pytest.raises(UserError, match=r"^lin: sends 1 values from input to a, which has 0 neurons$"):
+        lower(_graph(nodes, edges))
+
+
+def _stale(node: nir.NIRNode) -> nir.NIRNode:
+    node.output_type = {"output": np.array([3])}
+    return node
+
+
+@pytest.mark.parametrize("node", [
+    _stale(nir.I(r=np.ones(2))),
+    _stale(nir.LI(tau=np.full(2, 2.0), r=np.ones(2), v_leak=np.zeros(2))),
+    _stale(nir.CubaLI(tau_syn=np.full(2, 2.0), tau_mem=np.full(2, 2.0), r=np.ones(2), v_leak=np.zeros(2),
+                      w_in=np.ones(2))),
+    _stale(nir.Threshold(threshold=np.ones(2))),
+    _stale(_lif(2)),
+], ids=["I", "LI", "CubaLI", "Threshold", "LIF"])
+def test_neuron_size_from_its_parameters_not_a_stale_output_type(node):
+    nodes = {"input": _input(1), "a.in": _linear(np.ones((2, 1), np.int64), 0), "a": node,
+             "output": _output(2)}
+    net = lower(_graph(nodes, [("input", "a.in"), ("a.in", "a"), ("a", "output")]))
+    assert net.populations["a"].size == 2
+
+
+# -- row factors ----------------------------------------------------------------------------------
+
+def test_float32_cubalif_row_factor_in_float64():
+    """All parameters float32 (so w_in stays float32): the row factor dt/tau_syn w_in = 1/3 in float64."""
+    f32 = {k: np.array([v], np.float32) for k, v in
+           dict(tau_syn=3.0, tau_mem=2.0, r=1.0, v_leak=0.0, v_threshold=1.0, v_reset=0.0, w_in=1.0).items()}
+    node = nir.CubaLIF(**f32)
+    assert node.w_in.dtype == np.float32
+    nodes = {"input": _input(1), "a.in": _linear([[1]], 0), "a": node, "output": _output(1)}
+    (syn,) = lower(_graph(nodes, [("input", "a.in"), ("a.in", "a"), ("a", "output")])).synapses
+    assert syn.weight.tolist() == [[1 / 3]]
+
+
+def test_cubali_rows_times_r():
+    """CubaLI rows times dt/tau_syn w_in dt/tau_mem r = 1/2 * 1/2 * 4 = 1."""
+    node = nir.CubaLI(tau_syn=np.full(1, 2.0), tau_mem=np.full(1, 2.0), r=np.full(1, 4.0), v_leak=np.zeros(1),
+                      w_in=np.ones(1))
+    nodes = {"input": _input(1), "a.in": _linear([[1]], 0), "a": node, "output": _output(1)}
+    (syn,) = lower(_graph(nodes, [("input", "a.in"), ("a.in", "a"), ("a", "output")])).synapses
+    assert syn.weight.tolist() == [[1.0]]
+
+
+# -- chains composed in float64 ---------------------------------------------------------------------
+
+# 1 + 2**-53 + 2**-60 in long double (64-bit mantissa where the platform has one): float64 rounds it to
+# 1 + 2**-52, whose square rounds to 1 + 2**-51; the square taken in long double rounds to 1 + 2**-52
+_X = np.longdouble(1) + np.longdouble(2) ** -53 + np.longdouble(2) ** -60
+_X64 = float(np.float64(_X))
+
+
+@pytest.mark.parametrize("kind", ["Linear", "Affine", "Scale"])
+def test_chain_composed_in_float64_whatever_the_parameter_dtype(kind):
+    def node():
+        w = np.full((1, 1), _X)
+        return {"Linear": nir.Linear(weight=w), "Scale": nir.Scale(scale=np.full(1, _X)),
+                "Affine": nir.Affine(weight=w, bias=np.zeros(1, np.longdouble))}[kind]
+
+    nodes = {"input": _input(1), "l1": node(), "l2": node(), "a": _lif(1), "output": _output(1)}
+    net = lower(_graph(nodes, [("input", "l1"), ("l1", "l2"), ("l2", "a"), ("a", "output")]))
+    (syn,) = net.synapses
+    assert syn.weight.dtype == np.float64 and syn.weight.tolist() == [[_X64 * _X64]]
+    assert net.populations["a"].bias_f.dtype == np.float64
+
+
+def test_affine_bias_in_float64_whatever_its_dtype():
+    nodes = {"input": _input(1), "b": nir.Affine(weight=np.ones((1, 1)), bias=np.full(1, _X)), "a": _lif(1),
+             "output": _output(1)}
+    p = lower(_graph(nodes, [("input", "b"), ("b", "a"), ("a", "output")])).populations["a"]
+    assert p.bias_f.dtype == np.float64 and p.bias_f.tolist() == [_X64]
+
+
+def test_if_without_biases_has_one_zero_bias_per_neuron():
+    """An IF fed by a direct edge (no linear node, no leak): bias arrays of its size, all 0."""
+    node = nir.IF(r=np.ones(3), v_threshold=np.ones(3), v_reset=np.zeros(3))
+    nodes = {"input": _input(3), "a": node, "output": _output(3)}
+    p = lower(_graph(nodes, [("input", "a"), ("a", "output")])).populations["a"]
+    assert (p.bias_f.tolist(), p.bias_mant.tolist(), p.bias_exp.tolist()) == ([0.0] * 3, [0] * 3, [0] * 3)
+
+
+# -- paths: refusals, summed biases, parallel paths --------------------------------------------------
+
+def test_output_cannot_feed_a_synapse():
+    nodes = {"input": _input(1), "a.in": _linear([[1]], 0), "a": _lif(1), "output": _output(1),
+             "back": _linear([[1]], 0)}
+    edges = [("input", "a.in"), ("a.in", "a"), ("a", "output"), ("output", "back"), ("back", "a")]
+    with pytest.raises(UserError, match=r"^output \(Output\) cannot feed a synapse here$"):
+        lower(_graph(nodes, edges))
+
+
+def test_linear_node_without_input_behind_another_is_one_line():
+    """b (processed first) reaches c, which has no input: the refusal names c."""
+    nodes = {"input": _input(1), "a.in": _linear([[1]], 0), "b": _linear([[1]], 0), "c": _linear([[1]], 0),
+             "a": _lif(1), "output": _output(1)}
+    edges = [("input", "a.in"), ("a.in", "a"), ("c", "b"), ("b", "a"), ("a", "output")]
+    with pytest.raises(UserError, match=r"^c: a synapse needs exactly one source and one target$"):
+        lower(_graph(nodes, edges))
+
+
+def test_biases_of_two_inputs_are_summed():
+    """input -> (1, +0.25) and (1, +0.5) -> Scale 1 -> LIF: bias 0.75, weight 2."""
+    nodes = {"input": _input(1), "b1": nir.Affine(weight=np.ones((1, 1)), bias=np.array([0.25])),
+             "b2": nir.Affine(weight=np.ones((1, 1)), bias=np.array([0.5])), "s": nir.Scale(scale=np.ones(1)),
+             "a": _lif(1), "output": _output(1)}
+    edges = [("input", "b1"), ("input", "b2"), ("b1", "s"), ("b2", "s"), ("s", "a"), ("a", "output")]
+    net = lower(_graph(nodes, edges))
+    assert net.populations["a"].bias_f.tolist() == [0.75]
+    assert _weights(net) == [("s", "input", "a", 0, [[2.0]])]
+
+
+def test_parallel_paths_from_two_sources_are_two_named_synapses():
+    """s sums the input (now) and a (one step ago, through d): one synapse per (source, delay), the
+    second named after its source and delay."""
+    nodes = {"input": _input(1), "s": nir.Scale(scale=np.full(1, 0.5)), "a": _lif(1),
+             "d": nir.Delay(delay=np.array([1.0])), "output": _output(1)}
+    edges = [("input", "s"), ("d", "s"), ("s", "a"), ("a", "d"), ("a", "output")]
+    net = lower(_graph(nodes, edges))
+    assert _weights(net) == [("s", "input", "a", 0, [[0.5]]), ("s<a@1", "a", "a", 1, [[0.5]])]
+
+
+def test_composed_synapses_hold_populations_without_fixed_point_parameters():
+    """Sizes and kinds only: the input's grid is 0 (no data), no parameter is set."""
+    nodes = {"input": _input(2), "s": nir.Scale(scale=np.full(2, 0.5)), "d": nir.Delay(delay=np.array([1.0])),
+             "output": _output(2)}
+    pops, synapses = composed_synapses(_graph(nodes, [("input", "s"), ("s", "d"), ("d", "output")]))
+    assert pops == {"input": Population("input", "input", 2),
+                    "output": Population("output", "integrator", 2, dv=4096, dv_f=1.0)}
+    # the Scale feeds a Delay, not a population: the synapse is the Delay -> Output edge, named after it
+    assert _weights_of(synapses) == [("d->output", "input", "output", 1, (np.eye(2) * 0.5).tolist())]
