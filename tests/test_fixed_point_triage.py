@@ -13,7 +13,7 @@ import nir
 import numpy as np
 import pytest
 
-from backends.fixed_point import STATE_MAX, Population, composed_synapses, lower
+from backends.fixed_point import STATE_MAX, Population, composed_synapses, lower, split_terms
 from lmuformer.errors import UserError
 from tests.graphs import _lif, _linear
 
@@ -224,6 +224,53 @@ def test_affine_bias_in_float64_whatever_its_dtype():
              "output": _output(1)}
     p = lower(_graph(nodes, [("input", "b"), ("b", "a"), ("a", "output")])).populations["a"]
     assert p.bias_f.dtype == np.float64 and p.bias_f.tolist() == [_X64]
+
+
+def test_long_double_parameters_lowered_in_float64():
+    """r per neuron (LIF), thresholds (Threshold) in long double: rows and biases in float64."""
+    nodes = {"input": _input(1), "a.in": nir.Linear(weight=np.ones((2, 1))), "a": _lif(2),
+             "output": _output(2)}
+    nodes["a"].r = np.array([1, 2 * _X], np.longdouble)  # rows times r: 1 and 2 + 2**-51 in float64
+    net = lower(_graph(nodes, [("input", "a.in"), ("a.in", "a"), ("a", "output")]))
+    (syn,) = net.synapses
+    assert syn.weight.dtype == np.float64 and syn.weight.tolist() == [[1.0], [2 * _X64]]
+    assert net.populations["a"].bias_f.dtype == np.float64
+    nodes["a"] = nir.Threshold(threshold=np.array([0.5, _X], np.longdouble))
+    p = lower(_graph(nodes, [("input", "a.in"), ("a.in", "a"), ("a", "output")])).populations["a"]
+    assert p.bias_f.dtype == np.float64 and p.bias_f.tolist() == [_X64 - 0.5, 0.0]
+
+
+@pytest.mark.parametrize("kind", ["LI", "CubaLI"])
+def test_leaky_graded_population_with_long_double_r(kind):
+    """A spike-fed LI/CubaLI with r in long double: its bias in float64, the leaky bound by hand."""
+    r = np.full(1, 1.0, np.longdouble)
+    node = (nir.LI(tau=np.full(1, 2.0), r=r, v_leak=np.zeros(1)) if kind == "LI" else
+            nir.CubaLI(tau_syn=np.full(1, 2.0), tau_mem=np.full(1, 2.0), r=r, v_leak=np.zeros(1),
+                       w_in=np.ones(1)))
+    nodes = {"input": _input(1), "b.in": _linear([[1]], 0), "b": _lif(1), "a.in": _linear([[1]], 0),
+             "a": node, "output": _output(1)}
+    edges = [("input", "b.in"), ("b.in", "b"), ("b", "a.in"), ("a.in", "a"), ("a", "output")]
+    p = lower(_graph(nodes, edges), steps=4).populations["a"]
+    assert p.bias_f.dtype == np.float64 and p.bias_f.tolist() == [0.0]
+    # LI: row 1/2 (alpha r), current x min(4, 4096/4096), voltage x min(4, 4096/2048): 1/2 x 1 x 2;
+    # CubaLI: row 1/4 (alpha r beta w_in), current x min(4, 4096/2048), voltage x 2: 1/4 x 2 x 2
+    assert p.state_bound == 1.0
+
+
+def test_long_double_weight_quantised_in_float64():
+    """The quantisation note measures the error against the float64 weight (1 + 2**-52 -> 1)."""
+    nodes = {"input": _input(1), "l": nir.Linear(weight=np.full((1, 1), _X)), "a": _lif(1),
+             "output": _output(1)}
+    net = lower(_graph(nodes, [("input", "l"), ("l", "a"), ("a", "output")]))
+    assert net.notes == [f"l: quantised to 8 bits (max abs error {2.0**-52:.3g})"]
+
+
+def test_split_terms_of_narrow_integers():
+    """-128 (int8) needs two 8-bit terms: -1 * 2**7; digits are int64 whatever the mantissa's dtype."""
+    ((m, e),) = split_terms(np.array([-128], np.int8), 0)
+    assert (m.dtype, m.tolist(), e) == (np.int64, [-1], 7)
+    ((m, e),) = split_terms(np.array([5], np.int16), 3)
+    assert (m.dtype, m.tolist(), e) == (np.int64, [5], 3)
 
 
 def test_if_without_biases_has_one_zero_bias_per_neuron():
