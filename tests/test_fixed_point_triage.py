@@ -13,7 +13,18 @@ import nir
 import numpy as np
 import pytest
 
-from backends.fixed_point import STATE_MAX, Population, composed_synapses, lower, split_terms
+from backends.fixed_point import (
+    STATE_MAX,
+    Network,
+    Population,
+    _Graph,
+    _uniform,
+    composed_synapses,
+    graded_step_fixed,
+    graded_step_float,
+    lower,
+    split_terms,
+)
 from lmuformer.errors import UserError
 from tests.graphs import _lif, _linear
 
@@ -330,3 +341,64 @@ def test_composed_synapses_hold_populations_without_fixed_point_parameters():
                     "output": Population("output", "integrator", 2, dv=4096, dv_f=1.0)}
     # the Scale feeds a Delay, not a population: the synapse is the Delay -> Output edge, named after it
     assert _weights_of(synapses) == [("d->output", "input", "output", 1, (np.eye(2) * 0.5).tolist())]
+
+
+# -- metadata, empty populations, zero scales ------------------------------------------------------
+
+@pytest.mark.parametrize("node", [nir.I(r=np.zeros(1)),
+                                  nir.LI(tau=np.full(1, 2.0), r=np.zeros(1), v_leak=np.zeros(1))],
+                         ids=["I", "LI"])
+def test_zero_r_behind_exported_mantissas_gives_zero_weights(node):
+    """r = 0 makes the row factor 0 (not a power of two: the mantissas are re-quantised); this was a
+    ValueError (int(nan)) before."""
+    nodes = {"input": _input(1), "l": _linear([[3]], -2), "a": node, "output": _output(1)}
+    net = lower(_graph(nodes, [("input", "l"), ("l", "a"), ("a", "output")]))
+    (syn,) = net.synapses
+    assert syn.weight.tolist() == [[0.0]] and [t.weights.tolist() for t in syn.terms] == [[[0]]]
+    assert net.notes[0] == "l: re-quantised to 8 bits (max abs error 0)"
+
+
+def test_mantissa_without_exponent_is_quantised_again():
+    node = nir.Linear(weight=np.full((1, 1), 0.75), metadata={"weight_mantissa": np.array([[3]])})
+    nodes = {"input": _input(1), "l": node, "a": _lif(1), "output": _output(1)}
+    net = lower(_graph(nodes, [("input", "l"), ("l", "a"), ("a", "output")]))
+    assert net.notes == ["l: re-quantised to 8 bits (max abs error 0)"]
+    assert [(t.weights.tolist(), t.exponent) for t in net.synapses[0].terms] == [([[192]], -7)]
+
+
+def test_population_of_no_neurons_has_empty_exact_weights():
+    """c -> (0 x 1) -> I of 0 neurons -> (1 x 0) -> b: both empty weights quantise with error 0."""
+    nodes = {"input": _input(1), "c.in": _linear([[1]], 0), "c": _lif(1),
+             "l1": nir.Linear(weight=np.zeros((0, 1))), "a": nir.I(r=np.ones(0)),
+             "l2": nir.Linear(weight=np.zeros((1, 0))), "b": _lif(1), "output": _output(1)}
+    edges = [("input", "c.in"), ("c.in", "c"), ("c", "l1"), ("l1", "a"), ("a", "l2"), ("l2", "b"),
+             ("b", "output")]
+    net = lower(_graph(nodes, edges))
+    assert net.notes == [f"{n}: quantised to 8 bits (max abs error 0)" for n in ("l1", "l2")]
+    assert net.populations["a"].size == 0
+
+
+# -- the graded steps' formula for any decay, inputs of object dtype ----------------------------------
+
+def test_graded_steps_take_the_formula_outside_the_plain_integrator():
+    """Only du = 4095, dv = 0 (float: 1, 0) is the plain integrator; any other decay, even outside its
+    range, takes the formula: u <- trunc(u (4096 - du - 1) / 4096) + a_in, v <- v + u + bias."""
+    one = np.array([4096], np.int64)
+    zero = np.zeros(1, np.int64)
+    u, v = graded_step_fixed(one, zero, one // 4096, 4097, 0, zero)  # trunc(4096 * -2 / 4096) + 1 = -1
+    assert (u.tolist(), v.tolist()) == ([-1], [-1])
+    u, v = graded_step_fixed(one, zero, one // 4096, 3**12 - 1, 0, zero)  # -(4096 - 3**12) + 1
+    assert (u.tolist(), v.tolist()) == ([4096 - 3**12 + 1], [4096 - 3**12 + 1])
+    u, v = graded_step_float(np.ones(1), np.zeros(1), np.zeros(1), 2.0, 0.0, np.zeros(1))  # u (1 - 2)
+    assert (u.tolist(), v.tolist()) == ([-1.0], [-1.0])
+
+
+def test_object_arrays_are_read_as_float64():
+    """Parameters and inputs of object dtype (Python floats) work as float64 ones."""
+    net = Network({}, [], "input", "output", 0, 1.0, 16, 8)
+    x = np.array([0.5, -1.25, 200.0], dtype=object)
+    assert net.encode_input(x).tolist() == [128, -320, 32767]
+    assert net.clipped_fraction(x) == pytest.approx(1 / 3, rel=0, abs=0)
+    assert _uniform(np.array([2.0, 2.0], dtype=object), "tau", "a") == 2.0
+    g = _Graph({"d": nir.Delay(delay=np.array([2.0], dtype=object))}, {}, {}, [], 0.5)
+    assert g.delay_steps("d") == 4
