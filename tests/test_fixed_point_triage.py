@@ -1,9 +1,11 @@
 """The mutation survivors of backends/fixed_point.py (issue 16), killed: the integrator's state grid
 at the 24-bit limit, the shape inference of nodes without shaped parameters (conv, Delay, Flatten,
-0-d neurons, a cycle through a Delay), parameters against a stale ``output_type``, the row factors
-of float32 CubaLIF and r of CubaLI, float64 composition whatever the parameters' dtype, the
-refusals of ``_paths``, summed biases and the naming and merging of parallel paths.  Expected
-values by hand; the lowering runs with warnings as errors (a NumPy deprecation is a defect too)."""
+0-d neurons, a cycle through a Delay), parameters against a stale ``output_type``, row factors
+(float32 CubaLIF, r of CubaLI), float64 arithmetic whatever the parameters' dtype (long double,
+object), the refusals of ``_paths``, summed biases, the naming and merging of parallel paths,
+metadata without an exponent, empty and zero-scaled weights (r = 0 raised ValueError before), the
+graded steps outside the plain integrator.  Expected values by hand; warnings are errors here (a
+NumPy deprecation is a defect too)."""
 
 from __future__ import annotations
 
