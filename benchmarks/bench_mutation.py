@@ -355,9 +355,9 @@ def main(argv: list[str] | None = None) -> int:
         before = results["modules"].get(key, {})
         if args.rescore and "error" not in r:
             r["rerun"] = before.get("rerun", "all mutants").replace(" (rescored)", "") + " (rescored)"
-            for key in ("seconds", "seconds_full_run", "ran_at", "loadavg_before", "loadavg_after"):
-                if key in before:
-                    r[key] = before[key]
+            for field in ("seconds", "seconds_full_run", "ran_at", "loadavg_before", "loadavg_after"):
+                if field in before:  # not `key`: that names the module's entry, written below
+                    r[field] = before[field]
         else:
             if args.survivors and before:
                 r["seconds_full_run"] = before.get("seconds_full_run", before.get("seconds"))
