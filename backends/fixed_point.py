@@ -379,7 +379,7 @@ def _weight_terms(node: nir.NIRNode, scale: float) -> tuple[list[tuple[np.ndarra
     w = np.asarray(node.weight, dtype=np.float64) * scale
     md = node.metadata or {}
     p = math.log2(scale) if scale > 0 else float("nan")
-    if "weight_mantissa" in md and "weight_exponent" in md and p == int(p):
+    if "weight_mantissa" in md and "weight_exponent" in md and p.is_integer():
         m = np.asarray(md["weight_mantissa"]).astype(np.int64)
         e = int(md["weight_exponent"]) + int(p)
         if m.shape == w.shape and np.array_equal(m.astype(np.float64) * 2.0**e, w):

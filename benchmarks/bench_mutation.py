@@ -79,7 +79,8 @@ MODULES: dict[str, Module] = {
                   ("tests/test_model.py", "-k", "matrices or zoh or memory or lmu")),
     "quantize": Module("export/quantize.py",
                        ("tests/test_export.py", "-k", "quantis or lmu_representation")),
-    "fixed_point": Module("backends/fixed_point.py", _EMULATOR_TESTS, _EMULATOR_NOTE),
+    "fixed_point": Module("backends/fixed_point.py", ("tests/test_fixed_point_triage.py", *_EMULATOR_TESTS),
+                          _EMULATOR_NOTE),
     "emulator": Module("backends/emulator.py", _EMULATOR_TESTS,
                        _EMULATOR_NOTE + "; run() is scored as emulator_run", ("run",)),
     "emulator_run": Module("backends/emulator.py", ("tests/test_emulator_run.py",),
@@ -355,9 +356,9 @@ def main(argv: list[str] | None = None) -> int:
         before = results["modules"].get(key, {})
         if args.rescore and "error" not in r:
             r["rerun"] = before.get("rerun", "all mutants").replace(" (rescored)", "") + " (rescored)"
-            for key in ("seconds", "seconds_full_run", "ran_at", "loadavg_before", "loadavg_after"):
-                if key in before:
-                    r[key] = before[key]
+            for field in ("seconds", "seconds_full_run", "ran_at", "loadavg_before", "loadavg_after"):
+                if field in before:  # not `key`: that names the module's entry, written below
+                    r[field] = before[field]
         else:
             if args.survivors and before:
                 r["seconds_full_run"] = before.get("seconds_full_run", before.get("seconds"))
