@@ -65,7 +65,7 @@ class Module:
 
 # the 8 s digits run, the Lava tests and the CLI subprocesses of test_peers left out
 _EMULATOR_TESTS = ("tests/test_emulator.py", "tests/test_fixed_point.py", "tests/test_fixed_point_edges.py",
-                   "tests/test_nir_subset.py", "tests/test_peers.py", "-k",
+                   "tests/test_nir_subset.py", "tests/test_peers.py", "tests/test_current_grid.py", "-k",
                    "not fixed_agrees and not lava and not test_cli_simulate")
 _EMULATOR_NOTE = ("emulator-only tests: the Lava tests (tests/test_lava.py, ~40 s each) are not in the "
                   "selection; Lava == emulator equality is asserted in CI")
