@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 from backends.base import simulate
-from backends.emulator import calibrate_current_frac, current_peaks
+from backends.emulator import Emulator, calibrate_current_frac, current_peaks
 from backends.fixed_point import Population, calibrated_current_frac, current_frac_for, lower
 from export.io import read_graph, write_graph
 from export.metadata import GraphMetadata, with_current_frac
 from lmuformer.checkpoint import save_checkpoint
 from lmuformer.errors import UserError
 from lmuformer.jobs.export import calibrate_export, export_model
-from tests.graphs import _lif, _linear, active_model
+from tests.graphs import _lif, _linear, active_model, edge_graph
 
 
 def _pop(dv: int = 2048, du: int = 4095, bias: float = 0.0) -> Population:
@@ -177,3 +177,26 @@ def test_grid_out_of_range_message(k):
     message = f"a: current grid 2**-k needs an integer k in 0..15, got {k!r}"
     with pytest.raises(UserError, match=re.escape(message)):
         lower(_graph(), current_frac={"a": k})
+
+
+def test_peaks_cover_every_sample_and_batch():
+    g = edge_graph()  # identity into a(2): a_in = x
+    x = np.zeros((3, 4, 2))
+    x[0, 1, 1], x[2, 2, 0] = -0.75, 0.5
+    assert current_peaks(g, x) == {"a": 0.75}  # in the first sample
+    assert current_peaks(g, x, batch_size=1) == {"a": 0.75}
+    x[0, 1, 1] = 0.0
+    assert current_peaks(g, x, batch_size=1) == current_peaks(g, x, batch_size=2) == {"a": 0.5}  # the last
+    x[2, 2, 0] = -0.75  # 2 * 0.75 * 2**15 > 2**15 - 1; 1 * 0.75 * 2**15 fits
+    assert calibrate_current_frac(g, x) == ({"a": 14}, {"a": 0.75})  # the default headroom 2
+    assert calibrate_current_frac(g, x, 1.0) == ({"a": 15}, {"a": 0.75})
+    net = lower(g, steps=5)  # an empty batch in float: peak 0
+    assert Emulator(net, fixed=False).run(np.zeros((0, 4, 2)), 5)["peak_a_in"] == {"a": 0}
+
+
+def test_a_in_of_exactly_16_bits_is_no_overflow():
+    g = with_current_frac(edge_graph(), {"a": 15})
+    x = np.array([[[1 - 2**-15, -(1 - 2**-15)], [0.0, 0.0]]])  # on the input grid 2**-15: a_in = +-32767
+    r = simulate(g, x, backend="emulator", precision="fixed", progress=False, input_frac_bits=15)
+    assert r.extra["network"]["frac"]["a"] == 15
+    assert r.extra["peak_abs_a_in"] == {"a": 2**15 - 1} and r.extra["a_in_overflow"] == {}
