@@ -627,9 +627,14 @@ def _size(g: _Graph, name: str) -> int:
     return int(np.prod(g.shape(name)))
 
 
+def _per(dt: float, tau: float) -> float:
+    """``dt / tau``; inf for tau = 0 (or no neurons), which the callers' ``0 < dt/tau <= 1`` refuses."""
+    return dt / tau if tau else math.inf
+
+
 def _rate(dt: float, tau, what: str, name: str) -> float:
     """``dt / tau`` of a uniform time constant, refused (one line) outside (0, 1]."""
-    rate = dt / _uniform(tau, what, name)
+    rate = _per(dt, _uniform(tau, what, name))
     if not 0 < rate <= 1:
         raise UserError(f"{name}: need 0 < dt/{what} <= 1 (got dt/{what}={rate})")
     return rate
@@ -811,12 +816,12 @@ def _lif_constants(n: str, node: nir.NIRNode, dt: float
             raise UserError(f"{n}: need r > 0 (got r={r})")
         return 0.0, dt * r, vth, 0.0, 1.0
     tau = node.tau if isinstance(node, nir.LIF) else node.tau_mem
-    alpha = dt / _uniform(tau, "tau" if isinstance(node, nir.LIF) else "tau_mem", n)
+    alpha = _per(dt, _uniform(tau, "tau" if isinstance(node, nir.LIF) else "tau_mem", n))
     if not 0 < alpha <= 1 or r <= 0:
         raise UserError(f"{n}: need 0 < dt/tau <= 1 and r > 0 (got dt/tau={alpha}, r={r})")
     beta = 1.0
     if isinstance(node, nir.CubaLIF):
-        beta = dt / _uniform(node.tau_syn, "tau_syn", n)
+        beta = _per(dt, _uniform(node.tau_syn, "tau_syn", n))
         if not 0 < beta <= 1:
             raise UserError(f"{n}: need 0 < dt/tau_syn <= 1 (got {beta})")
     leak = np.asarray(node.v_leak, np.float64).ravel() / r

@@ -4,19 +4,22 @@ the export job's calibration and the emulator's report of a_in beyond 16 bits.""
 
 from __future__ import annotations
 
+import math
+import re
+
 import nir
 import numpy as np
 import pytest
 
 from backends.base import simulate
-from backends.emulator import calibrate_current_frac, current_peaks
+from backends.emulator import Emulator, calibrate_current_frac, current_peaks
 from backends.fixed_point import Population, calibrated_current_frac, current_frac_for, lower
 from export.io import read_graph, write_graph
 from export.metadata import GraphMetadata, with_current_frac
 from lmuformer.checkpoint import save_checkpoint
 from lmuformer.errors import UserError
 from lmuformer.jobs.export import calibrate_export, export_model
-from tests.graphs import _lif, _linear, active_model
+from tests.graphs import _lif, _linear, active_model, edge_graph
 
 
 def _pop(dv: int = 2048, du: int = 4095, bias: float = 0.0) -> Population:
@@ -113,3 +116,87 @@ def test_export_job_calibrates_a_checkpoint_on_its_training_split(tmp_path):
     export_model(str(tmp_path / "d.pt"), output=str(tmp_path / "f.nir"), quantize=False)
     for name in ("n", "p", "f"):
         assert GraphMetadata.of(read_graph(tmp_path / f"{name}.nir")).current_frac is None, name
+
+
+def _bare(du: int = 4095, dv: int = 0, vth_f: float = 0.0, bias_f: np.ndarray | None = None) -> Population:
+    return Population("a", "lif", 1, du=du, dv=dv, vth_f=vth_f, bias_f=bias_f)
+
+
+@pytest.mark.parametrize("peak, headroom, pop, k", [
+    # a_in exactly A_IN_MAX fits: 32767 / 2**15 * 2**15 (u = 64 a_in, v = 0 with dv = 0)
+    (32767 / 2**15, 1.0, _bare(), 15),
+    # u exactly 2**23 does not fit: 64 * 2**14 * 4096 / 512 at k = 15; at 14 it is 2**22
+    (0.25, 2.0, _bare(du=511), 14),
+    # du + 1 = 512 (not du - 1): 64 * 16383 * 4096 / 512 = 8388096 < 2**23 at k = 15
+    (16383 / 2**15, 1.0, _bare(du=511), 15),
+    # vth_f 2**k exactly 2**17 does not fit 17 bits: 4 * 2**15; 4 * 2**14 does
+    (0.0, 2.0, _bare(vth_f=4.0), 14),
+    (0.0, 2.0, _bare(vth_f=4.0 - 2**-20), 15),
+    # the bias in the v bound: 2**-10 * 2**(k + 6) * 4096 / dv (dv = 1) < 2**23 needs k <= 14
+    (0.0, 2.0, _bare(dv=1, bias_f=np.full(1, 2**-10)), 14),
+    (0.0, 2.0, _bare(dv=1, bias_f=np.full(1, -(2**-10))), 14),  # |bias|
+    # no bias (None or no neurons): bias 0 in the v bound, even with dv = 1
+    (0.0, 2.0, _bare(dv=1), 15),
+    (0.0, 2.0, Population("a", "lif", 0, dv=1, bias_f=np.zeros(0)), 15),
+    # dv = 0 (no leak): no static v bound (dv = 1 would give 64 a_in 4096 >= 2**23 down to k = 10)
+    (0.25, 1.0, _bare(dv=0), 15),
+    (0.25, 1.0, _bare(dv=1), 10),
+    # a non-finite peak, whatever its sign or the headroom's: the static grid
+    (-math.inf, 2.0, _bare(), 10),
+    (math.inf, -1.0, _bare(), 10),
+    (math.nan, 2.0, _bare(), 10),
+])
+def test_grid_rule_at_the_edges(peak, headroom, pop, k):
+    assert current_frac_for(peak, pop, headroom) == k
+
+
+def test_grid_rule_default_headroom_is_two():
+    # 2 * 0.75 * 2**15 = 49152 > 2**15 - 1; 2 * 0.75 * 2**14 = 24576 fits (1.0 would give 15)
+    assert current_frac_for(0.75, _bare()) == 14
+    assert current_frac_for(0.75, _bare(), 1.0) == 15
+
+
+def test_calibration_headroom_missing_peaks_and_a_stale_grid():
+    g = _graph()
+    assert calibrated_current_frac(g, {}) == {"a": 15}  # a population missing from peaks: peak 0
+    assert calibrated_current_frac(g, {"a": 0.75}) == {"a": 14}  # the default headroom 2
+    assert calibrated_current_frac(g, {"a": 0.75}, 1.0) == {"a": 15}
+    # the metadata's grids are not used (nor checked) to recalibrate: a stale one is replaced
+    for stale in ({"zz": 12}, {"a": 16}):
+        assert calibrated_current_frac(with_current_frac(g, stale), {"a": 0.75}) == {"a": 14}
+
+
+@pytest.mark.parametrize("k", [0, 15])
+def test_grid_bounds_are_accepted(k):
+    p = lower(_graph(), current_frac={"a": k}).populations["a"]
+    assert (p.frac, p.vth) == (k, 2 ** (k + 1))  # vth_f = 2
+
+
+@pytest.mark.parametrize("k", [-1, 16, True])
+def test_grid_out_of_range_message(k):
+    message = f"a: current grid 2**-k needs an integer k in 0..15, got {k!r}"
+    with pytest.raises(UserError, match=re.escape(message)):
+        lower(_graph(), current_frac={"a": k})
+
+
+def test_peaks_cover_every_sample_and_batch():
+    g = edge_graph()  # identity into a(2): a_in = x
+    x = np.zeros((3, 4, 2))
+    x[0, 1, 1], x[2, 2, 0] = -0.75, 0.5
+    assert current_peaks(g, x) == {"a": 0.75}  # in the first sample
+    assert current_peaks(g, x, batch_size=1) == {"a": 0.75}
+    x[0, 1, 1] = 0.0
+    assert current_peaks(g, x, batch_size=1) == current_peaks(g, x, batch_size=2) == {"a": 0.5}  # the last
+    x[2, 2, 0] = -0.75  # 2 * 0.75 * 2**15 > 2**15 - 1; 1 * 0.75 * 2**15 fits
+    assert calibrate_current_frac(g, x) == ({"a": 14}, {"a": 0.75})  # the default headroom 2
+    assert calibrate_current_frac(g, x, 1.0) == ({"a": 15}, {"a": 0.75})
+    net = lower(g, steps=5)  # an empty batch in float: peak 0
+    assert Emulator(net, fixed=False).run(np.zeros((0, 4, 2)), 5)["peak_a_in"] == {"a": 0}
+
+
+def test_a_in_of_exactly_16_bits_is_no_overflow():
+    g = with_current_frac(edge_graph(), {"a": 15})
+    x = np.array([[[1 - 2**-15, -(1 - 2**-15)], [0.0, 0.0]]])  # on the input grid 2**-15: a_in = +-32767
+    r = simulate(g, x, backend="emulator", precision="fixed", progress=False, input_frac_bits=15)
+    assert r.extra["network"]["frac"]["a"] == 15
+    assert r.extra["peak_abs_a_in"] == {"a": 2**15 - 1} and r.extra["a_in_overflow"] == {}

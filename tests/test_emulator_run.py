@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from backends.emulator import run
+from export.metadata import with_current_frac
 from tests.graphs import EDGE_SPIKES, EDGE_X, edge_graph, edge_trace, wrap_graph
 
 # sample 0: the edge input (peak |a_in| 2052 in population a); 1: zeros (peak 0); 2: the edge
@@ -88,3 +89,15 @@ def test_progress_bar(capsys):
     assert "emulator (fixed): 100%" in err and "3/3" in err and "sample/s" in err
     run(g, X3, progress=False)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 64])
+def test_a_in_overflow_fraction_over_batches(batch_size):
+    """On the grid 2**-15 every |x| >= 1 is an a_in beyond 2**15 - 1: sample 0 has 4 such values
+    (2, 2 + 2**-8, 2, 2), sample 2 (halved) 4 more (exactly 1: 32768); 8 of 3 samples x 5 steps x 2
+    neurons.  Counted over every batch."""
+    g = with_current_frac(edge_graph(), {"a": 15})
+    r = run(g, X3, progress=False, batch_size=batch_size, input_frac_bits=8)
+    assert r.extra["network"]["frac"]["a"] == 15
+    assert r.extra["a_in_overflow"] == {"a": 8 / 30}
+    assert r.extra["peak_abs_a_in"] == {"a": (2 * 2**8 + 1) * 2**7}  # (2 + 2**-8) * 2**15

@@ -5,6 +5,8 @@ Expected values are worked out by hand (integer arithmetic) or with torch on the
 
 from __future__ import annotations
 
+import re
+
 import nir
 import numpy as np
 import pytest
@@ -655,3 +657,19 @@ def test_a_graph_without_dt_is_one_line():
     message = r"^graph: the graph's metadata has no 'dt' \(frame period in seconds\)$"
     with pytest.raises(UserError, match=message):
         lower(g)
+
+
+@pytest.mark.parametrize("node, message", [
+    (nir.LIF(tau=np.zeros(1), r=np.ones(1), v_leak=np.zeros(1), v_threshold=np.ones(1), v_reset=np.zeros(1)),
+     "a: need 0 < dt/tau <= 1 and r > 0 (got dt/tau=inf, r=1.0)"),
+    (nir.CubaLIF(tau_syn=np.ones(1), tau_mem=np.zeros(1), r=np.ones(1), v_leak=np.zeros(1),
+                 v_threshold=np.ones(1), v_reset=np.zeros(1), w_in=np.ones(1)),
+     "a: need 0 < dt/tau <= 1 and r > 0 (got dt/tau=inf, r=1.0)"),
+    (_cuba(0.0), "a: need 0 < dt/tau_syn <= 1 (got dt/tau_syn=inf)"),
+    (_li([0.0]), "a: need 0 < dt/tau <= 1 (got dt/tau=inf)"),
+    (_cubali([0.0]), "a: need 0 < dt/tau_mem <= 1 (got dt/tau_mem=inf)"),
+])
+def test_a_zero_time_constant_is_one_error(node, message):
+    """tau = 0 is dt/tau = inf, refused in one line (was a ZeroDivisionError)."""
+    with pytest.raises(UserError, match="^" + re.escape(message) + "$"):
+        lower(_one(node))
