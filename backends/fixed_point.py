@@ -395,6 +395,12 @@ def _bias_fits(b: np.ndarray, k: int) -> bool:
     return bool(np.all(np.abs(np.rint(b * 2.0 ** (k + ACT_SHIFT) / 2**BIAS_EXP_MAX)) <= BIAS_MANT_MAX))
 
 
+def _spiking_params_fit(p: Population, k: int) -> bool:
+    """Whether a spiking population's threshold (``vth_f 2**k``: 17 bits unsigned) and bias
+    (:func:`_bias_fits`; none set: nothing to fit) fit on the current grid 2**-k."""
+    return p.vth_f * 2.0**k < 2**VTH_BITS and (p.bias_f is None or _bias_fits(p.bias_f, k))
+
+
 def _bias_parts(b: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per neuron the smallest bias_exp in 0..7 whose rounded mantissa fits 13 bits."""
     scaled = b * 2.0 ** (k + ACT_SHIFT)
@@ -876,7 +882,7 @@ def _lower_lif(n: str, node: nir.NIRNode, p: Population, g: _Graph, synapses: li
         p.du, p.du_f = _decay(n, "du + 1", beta, notes, 2**DECAY_BITS) - 1, beta
     binary = [-t.exponent for s in synapses if s.target == n and not s.graded for t in s.terms]
     k = min(max([min_frac, *binary]), max(max_frac, min_frac))
-    while k > 0 and (vth * 2.0**k / gain >= 2**VTH_BITS or not _bias_fits(b, k)):
+    while k > 0 and not _spiking_params_fit(p, k):
         k -= 1
     if binary and k < max(binary):
         notes.append(f"{n}: current grid 2**-{k}; finer spike synapse terms (2**{-max(binary)}) rounded")
@@ -1031,8 +1037,7 @@ def current_frac_for(peak: float, p: Population, headroom: float = CURRENT_HEADR
         a_in = a * 2.0**k
         u = 2**ACT_SHIFT * a_in * 2**DECAY_BITS / (p.du + 1)
         v = (u + bias * 2.0 ** (k + ACT_SHIFT)) * 2**DECAY_BITS / p.dv if p.dv else 0.0
-        fits = p.vth_f * 2.0**k < 2**VTH_BITS and (p.bias_f is None or _bias_fits(p.bias_f, k))
-        if a_in <= A_IN_MAX and u < STATE_MAX and v < STATE_MAX and fits:
+        if a_in <= A_IN_MAX and u < STATE_MAX and v < STATE_MAX and _spiking_params_fit(p, k):
             return k
     return CURRENT_FRAC_MIN
 
