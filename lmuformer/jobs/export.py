@@ -80,6 +80,12 @@ def _model_and_tuning(checkpoint: str | None, preset_name: str | None,
     return ckpt.model.eval(), dict(tuned) if isinstance(tuned, dict) else None, dict(ckpt.metrics)
 
 
+def pin_current_frac(graph: nir.NIRGraph, frac: dict[str, int] | None) -> nir.NIRGraph:
+    """``graph`` with the current grids ``lmuf finetune`` pinned in its metadata (None or empty:
+    the static grid), in place; returned for chaining."""
+    return with_current_frac(graph, frac, {"data": "pinned by lmuf finetune"})
+
+
 def _current_grids(graph: nir.NIRGraph, tuned: dict | None, metrics: dict, data_dir: str | None
                    ) -> dict:
     """Set ``graph``'s current grids (metadata ``current_frac``): a fine-tuned checkpoint's pinned
@@ -87,7 +93,7 @@ def _current_grids(graph: nir.NIRGraph, tuned: dict | None, metrics: dict, data_
     set not readable: static); what was done, for the summary."""
     if tuned is not None:
         frac = tuned.get("current_frac")
-        with_current_frac(graph, frac, {"data": "pinned by lmuf finetune"} if frac else None)
+        pin_current_frac(graph, frac)
         return {"source": "pinned by fine-tuning" if frac else "static (fine-tuned on the static grid)",
                 "frac": frac}
     dataset = metrics.get("dataset")

@@ -19,14 +19,13 @@ from torch import nn
 from backends.finetune import IntegerForward, check_options, graph_weights
 from backends.fixed_point import Network, input_frac_for, lower
 from export.graph import ExportOptions, model_to_nir
-from export.metadata import with_current_frac
 from export.quantize import quantize_terms
 from lmuformer.checkpoint import load_checkpoint, save_checkpoint
 from lmuformer.data import load_dataset, load_test_split
 from lmuformer.data.mixup import mixup as mix
 from lmuformer.data.mixup import recompute_batchnorm
 from lmuformer.errors import UserError
-from lmuformer.jobs.export import calibrate_export
+from lmuformer.jobs.export import calibrate_export, pin_current_frac
 from lmuformer.model.lmuformer import LMUFormer
 
 
@@ -68,8 +67,7 @@ def export_forward(model: LMUFormer, opts: ExportOptions, input_frac_bits: int,
     None: the static grid) and its integer forward pass, lowered for frames + latency steps on the
     input grid 2**-``input_frac_bits``."""
     steps = model.config.frames + model.latency
-    graph = with_current_frac(model_to_nir(model, opts), current_frac,
-                              {"data": "pinned by lmuf finetune"} if current_frac else None)
+    graph = pin_current_frac(model_to_nir(model, opts), current_frac)
     return graph, IntegerForward(model, lower(graph, steps=steps, input_frac_bits=input_frac_bits), steps)
 
 
@@ -278,7 +276,7 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
         fwd = relower()
         test1 = evaluate(x_test, y_test)[0]
         wall = time.perf_counter() - start
-        after = lower(with_current_frac(model_to_nir(model, opts), grids), steps=steps, input_frac_bits=q)
+        after = lower(pin_current_frac(model_to_nir(model, opts), grids), steps=steps, input_frac_bits=q)
         if _signature(after) != _signature(fwd.net) or not _same_integers(fwd, after):  # a bug, not bad input
             raise RuntimeError("the fine-tuned model's export does not lower as its integer forward pass")
         metrics = dict(ck.metrics)
