@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from backends.lava.backend import live_processes
+from backends.lava.backend import _children, _reap_new_children, live_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -501,3 +501,22 @@ def test_api_frames_are_validated(tiny_nir):
         simulate(graph, x, backend="emulator")
     with pytest.raises(UserError, match="empty"):
         simulate(graph, np.zeros((2, 0, 8)), backend="torch")
+
+
+def test_reaping_lava_children_keeps_multiprocessing_bookkeeping():
+    """A Lava child still alive after a stop is killed and reaped through its Process object: reaped
+    with os.waitpid behind multiprocessing's back, Lava's ``SystemProcess.join`` (called by
+    multiprocessing's exit handler) raised "Cannot close a process while it is still running"."""
+    from tests.conftest import skip_without_lava
+
+    skip_without_lava()
+    from lava.magma.runtime.message_infrastructure.multiprocessing import SystemProcess
+
+    before = set(_children())
+    child = SystemProcess(target=time.sleep, args=(60,))
+    child.start()
+    pid = child.pid
+    _reap_new_children(before, grace=5.0)
+    assert child.exitcode == -signal.SIGTERM
+    child.join()  # what multiprocessing's exit handler does; raised ValueError before
+    assert pid not in _children()

@@ -217,16 +217,25 @@ def _reap_new_children(before: set[int], grace: float = 2.0) -> None:
     (e.g. one forked just as a signal interrupted start-up), except multiprocessing's
     resource tracker, which unlinks leaked shared memory when this process exits."""
     pids = [p for p, cmd in _children().items() if p not in before and "resource_tracker" not in cmd]
+    # multiprocessing's own children are reaped through their Process (``exitcode`` polls it): reaped
+    # behind its back, its exit handler would later join them, and Lava's ``SystemProcess.join`` then
+    # raises "Cannot close a process while it is still running" (a traceback after a Ctrl-C)
+    owned = {p.pid: p for p in mp.active_children()}
+
+    def reaped(pid: int) -> bool:
+        if pid in owned:
+            return owned[pid].exitcode is not None
+        with contextlib.suppress(ChildProcessError, OSError):
+            return os.waitpid(pid, os.WNOHANG)[0] == pid
+        return False
+
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for p in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(p, sig)
         deadline = time.monotonic() + grace
         while pids and time.monotonic() < deadline:
-            for p in list(pids):
-                with contextlib.suppress(ChildProcessError, OSError):
-                    if os.waitpid(p, os.WNOHANG)[0] == p:
-                        pids.remove(p)
+            pids = [p for p in pids if not reaped(p)]
             time.sleep(0.05)
         if not pids:
             return
