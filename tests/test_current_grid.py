@@ -16,9 +16,11 @@ from backends.emulator import Emulator, calibrate_current_frac, current_peaks
 from backends.fixed_point import Population, calibrated_current_frac, current_frac_for, lower
 from export.io import read_graph, write_graph
 from export.metadata import GraphMetadata, with_current_frac
+from lmuformer.analysis.profiles import resolve_profiles
 from lmuformer.checkpoint import save_checkpoint
 from lmuformer.errors import UserError
 from lmuformer.jobs.export import calibrate_export, export_model
+from lmuformer.jobs.report import compare_file, report_file
 from tests.graphs import _lif, _linear, active_model, edge_graph
 
 
@@ -116,6 +118,23 @@ def test_export_job_calibrates_a_checkpoint_on_its_training_split(tmp_path):
     export_model(str(tmp_path / "d.pt"), output=str(tmp_path / "f.nir"), quantize=False)
     for name in ("n", "p", "f"):
         assert GraphMetadata.of(read_graph(tmp_path / f"{name}.nir")).current_frac is None, name
+
+
+def test_lmu_forms_report_runs_the_graphs_the_export_job_writes(tmp_path):
+    """``lmuf report --lmu-forms`` of a checkpoint lowers its forms on the grids ``lmuf export``
+    records (calibrated on the training split), so its recurrent form reports what the report of
+    the exported file reports; a preset's forms keep the static grid."""
+    model, profiles = active_model("tiny"), resolve_profiles(None)
+    save_checkpoint(tmp_path / "d.pt", model, {"dataset": "digits"})
+    s = export_model(str(tmp_path / "d.pt"), output=str(tmp_path / "d.nir"))
+    c = compare_file(str(tmp_path / "d.pt"), profiles, "digits", samples=4)
+    assert c["forms"]["recurrent"]["current_grids"] == s["current_grids"]
+    taps = c["forms"]["taps"]["current_grids"]
+    assert taps["source"] == s["current_grids"]["source"] and set(taps["frac"].values()) - {10}
+    own = report_file(str(tmp_path / "d.nir"), profiles, "digits", samples=4)
+    rec = c["forms"]["recurrent"]
+    assert rec["layers"] == own["layers"] and rec["total"] == own["total"]
+    assert "current_grids" not in compare_file("tiny", profiles, random=True, samples=2)["forms"]["taps"]
 
 
 def _bare(du: int = 4095, dv: int = 0, vth_f: float = 0.0, bias_f: np.ndarray | None = None) -> Population:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import nir
 import numpy as np
 
 from backends import simulate
@@ -43,10 +44,13 @@ def memory_energy(report: dict) -> dict[str, float]:
 
 
 def compare_forms(model, x: np.ndarray | Callable, profiles: Sequence[Profile], backend: str = "emulator",
-                  precision: str | None = None, source: str | None = None, **export_options) -> dict:
+                  precision: str | None = None, source: str | None = None,
+                  on_graph: Callable[[nir.NIRGraph], dict | None] | None = None, **export_options) -> dict:
     """Export ``model`` in both forms, run both on x (samples, frames, features) and report.
 
     ``x`` may be a function of the first graph returning the samples (the CLI's data loader).
+    ``on_graph`` is applied to each exported graph before it runs (the export job's current-grid
+    calibration); what it returns is the form's ``"current_grids"``.
     ``export_options``: further :class:`export.graph.ExportOptions` fields (e.g. lmu_taps).
     Returns {"forms": {form: report}, "memory_energy_j", "total_energy_j", "ratio_memory",
     "ratio_total" (taps / recurrent per profile), "same_predictions", "layers": merged rows}.
@@ -54,12 +58,15 @@ def compare_forms(model, x: np.ndarray | Callable, profiles: Sequence[Profile], 
     reports, preds = {}, {}
     for form in FORMS:
         graph = model_to_nir(model, ExportOptions(lmu_form=form, **export_options))
+        grids = on_graph(graph) if on_graph is not None else None
         if callable(x):
             x = x(graph)
         extra = {"record": True} if backend in ("emulator", "lava") else {}
         result = simulate(graph, x, backend=backend, precision=precision, progress=False, **extra)
         reports[form] = build_report(graph, result, profiles, source=source)
         reports[form]["lmu"] = GraphMetadata.of(graph).lmu_memory
+        if grids is not None:
+            reports[form]["current_grids"] = grids
         preds[form] = result.predictions
     mem = {f: memory_energy(r) for f, r in reports.items()}
     tot = {f: dict(r["total"]["energy_j"]) for f, r in reports.items()}

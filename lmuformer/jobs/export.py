@@ -18,6 +18,8 @@ from lmuformer.data import DATASETS, dataset_info, load_dataset, load_test_split
 from lmuformer.errors import UserError
 from lmuformer.model.calibrate import calibrated_preset
 
+TUNED_OPTIONS = ("weight_bits", "weight_terms", "lmu_bits", "lmu_terms", "dt")  # pinned by lmuf finetune
+
 
 def load_model(checkpoint: str | None = None, preset_name: str | None = None,
                seed: int = 0) -> torch.nn.Module:
@@ -68,7 +70,7 @@ def calibrate_export(graph: nir.NIRGraph, dataset: str, data_dir: str | None = N
                   "peak_abs_x": {k: round(v, 6) for k, v in peaks.items()}}
 
 
-def _model_and_tuning(checkpoint: str | None, preset_name: str | None,
+def model_and_tuning(checkpoint: str | None, preset_name: str | None,
                       seed: int) -> tuple[torch.nn.Module, dict | None, dict]:
     """The model (as :func:`load_model`) and, for a checkpoint, the export options it was
     fine-tuned for (``lmuf finetune``; None otherwise) and its metrics ({} for a preset), from
@@ -86,7 +88,7 @@ def pin_current_frac(graph: nir.NIRGraph, frac: dict[str, int] | None) -> nir.NI
     return with_current_frac(graph, frac, {"data": "pinned by lmuf finetune"})
 
 
-def _current_grids(graph: nir.NIRGraph, tuned: dict | None, metrics: dict, data_dir: str | None
+def set_current_grids(graph: nir.NIRGraph, tuned: dict | None, metrics: dict, data_dir: str | None
                    ) -> dict:
     """Set ``graph``'s current grids (metadata ``current_frac``): a fine-tuned checkpoint's pinned
     ones (none pinned: static), else calibrated on the checkpoint's training split (its data
@@ -135,12 +137,11 @@ def export_model(
     metrics as ``finetuned_for``); an option given that differs from those is a UserError.
     ``dt`` left None is a checkpoint's data set frame period (:func:`frame_period`; a preset:
     the default): only the graph's time unit, the LIF's dt / tau stays 1/2.  A quantised export
-    of a checkpoint records calibrated current grids (:func:`_current_grids`; ``data_dir`` or the
+    of a checkpoint records calibrated current grids (:func:`set_current_grids`; ``data_dir`` or the
     folder training recorded); a preset's keeps the static grid."""
-    model, tuned, metrics = _model_and_tuning(checkpoint, preset_name, seed)
+    model, tuned, metrics = model_and_tuning(checkpoint, preset_name, seed)
     period = frame_period(metrics) if checkpoint is not None else None
-    given = {"weight_bits": weight_bits, "weight_terms": weight_terms, "lmu_bits": lmu_bits,
-             "lmu_terms": lmu_terms, "dt": dt}
+    given = dict(zip(TUNED_OPTIONS, (weight_bits, weight_terms, lmu_bits, lmu_terms, dt), strict=True))
     if tuned is not None:
         wrong = [k for k, v in given.items() if v is not None and v != tuned.get(k)]
         if not quantize or wrong:
@@ -156,7 +157,9 @@ def export_model(
     opts = ExportOptions(quantize=quantize, lmu_form=lmu_form, lmu_taps=lmu_taps, lmu_max_delay=lmu_max_delay,
                          **given)
     graph = model_to_nir(model, opts)
-    grids = _current_grids(graph, tuned, metrics, data_dir) if quantize and checkpoint is not None else None
+    grids = None
+    if quantize and checkpoint is not None:
+        grids = set_current_grids(graph, tuned, metrics, data_dir)
     write_graph(graph, output)
     summary = summarize(graph)
     if grids is not None:
