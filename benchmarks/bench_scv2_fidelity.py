@@ -12,7 +12,9 @@ For a trained spiking scv2-layout checkpoint (128 frames x 128 mel bins), on the
   on the emulator in fixed point (input grid: the finest the test split fits, as ``lmuf
   simulate`` chooses it, unless ``--input-frac-bits``) and in float (the graph's own float
   arithmetic): prediction agreement (bar >= 99.5 %), the fraction of samples whose spike trains
-  are identical, the first diverging population and a_in values beyond 16 bits;
+  are identical, the first diverging population, a_in values beyond 16 bits, and each sample
+  whose prediction differs with the float graph's margin (top readout minus the runner-up) and
+  its rank among all samples' margins (0: the closest call);
 * ``lmuf finetune --for-export`` for the default export (``--finetune-epochs``), then the
   export of the fine-tuned checkpoint on the emulator against the fine-tuned model's own integer
   forward pass (bar: 100 % identical spike trains), and on Lava (``fixed_pt``) for the first
@@ -38,7 +40,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backends.base import simulate  # noqa: E402
-from backends.fixed_point import calibrated_current_frac  # noqa: E402
 from export.graph import ExportOptions, model_to_nir  # noqa: E402
 from export.metadata import with_current_frac  # noqa: E402
 from export.summary import summarize  # noqa: E402
@@ -69,16 +70,20 @@ def export_fidelity(model, x: np.ndarray, y: np.ndarray, terms: tuple[int, int],
     graph = model_to_nir(model, ExportOptions(weight_terms=terms[0], lmu_terms=terms[1]))
     frac = None
     if grids == "calibrated":
-        frac, info = calibrate_export(graph, *calibration)
-        if headroom != info["headroom"]:
-            frac = calibrated_current_frac(graph, info["peak_abs_x"], headroom)
-        with_current_frac(graph, frac, {**info, "headroom": headroom})
+        frac, info = calibrate_export(graph, *calibration, headroom=headroom)
+        with_current_frac(graph, frac, info)
     (fx, fl), t = _timed(lambda: (
         simulate(graph, x, backend="emulator", precision="fixed", progress=False, record=True,
                  input_frac_bits=input_frac_bits),
         simulate(graph, x, backend="emulator", precision="float", progress=False, record=True)))
     ident = spike_identity(fx.extra["spike_trains"], fl.extra["spike_trains"], list(fx.neurons))
     q = fx.extra["network"]["frac"]["input"]
+    top2 = np.sort(fl.readout, axis=1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]  # the float graph's lead of its prediction (accumulated readout)
+    differ = np.nonzero(fx.predictions != fl.predictions)[0]
+    rank = np.argsort(np.argsort(margin, kind="stable"), kind="stable")  # 0: the closest call
+    flips = [{"sample": int(i), "float_margin": float(margin[i]), "margin_rank": int(rank[i])}
+             for i in differ]
     return {"weight_terms": terms[0], "lmu_terms": terms[1], "input_frac_bits": q, "current_grids": grids,
             "headroom": headroom if frac else None, "current_frac": frac,
             "a_in_overflow": fx.extra["a_in_overflow"],
@@ -86,6 +91,7 @@ def export_fidelity(model, x: np.ndarray, y: np.ndarray, terms: tuple[int, int],
             "float_graph_accuracy": float((fl.predictions == y).mean()),
             "agreement": float((fx.predictions == fl.predictions).mean()),
             "agreement_bar_met": bool((fx.predictions == fl.predictions).mean() >= 0.995),
+            "disagreements": flips, "readout_max_abs_diff": float(np.abs(fx.readout - fl.readout).max()),
             "spike_identity": ident, "synapses": summarize(graph)["synapses"], **t}
 
 

@@ -14,6 +14,7 @@ import pytest
 from backends.base import simulate
 from backends.emulator import Emulator, calibrate_current_frac, current_peaks
 from backends.fixed_point import Population, calibrated_current_frac, current_frac_for, lower
+from export.graph import model_to_nir
 from export.io import read_graph, write_graph
 from export.metadata import GraphMetadata, with_current_frac
 from lmuformer.analysis.profiles import resolve_profiles
@@ -118,6 +119,35 @@ def test_export_job_calibrates_a_checkpoint_on_its_training_split(tmp_path):
     export_model(str(tmp_path / "d.pt"), output=str(tmp_path / "f.nir"), quantize=False)
     for name in ("n", "p", "f"):
         assert GraphMetadata.of(read_graph(tmp_path / f"{name}.nir")).current_frac is None, name
+
+
+def test_export_current_headroom_trades_margin_for_a_finer_grid(tmp_path):
+    """``current_headroom``: the grids are calibrated at the headroom given and recorded with it;
+    a headroom below 1, a preset, a float export or a fine-tuned checkpoint: one error, no file."""
+    model = active_model("tiny")
+    save_checkpoint(tmp_path / "d.pt", model, {"dataset": "digits"})
+    s1 = export_model(str(tmp_path / "d.pt"), output=str(tmp_path / "one.nir"), current_headroom=1.0)
+    s2 = export_model(str(tmp_path / "d.pt"), output=str(tmp_path / "two.nir"))
+    md1 = GraphMetadata.of(read_graph(tmp_path / "one.nir"))
+    peaks = md1.current_calibration["peak_abs_x"]
+    assert md1.current_calibration["headroom"] == 1.0
+    assert s1["current_grids"]["source"].endswith("headroom x1")
+    f1 = calibrated_current_frac(model_to_nir(model), peaks, 1.0)
+    assert md1.current_frac == f1 == s1["current_grids"]["frac"]
+    f1, f2 = s1["current_grids"]["frac"], s2["current_grids"]["frac"]
+    assert all(f1[n] >= f2[n] for n in f2) and f1 != f2
+    tuned = tmp_path / "tuned.pt"
+    save_checkpoint(tuned, model, {"dataset": "digits",
+                                   "finetuned_for": {"weight_terms": 1, "current_frac": f2}})
+    for kwargs, match in (({"checkpoint": str(tmp_path / "d.pt"), "current_headroom": 0.99}, ">= 1"),
+                          ({"checkpoint": str(tmp_path / "d.pt"), "current_headroom": math.inf}, ">= 1"),
+                          ({"preset_name": "tiny", "current_headroom": 1.0}, "a preset has no current grid"),
+                          ({"checkpoint": str(tmp_path / "d.pt"), "current_headroom": 1.0, "quantize": False},
+                           "a --float export"),
+                          ({"checkpoint": str(tuned), "current_headroom": 1.0}, "pinned current grids")):
+        with pytest.raises(UserError, match=match):
+            export_model(output=str(tmp_path / "bad.nir"), **kwargs)
+        assert not (tmp_path / "bad.nir").exists()
 
 
 def test_lmu_forms_report_runs_the_graphs_the_export_job_writes(tmp_path):

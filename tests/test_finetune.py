@@ -18,7 +18,7 @@ from lmuformer import build_model
 from lmuformer.checkpoint import load_checkpoint, save_checkpoint
 from lmuformer.data import load_test_split
 from lmuformer.errors import UserError
-from lmuformer.jobs.export import export_model
+from lmuformer.jobs.export import calibrate_export, export_model
 from lmuformer.jobs.finetune import export_forward, finetune, own_forward
 from tests.graphs import active_model
 
@@ -124,8 +124,12 @@ def test_clean_bn_variant_recomputes_statistics_and_still_lowers_as_trained(tiny
 
     metrics = finetune(str(tiny_ckpt), str(tmp_path / "ft"), ExportOptions(), epochs=1, lr=1e-3,
                        train_samples=64, test_samples=24, progress=False, select=False, clean_bn=True,
-                       record_test=True, on_epoch=on_epoch)
+                       record_test=True, on_epoch=on_epoch, current_headroom=1.0)
     assert metrics["finetune_clean_bn"] and len(metrics["finetune_test_history"]) == 1
+    # the pinned grids are calibrated at the headroom given (x1 here: finer than the default x2)
+    start = model_to_nir(load_checkpoint(tiny_ckpt).model.eval(), ExportOptions())
+    x1, x2 = (calibrate_export(start, "digits", headroom=h)[0] for h in (1.0, 2.0))
+    assert metrics["finetuned_for"]["current_frac"] == x1 != x2
     assert seen == [(0, metrics["deployed_val_accuracy_before"]), (1, metrics["finetune_val_history"][0])]
     before = load_checkpoint(tiny_ckpt).model.state_dict()
     after = load_checkpoint(tmp_path / "ft" / "best.pt").model.state_dict()
@@ -162,6 +166,8 @@ def test_bad_input_is_one_error_and_writes_nothing(tiny_ckpt, tmp_path):
         finetune(str(tiny_ckpt), str(tmp_path / "d"), ONE_TERM, distill=1.5, progress=False)
     with pytest.raises(UserError, match="select_on"):
         finetune(str(tiny_ckpt), str(tmp_path / "d"), ONE_TERM, select_on="val", progress=False)
+    with pytest.raises(UserError, match="current headroom must be a number >= 1"):
+        finetune(str(tiny_ckpt), str(tmp_path / "d"), ONE_TERM, current_headroom=0.5, progress=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "d").exists()
 
     import os
@@ -172,7 +178,8 @@ def test_bad_input_is_one_error_and_writes_nothing(tiny_ckpt, tmp_path):
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": root}
     out = ["--for-export", "--out", str(tmp_path / "c")]
-    for args in (["finetune", str(ann), *out], ["finetune", str(tiny_ckpt), "--weight-bits", "6", *out]):
+    for args in (["finetune", str(ann), *out], ["finetune", str(tiny_ckpt), "--weight-bits", "6", *out],
+                 ["finetune", str(tiny_ckpt), "--current-headroom", "nan", *out]):
         res = subprocess.run([sys.executable, "-m", "lmuformer.cli", *args], capture_output=True, text=True,
                              env=env, cwd=root, timeout=120)
         assert res.returncode == 2, (args, res.stdout, res.stderr)

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from backends.fixed_point import CURRENT_HEADROOM
 from export.graph import ExportOptions
 
 _D = ExportOptions()
@@ -36,12 +37,17 @@ _D = ExportOptions()
 @click.option("--data-dir", type=click.Path(file_okay=False),
               help="Folder of the --eval dataset and of the training split that calibrates the current "
               "grids [default: the folder training recorded].")
+@click.option("--current-headroom", type=float,
+              help="Headroom over the training split's peak synaptic input when calibrating a checkpoint's "
+              "current grids: the finest grid on which HEADROOM x the peak fits Loihi's 16-bit a_in "
+              "(>= 1; 1 trades the margin for unseen inputs for one finer bit) "
+              f"[default: {CURRENT_HEADROOM:g}].")
 @click.option("--samples", type=int, help="Evaluate on the first N test samples only.")
 @click.option("--seed", default=0, show_default=True, help="Seed of a --preset's weights and BN calibration.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def command(checkpoint, target, preset_name, output, weight_bits, weight_terms, lmu_bits, lmu_terms,
             lmu_form, lmu_taps, lmu_max_delay, as_float, dt,
-            eval_dataset, data_dir, samples, seed, as_json) -> None:
+            eval_dataset, data_dir, current_headroom, samples, seed, as_json) -> None:
     """Export a spiking LMUFormer (CHECKPOINT or --preset) to a NIR file."""
     from lmuformer.files import check_outputs
     from lmuformer.jobs.export import export_model
@@ -56,7 +62,7 @@ def command(checkpoint, target, preset_name, output, weight_bits, weight_terms, 
         checkpoint=checkpoint, preset_name=preset_name, output=output, quantize=not as_float,
         weight_bits=weight_bits, weight_terms=weight_terms, lmu_bits=lmu_bits, lmu_terms=lmu_terms, dt=dt,
         eval_dataset=eval_dataset, data_dir=data_dir, samples=samples, progress=not as_json, seed=seed,
-        lmu_form=lmu_form, lmu_taps=lmu_taps, lmu_max_delay=lmu_max_delay,
+        lmu_form=lmu_form, lmu_taps=lmu_taps, lmu_max_delay=lmu_max_delay, current_headroom=current_headroom,
     )
     if as_json:
         click.echo(json.dumps(summary, indent=2))

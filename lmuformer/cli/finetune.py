@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from backends.fixed_point import CURRENT_HEADROOM
 from export.graph import ExportOptions
 
 _D = ExportOptions()
@@ -29,12 +30,15 @@ _D = ExportOptions()
               help="Weight of the float model's soft labels in the loss (the rest: cross entropy).")
 @click.option("--clean-bn/--frozen-bn", "clean_bn", default=True, show_default=True,
               help="Recompute BatchNorm statistics on the clean training split after each epoch.")
+@click.option("--current-headroom", default=CURRENT_HEADROOM, show_default=True, type=float,
+              help="Headroom over the training split's peak synaptic input when calibrating the current "
+                   "grids that fine-tuning pins (>= 1; see lmuf export).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--augment", is_flag=True, help="Use the dataset's training augmentation.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder of the checkpoint's dataset.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 def command(checkpoint, for_export, weight_bits, weight_terms, lmu_bits, lmu_terms, dt, epochs, lr,
-            batch_size, distill, clean_bn, seed, augment, data_dir, out_dir) -> None:
+            batch_size, distill, clean_bn, current_headroom, seed, augment, data_dir, out_dir) -> None:
     """Fine-tune CHECKPOINT so that its export runs exactly as trained (writes OUT/best.pt)."""
     from lmuformer.jobs.export import checkpoint_frame_period
     from lmuformer.jobs.finetune import finetune
@@ -44,6 +48,7 @@ def command(checkpoint, for_export, weight_bits, weight_terms, lmu_bits, lmu_ter
     opts = ExportOptions(dt=dt, quantize=True, weight_bits=weight_bits, weight_terms=weight_terms,
                          lmu_bits=lmu_bits, lmu_terms=lmu_terms)
     m = finetune(checkpoint, out_dir, opts, epochs=epochs, lr=lr, batch_size=batch_size, distill=distill,
-                 seed=seed, data_dir=data_dir, augment=augment, clean_bn=clean_bn)
+                 seed=seed, data_dir=data_dir, augment=augment, clean_bn=clean_bn,
+                 current_headroom=current_headroom)
     click.echo(f"deployed (fixed-point) test accuracy {m['deployed_accuracy_before']:.4f} -> "
                f"{m['deployed_accuracy']:.4f} in {m['finetune_wall_s']:.1f} s; wrote {out_dir}/best.pt")

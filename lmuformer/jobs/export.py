@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import nir
 import numpy as np
 import torch
@@ -59,14 +61,25 @@ def calibration_inputs(dataset: str, data_dir: str | None = None, samples: int =
     return np.stack([np.asarray(ds[int(i)][0], np.float32) for i in idx])
 
 
+def check_headroom(headroom: float) -> float:
+    """``headroom`` if it is a finite number >= 1 (below 1 the calibration's own peak would not
+    fit Loihi's 16-bit a_in), else UserError."""
+    if not isinstance(headroom, (int, float)) or not math.isfinite(headroom) or headroom < 1:
+        raise UserError(f"current headroom must be a number >= 1 (1: the calibration peak just fits "
+                        f"Loihi's 16-bit a_in), got {headroom}")
+    return float(headroom)
+
+
 def calibrate_export(graph: nir.NIRGraph, dataset: str, data_dir: str | None = None,
-                     samples: int = CALIBRATION_SAMPLES) -> tuple[dict[str, int], dict]:
+                     samples: int = CALIBRATION_SAMPLES, headroom: float = CURRENT_HEADROOM
+                     ) -> tuple[dict[str, int], dict]:
     """The current grids of ``graph``'s spiking populations calibrated on ``dataset``'s training
-    split (:func:`backends.emulator.calibrate_current_frac`, headroom ``CURRENT_HEADROOM``) and how
-    (the ``current_calibration`` metadata: data, samples, headroom, peak |x| per population)."""
+    split (:func:`backends.emulator.calibrate_current_frac` at ``headroom``, >= 1) and how (the
+    ``current_calibration`` metadata: data, samples, headroom, peak |x| per population)."""
+    headroom = check_headroom(headroom)
     x = calibration_inputs(dataset, data_dir, samples)
-    frac, peaks = calibrate_current_frac(graph, x, CURRENT_HEADROOM)
-    return frac, {"data": f"{dataset} training split", "samples": len(x), "headroom": CURRENT_HEADROOM,
+    frac, peaks = calibrate_current_frac(graph, x, headroom)
+    return frac, {"data": f"{dataset} training split", "samples": len(x), "headroom": headroom,
                   "peak_abs_x": {k: round(v, 6) for k, v in peaks.items()}}
 
 
@@ -88,8 +101,8 @@ def pin_current_frac(graph: nir.NIRGraph, frac: dict[str, int] | None) -> nir.NI
     return with_current_frac(graph, frac, {"data": "pinned by lmuf finetune"})
 
 
-def set_current_grids(graph: nir.NIRGraph, tuned: dict | None, metrics: dict, data_dir: str | None
-                   ) -> dict:
+def set_current_grids(graph: nir.NIRGraph, tuned: dict | None, metrics: dict, data_dir: str | None,
+                      headroom: float = CURRENT_HEADROOM) -> dict:
     """Set ``graph``'s current grids (metadata ``current_frac``): a fine-tuned checkpoint's pinned
     ones (none pinned: static), else calibrated on the checkpoint's training split (its data
     set not readable: static); what was done, for the summary."""
@@ -103,7 +116,7 @@ def set_current_grids(graph: nir.NIRGraph, tuned: dict | None, metrics: dict, da
     if dataset not in DATASETS:
         return {"source": "static (the checkpoint records no known dataset)", "frac": None}
     try:
-        frac, info = calibrate_export(graph, dataset, folder)
+        frac, info = calibrate_export(graph, dataset, folder, headroom=headroom)
     except UserError as e:
         return {"source": f"static (no calibration data: {e})", "frac": None}
     with_current_frac(graph, frac, info)
@@ -129,6 +142,7 @@ def export_model(
     lmu_taps: int | None = None,
     lmu_max_delay: int | None = None,
     seed: int = 0,
+    current_headroom: float | None = None,
 ) -> dict:
     """Export to ``output`` and return the summary (with accuracies if ``eval_dataset``).
 
@@ -138,8 +152,19 @@ def export_model(
     ``dt`` left None is a checkpoint's data set frame period (:func:`frame_period`; a preset:
     the default): only the graph's time unit, the LIF's dt / tau stays 1/2.  A quantised export
     of a checkpoint records calibrated current grids (:func:`set_current_grids`; ``data_dir`` or the
-    folder training recorded); a preset's keeps the static grid."""
+    folder training recorded) at ``current_headroom`` (default ``CURRENT_HEADROOM``; UserError for
+    a preset, a float export or a fine-tuned checkpoint, whose grids are static or pinned); a
+    preset's keeps the static grid."""
+    if current_headroom is not None:
+        check_headroom(current_headroom)
+        if checkpoint is None or not quantize:
+            what = "a preset" if checkpoint is None else "a --float export"
+            raise UserError(f"--current-headroom calibrates a checkpoint's quantised export ({what} has no "
+                            "current grid)")
     model, tuned, metrics = model_and_tuning(checkpoint, preset_name, seed)
+    if tuned is not None and current_headroom is not None:
+        raise UserError("the checkpoint was fine-tuned on pinned current grids: --current-headroom does not "
+                        "apply (give it to lmuf finetune)")
     period = frame_period(metrics) if checkpoint is not None else None
     given = dict(zip(TUNED_OPTIONS, (weight_bits, weight_terms, lmu_bits, lmu_terms, dt), strict=True))
     if tuned is not None:
@@ -159,7 +184,8 @@ def export_model(
     graph = model_to_nir(model, opts)
     grids = None
     if quantize and checkpoint is not None:
-        grids = set_current_grids(graph, tuned, metrics, data_dir)
+        grids = set_current_grids(graph, tuned, metrics, data_dir,
+                                  CURRENT_HEADROOM if current_headroom is None else current_headroom)
     write_graph(graph, output)
     summary = summarize(graph)
     if grids is not None:

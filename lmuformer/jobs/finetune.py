@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from backends.finetune import IntegerForward, check_options, graph_weights
-from backends.fixed_point import Network, input_frac_for, lower
+from backends.fixed_point import CURRENT_HEADROOM, Network, input_frac_for, lower
 from export.graph import ExportOptions, model_to_nir
 from export.quantize import quantize_terms
 from lmuformer.checkpoint import load_checkpoint, save_checkpoint
@@ -25,7 +25,7 @@ from lmuformer.data import load_dataset, load_test_split
 from lmuformer.data.mixup import mixup as mix
 from lmuformer.data.mixup import recompute_batchnorm
 from lmuformer.errors import UserError
-from lmuformer.jobs.export import calibrate_export, pin_current_frac
+from lmuformer.jobs.export import calibrate_export, check_headroom, pin_current_frac
 from lmuformer.model.lmuformer import LMUFormer
 
 
@@ -92,11 +92,13 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
              augment: bool = False, distill: float = 0.5, label_smoothing: float | None = None,
              mixup: float | None = None, temperature: float = 2.0, threads: int | None = None,
              select_on: str = "loss", clean_bn: bool = True, record_test: bool = False,
-             on_epoch: Callable[[int, IntegerForward], None] | None = None) -> dict:
+             on_epoch: Callable[[int, IntegerForward], None] | None = None,
+             current_headroom: float = CURRENT_HEADROOM) -> dict:
     """Fine-tune ``checkpoint`` for ``opts`` on its dataset; write ``out_dir/best.pt`` (a normal
     checkpoint whose metrics record ``finetuned_for``: ``opts`` and the current grids, calibrated
-    on the start model as :func:`lmuformer.jobs.export.calibrate_export` does, pinned for the
-    whole run and for the export of the result) and return the metrics.
+    on the start model as :func:`lmuformer.jobs.export.calibrate_export` does at
+    ``current_headroom``, pinned for the whole run and for the export of the result) and return
+    the metrics.
 
     Loss per batch: ``(1 - distill) * CE(logits, y; label_smoothing)`` ``+ distill * T**2 *
     KL(float model || integer model)`` at temperature T (the start's float model, frozen, is the
@@ -130,6 +132,7 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
     16 epochs at lr 5e-4 or 1e-3, distill 0 or 0.9, no mixup / smoothing, selection on accuracy, or
     the average of the last 4 epochs' weights (``benchmarks/results/finetune_variants.json``)."""
     check_options(opts)
+    check_headroom(current_headroom)
     if select_on not in ("loss", "accuracy"):
         raise UserError(f"select_on must be 'loss' or 'accuracy', got {select_on!r}")
     if not 0 <= distill <= 1:
@@ -160,7 +163,7 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
         # training inputs beyond its range are clipped, as deployment would clip them
         q = input_frac_for(x_test)
         # the current grids, calibrated once on the start model (as its export would) and pinned
-        grids = calibrate_export(model_to_nir(model, opts), dataset, data_dir)[0]
+        grids = calibrate_export(model_to_nir(model, opts), dataset, data_dir, headroom=current_headroom)[0]
 
         def relower() -> IntegerForward:
             """The integer forward pass of the model's export as it stands (lowered anew)."""
