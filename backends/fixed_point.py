@@ -65,7 +65,8 @@ Integer units (one per population, ``frac`` = k):
       and u's 24 bits |x| < 128; the trained digits model peaks at |x| ~ 9).  Calibrated grid
       (``current_frac``, from the graph metadata; the export job records it for a checkpoint,
       :func:`backends.emulator.calibrate_current_frac`): per population, with P its peak |x|
-      over a float run of (at most 1024 samples of) the training split and H = 2 the headroom,
+      over a float run of (at most 1024 samples of) the training split and H the headroom (2;
+      ``lmuf export --current-headroom``, >= 1: at 1 the calibration's own peak just fits),
       k = the largest in 10..15 with ``H P 2**k <= 2**15 - 1`` (Loihi's a_in) whose implied
       bounds ``|U| <= 64 H P 2**k 4096 / (du + 1)`` and ``|V| <= (|U| + |b| 2**(k+6)) 4096 / dv``
       fit 24 bits, and vth and the bias fit (below) (:func:`current_frac_for`); 10 where none
