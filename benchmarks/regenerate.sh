@@ -2,7 +2,7 @@
 # Regenerate every README figure: benchmarks/results/*.json and docs/*.png, in dependency order.
 #
 #   bash benchmarks/regenerate.sh [--out DIR] [--checkpoint CKPT] [--seeds] [--speed] [--gpu]
-#                                 [--scv2-data DIR [--scv2-checkpoint CKPT]] [--mutation]
+#                                 [--scv2-data DIR [--scv2-checkpoint CKPT]] [--scv2-large DIR] [--mutation]
 #
 # Always (measured at load average 10-15 on two shared cores: training 1.5-3 min, the rest of the main job
 # 4 min, of which Lava 1.5 min; lmu_forms and mapping about 1 min each):
@@ -20,6 +20,9 @@
 #   --scv2-data D  bench_scv2_synthetic.py on a folder of shared/tools/make_fake_scv2.py (long);
 #                  with --scv2-checkpoint C (trained as benchmarks/results/scv2_fidelity_train.toml)
 #                  also bench_scv2_fidelity.py
+#   --scv2-large D make D with make_fake_scv2.py --per-word 100 --seed 1 (3,500 clips; kept if D exists),
+#                  train --recipe small --epochs 40 on it (9 min) and bench_scv2_fidelity.py on the result
+#                  (the whole split on Lava, ~30 min; scv2_fidelity_big.json); the tool: $SCV2_TOOL or ../shared/tools
 #   --mutation     bench_mutation.py files checkpoint emulator emulator_run (hours)
 # Timings in the JSONs carry the load average: run on a quiet machine for speed figures.
 set -euo pipefail
@@ -27,7 +30,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 PY=${PYTHON:-python}
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-OUT="" CKPT="" SEEDS=0 SPEED=0 GPU=0 MUTATION=0 SCV2_DATA="" SCV2_CKPT=""
+OUT="" CKPT="" SEEDS=0 SPEED=0 GPU=0 MUTATION=0 SCV2_DATA="" SCV2_CKPT="" SCV2_LARGE=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) OUT=$2; shift 2 ;;
@@ -38,6 +41,7 @@ while [ $# -gt 0 ]; do
     --mutation) MUTATION=1; shift ;;
     --scv2-data) SCV2_DATA=$2; shift 2 ;;
     --scv2-checkpoint) SCV2_CKPT=$2; shift 2 ;;
+    --scv2-large) SCV2_LARGE=$2; shift 2 ;;
     -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0 ;;
     *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -86,6 +90,14 @@ if [ -n "$SCV2_DATA" ]; then
     step $PY benchmarks/bench_scv2_fidelity.py --checkpoint "$SCV2_CKPT" --data-dir "$SCV2_DATA" \
       --finetune-epochs 2 --lava-samples 3
   fi
+fi
+if [ -n "$SCV2_LARGE" ]; then
+  [ -d "$SCV2_LARGE" ] || step $PY "${SCV2_TOOL:-$ROOT/../shared/tools/make_fake_scv2.py}" "$SCV2_LARGE" \
+    --per-word 100 --seed 1 --jobs 2
+  step $PY -m lmuformer.cli train --dataset scv2 --data-dir "$SCV2_LARGE" --recipe small --epochs 40 \
+    --out "$OUT/scv2_large" --no-progress
+  step $PY benchmarks/bench_scv2_fidelity.py --checkpoint "$OUT/scv2_large/best.pt" --data-dir "$SCV2_LARGE" \
+    --finetune-epochs 2 --lava-samples 350 --out benchmarks/results/scv2_fidelity_big.json
 fi
 if [ "$MUTATION" = 1 ]; then
   step $PY benchmarks/bench_mutation.py files checkpoint emulator emulator_run
