@@ -84,7 +84,7 @@ def calibrate_export(graph: nir.NIRGraph, dataset: str, data_dir: str | None = N
 
 
 def model_and_tuning(checkpoint: str | None, preset_name: str | None,
-                      seed: int) -> tuple[torch.nn.Module, dict | None, dict]:
+                     seed: int) -> tuple[torch.nn.Module, dict | None, dict]:
     """The model (as :func:`load_model`) and, for a checkpoint, the export options it was
     fine-tuned for (``lmuf finetune``; None otherwise) and its metrics ({} for a preset), from
     one read of the file."""
