@@ -6,7 +6,8 @@
   float recurrent graph and the float taps graph (torch re-import, float64); accuracy of both
   quantised graphs on the torch re-import and on the fixed-point emulator; energy per
   inference of both forms (emulator, fixed point, spike trains recorded so that the taps' SOPs
-  count as delivered) in every built-in profile; a tap-count sweep (truncation error, realised
+  count as delivered; both forms on the current grids ``lmuf export`` calibrates, as ``lmuf
+  report --lmu-forms`` runs them) in every built-in profile; a tap-count sweep (truncation error, realised
   error, synapses, accuracy of the quantised taps graph);
 * scv2 preset with random weights on standard-normal input (``--random``): nearly silent,
   as every freshly initialised preset (u does not fire), so its memory costs the taps form
@@ -38,6 +39,8 @@ from lmuformer.analysis import BUILTIN  # noqa: E402
 from lmuformer.analysis.compare import compare_forms, to_markdown  # noqa: E402
 from lmuformer.data import load_test_split  # noqa: E402
 from lmuformer.files import write_json  # noqa: E402
+from lmuformer.jobs.export import model_and_tuning, set_current_grids  # noqa: E402
+from lmuformer.jobs.report import compare_file  # noqa: E402
 
 PROFILES = [BUILTIN[p] for p in ("45nm", "loihi", "spinnaker2")]
 LOIHI2_MAX_DELAY = 62  # assumed, see export/README.md
@@ -59,9 +62,7 @@ def _compact(c: dict) -> dict:
 
 
 def digits(checkpoint: str) -> dict:
-    from lmuformer.checkpoint import load_checkpoint
-
-    model = load_checkpoint(checkpoint).model.eval()
+    model, tuned, metrics = model_and_tuning(checkpoint, None, 0)
     x, y = load_test_split("digits", None, None)
     with torch.no_grad():
         model_pred = model(torch.as_tensor(x)).argmax(1).numpy()
@@ -70,6 +71,7 @@ def digits(checkpoint: str) -> dict:
     for form in ("recurrent", "taps"):
         pred[f"float_{form}"] = _preds(model_to_nir(model, ExportOptions(quantize=False, lmu_form=form)), x)
         g = model_to_nir(model, ExportOptions(lmu_form=form))
+        out[f"current_grids_{form}"] = set_current_grids(g, tuned, metrics, None)  # as lmuf export
         pred[f"quantised_{form}"] = _preds(g, x)
         emu = simulate(g, x, backend="emulator", precision="fixed", progress=False)
         pred[f"emulator_{form}"] = emu.predictions
@@ -89,7 +91,7 @@ def digits(checkpoint: str) -> dict:
                       "accuracy_quantised": float(np.mean(_preds(g, x) == y))})
     out["taps_sweep"] = sweep
     t0 = time.perf_counter()
-    c = compare_forms(model, x, PROFILES, backend="emulator", precision="fixed", source=checkpoint)
+    c = compare_file(checkpoint, PROFILES, "digits", backend="emulator", precision="fixed")  # as lmuf report
     out["energy"] = _compact(c)
     out["energy_markdown"] = to_markdown(c)
     out["energy_wall_s"] = time.perf_counter() - t0
