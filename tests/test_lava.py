@@ -131,6 +131,32 @@ def test_fixed_equals_emulator_with_calibrated_current_grids(digits_model):
     assert sum(v.sum() for v in lava.spikes.values()) > 500
 
 
+def test_simulate_job_on_lava_counts_a_in_overflow_through_the_emulator(tmp_path):
+    """``lmuf simulate --backend lava``: Lava exposes no a_in, so the job takes the overflow count
+    of the emulator's run of the same integers, and reports that both predict alike."""
+    import nir
+
+    from export.io import write_graph
+    from export.metadata import with_current_frac
+    from export.normalize import prepare
+    from lmuformer.jobs.simulate import samples_for_graph, simulate_file
+    from tests.graphs import _lif, _linear
+
+    nodes = {"input": nir.Input(input_type={"input": np.array([1])}), "a.in": _linear([[13]], 0),
+             "a": _lif(1), "r.in": _linear([[1]], 0), "readout": nir.I(r=np.ones(1)),
+             "output": nir.Output(output_type={"output": np.array([1])})}
+    edges = [("input", "a.in"), ("a.in", "a"), ("a", "r.in"), ("r.in", "readout"), ("readout", "output")]
+    g = with_current_frac(nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": 1.0, "latency_frames": 0}),
+                          {"a": 14})  # 13 x on 2**-14 exceeds 16 bits from |x| > 0.154
+    write_graph(g, tmp_path / "g.nir")
+    res = simulate_file(tmp_path / "g.nir", backend="lava", precision="fixed", dataset=None, random=True,
+                        samples=3, frames=6, compare=False, progress=False)
+    x, _ = samples_for_graph(prepare(g, frames=6), None, random=True, samples=3)
+    emu = simulate(g, x, backend="emulator", precision="fixed", progress=False)
+    assert res["a_in_overflow"] == emu.extra["a_in_overflow"] and 0 < res["a_in_overflow"]["a"] < 1
+    assert res["emulator_predictions_equal"] == 1.0
+
+
 def test_threshold_ties_wide_weights_and_wrap_by_hand():
     """Lava fixed_pt on the hand-made graphs: strict threshold at the tie, both 8-bit Dense terms of
     9-bit weights, and the 24-bit wrap of the integrator; equal to the emulator and to the hand values."""

@@ -54,6 +54,9 @@ def command(model, backend, precision, dataset, data_dir, samples, use_random, s
     for name, frac in (res.get("a_in_overflow") or {}).items():
         click.echo(f"a_in overflow: {name}: {frac:.2e} of its synaptic inputs exceed Loihi's 16-bit a_in "
                    "(the current grid was calibrated for less)")
+    if "emulator_predictions_equal" in res:
+        click.echo(f"Lava vs the emulator (fixed point, the same integers): equal predictions on "
+                   f"{res['emulator_predictions_equal']:.4f} of the samples")
     if "agreement" in res:
         click.echo(f"agreement with the float re-import: {res['agreement']:.4f}")
     if "spike_identity" in res:

@@ -60,6 +60,9 @@ def simulate_file(
     frames: int | None = None,
 ) -> dict:
     """Run a NIR file on a backend; accuracy, agreement with the float re-import, spikes.
+    Lava in fixed point also gets the emulator's count of a_in beyond 16 bits (Lava exposes no
+    a_in; the emulator runs the same integers) and the fraction of samples on which the two
+    backends predict alike (``emulator_predictions_equal``: 1.0 unless one of them is wrong).
     ``dt`` (s) and ``frames`` (of the ``random`` input) where the graph records none;
     ``notes``: what :func:`export.normalize.prepare` did, one line each."""
     graph = prepare(read_graph(path), dt=dt, frames=frames, where=str(path))
@@ -83,6 +86,12 @@ def simulate_file(
     for key in ("input_clipped", "a_in_overflow"):  # fixed point beyond its encodable / calibrated range
         if key in result.extra:
             out[key] = result.extra[key]
+    if backend == "lava" and result.precision == "fixed":
+        # Lava exposes no a_in: the emulator runs the same integers (bit for bit, tests/test_lava.py),
+        # counts them, and cross-checks Lava's predictions on the way (a fraction of Lava's time)
+        emu = simulate(graph, x, backend="emulator", precision="fixed", progress=False)
+        out["a_in_overflow"] = emu.extra["a_in_overflow"]
+        out["emulator_predictions_equal"] = float(np.mean(emu.predictions == result.predictions))
     if compare and backend != "torch":
         ref = simulate(graph, x, backend="torch", precision="float", progress=False)
         out["agreement"] = float(np.mean(ref.predictions == result.predictions))
