@@ -14,7 +14,8 @@
 #   4. bench_quantization.py  bit-width sweep on that checkpoint (keeps the JSON's fine-tuning part)
 # Behind flags (long, or needing data or a GPU):
 #   --seeds        bench_digits.py seeds 0/1/2 (the main job then reuses seed 0) and 3/4; bench_alignment.py
-#                  and bench_quantization.py --finetune-seeds 1 on seeds 0-2 (long)
+#                  and bench_quantization.py --finetune-seeds 1 on seeds 0-2 (long); seed 0 fine-tuned and
+#                  run on Lava over the whole digits test split (bench_scv2_fidelity.py, digits_fidelity_lava.json)
 #   --speed        bench_train.py --device cpu, bench_backends.py and --peer (Lava timings)
 #   --gpu          bench_train.py --device cuda --batch 8,128 (needs CUDA)
 #   --scv2-data D  bench_scv2_synthetic.py on a folder of shared/tools/make_fake_scv2.py (long);
@@ -75,6 +76,8 @@ step $PY benchmarks/bench_quantization.py --checkpoint "$CKPT"
 if [ "$SEEDS" = 1 ]; then
   step $PY benchmarks/bench_quantization.py --checkpoint "${CKPTS[@]}" --finetune-seeds 1 --skip-sweep
   step $PY benchmarks/bench_current_grid.py --checkpoint "${CKPTS[@]}"
+  step $PY benchmarks/bench_scv2_fidelity.py --checkpoint "${CKPTS[0]}" --finetune-epochs 8 --lava-samples 360 \
+    --out benchmarks/results/digits_fidelity_lava.json  # seed 0 fine-tuned, the whole split on Lava (~15 min)
 fi
 if [ "$SPEED" = 1 ]; then
   step $PY benchmarks/bench_train.py --device cpu --batch 8
