@@ -23,6 +23,27 @@ from lmuformer.model.calibrate import calibrated_preset
 TUNED_OPTIONS = ("weight_bits", "weight_terms", "lmu_bits", "lmu_terms", "dt")  # pinned by lmuf finetune
 
 
+def tuned_option_values(given: dict, tuned: dict | None, period: float | None, quantize: bool = True
+                        ) -> dict:
+    """The :data:`TUNED_OPTIONS` of an export: each as ``given``, else as the checkpoint was
+    fine-tuned for (``tuned``), else dt = ``period`` (the data set's frame period) and the
+    :class:`ExportOptions` defaults.  UserError where a given option (or a float export)
+    contradicts the fine-tuning."""
+    given = {k: given.get(k) for k in TUNED_OPTIONS}
+    if tuned is not None:
+        wrong = [k for k, v in given.items() if v is not None and v != tuned.get(k)]
+        if not quantize or wrong:
+            what = ("--float" if not quantize
+                    else ", ".join(f"--{k.replace('_', '-')} {given[k]}" for k in wrong))
+            raise UserError(f"the checkpoint was fine-tuned for another export ({what}); export it with "
+                            + " ".join(f"--{k.replace('_', '-')} {tuned[k]}" for k in given if k in tuned))
+        given = {k: tuned.get(k) if v is None else v for k, v in given.items()}
+    if given["dt"] is None:
+        given["dt"] = period
+    defaults = ExportOptions()
+    return {k: getattr(defaults, k) if v is None else v for k, v in given.items()}
+
+
 def load_model(checkpoint: str | None = None, preset_name: str | None = None,
                seed: int = 0) -> torch.nn.Module:
     """A model in eval mode from a checkpoint file, or a preset seeded and batch-norm calibrated."""
@@ -166,19 +187,8 @@ def export_model(
         raise UserError("the checkpoint was fine-tuned on pinned current grids: --current-headroom does not "
                         "apply (give it to lmuf finetune)")
     period = frame_period(metrics) if checkpoint is not None else None
-    given = dict(zip(TUNED_OPTIONS, (weight_bits, weight_terms, lmu_bits, lmu_terms, dt), strict=True))
-    if tuned is not None:
-        wrong = [k for k, v in given.items() if v is not None and v != tuned.get(k)]
-        if not quantize or wrong:
-            what = ("--float" if not quantize
-                    else ", ".join(f"--{k.replace('_', '-')} {given[k]}" for k in wrong))
-            raise UserError(f"the checkpoint was fine-tuned for another export ({what}); export it with "
-                            + " ".join(f"--{k.replace('_', '-')} {tuned[k]}" for k in given if k in tuned))
-        given = {k: tuned.get(k) if v is None else v for k, v in given.items()}
-    if given["dt"] is None:
-        given["dt"] = period
-    defaults = ExportOptions()
-    given = {k: getattr(defaults, k) if v is None else v for k, v in given.items()}
+    given = tuned_option_values(dict(zip(TUNED_OPTIONS, (weight_bits, weight_terms, lmu_bits, lmu_terms, dt),
+                                         strict=True)), tuned, period, quantize)
     opts = ExportOptions(quantize=quantize, lmu_form=lmu_form, lmu_taps=lmu_taps, lmu_max_delay=lmu_max_delay,
                          **given)
     graph = model_to_nir(model, opts)

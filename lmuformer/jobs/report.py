@@ -13,7 +13,7 @@ from export.normalize import prepare
 from lmuformer.analysis.compare import compare_forms
 from lmuformer.analysis.counts import build_report
 from lmuformer.analysis.profiles import Profile
-from lmuformer.jobs.export import TUNED_OPTIONS, frame_period, model_and_tuning, set_current_grids
+from lmuformer.jobs.export import frame_period, model_and_tuning, set_current_grids, tuned_option_values
 from lmuformer.jobs.simulate import samples_for_graph
 
 
@@ -40,14 +40,13 @@ def compare_file(model: str, profiles: Sequence[Profile], dataset: str | None = 
                  ) -> dict:
     """:func:`lmuformer.analysis.compare.compare_forms` of ``model`` (a checkpoint file, else a
     preset name) on the input :func:`samples_for_graph` gives for its first export.  A checkpoint's
-    forms are exported as ``lmuf export`` exports it: the options it was fine-tuned for, if any,
-    and its current grids (pinned by fine-tuning, else calibrated on its training split:
+    forms are exported as ``lmuf export`` exports it: the options it was fine-tuned for, if any
+    (:func:`lmuformer.jobs.export.tuned_option_values`), its data set's frame period, and its
+    current grids (pinned by fine-tuning, else calibrated on its training split:
     :func:`lmuformer.jobs.export.set_current_grids`); a preset's keep the defaults and the static grid."""
     is_file = os.path.exists(model)
     net, tuned, metrics = model_and_tuning(model if is_file else None, None if is_file else model, seed)
-    options = {k: tuned[k] for k in TUNED_OPTIONS if k in tuned} if tuned else {}
-    if is_file and options.get("dt") is None and frame_period(metrics) is not None:
-        options["dt"] = frame_period(metrics)
+    options = tuned_option_values({}, tuned, frame_period(metrics) if is_file else None)  # as lmuf export
     on_graph = (lambda g: set_current_grids(g, tuned, metrics, data_dir)) if is_file else None
     return compare_forms(net, lambda g: samples_for_graph(g, dataset, data_dir, samples, random, seed)[0],
                          profiles, backend=backend, precision=precision, source=str(model), on_graph=on_graph,
