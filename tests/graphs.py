@@ -39,6 +39,15 @@ def _linear(mantissa, exponent: int) -> nir.Linear:
 
 
 # readout weights with mantissas wider than 8 bits: each row needs two 8-bit Dense terms
+def one_lif_graph(exponent: int = -4) -> nir.NIRGraph:
+    """input(1) -> 13 * 2**exponent -> LIF a(1) -> 1 -> readout I(1) -> output."""
+    nodes = {"input": nir.Input(input_type={"input": np.array([1])}), "a.in": _linear([[13]], exponent),
+             "a": _lif(1), "r.in": _linear([[1]], 0), "readout": nir.I(r=np.ones(1)),
+             "output": nir.Output(output_type={"output": np.array([1])})}
+    edges = [("input", "a.in"), ("a.in", "a"), ("a", "r.in"), ("r.in", "readout"), ("readout", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": 1.0, "latency_frames": 0})
+
+
 WIDE = [[300, -173], [129, 0]]
 
 

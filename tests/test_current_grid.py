@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import re
 
-import nir
 import numpy as np
 import pytest
 
@@ -19,7 +18,7 @@ from export.metadata import GraphMetadata, with_current_frac
 from lmuformer.checkpoint import save_checkpoint
 from lmuformer.errors import UserError
 from lmuformer.jobs.export import calibrate_export, export_model
-from tests.graphs import _lif, _linear, active_model, edge_graph
+from tests.graphs import active_model, edge_graph, one_lif_graph
 
 
 def _pop(dv: int = 2048, du: int = 4095, bias: float = 0.0) -> Population:
@@ -42,17 +41,8 @@ def test_grid_rule_by_hand(peak, headroom, pop, k):
     assert current_frac_for(peak, pop, headroom) == k
 
 
-def _graph(exponent: int = -4) -> nir.NIRGraph:
-    """input(1) -> 13 * 2**exponent -> LIF a(1) -> 1 -> readout I(1) -> output."""
-    nodes = {"input": nir.Input(input_type={"input": np.array([1])}), "a.in": _linear([[13]], exponent),
-             "a": _lif(1), "r.in": _linear([[1]], 0), "readout": nir.I(r=np.ones(1)),
-             "output": nir.Output(output_type={"output": np.array([1])})}
-    edges = [("input", "a.in"), ("a.in", "a"), ("a", "r.in"), ("r.in", "readout"), ("readout", "output")]
-    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": 1.0, "latency_frames": 0})
-
-
 def test_peaks_and_grids_through_the_metadata(tmp_path):
-    g = _graph()
+    g = one_lif_graph()
     x = np.full((2, 3, 1), 0.5)
     x[1, 1, 0] = -0.625  # the peak |x| of a: 13/16 * 0.625
     assert current_peaks(g, x) == {"a": 13 / 16 * 0.625}
@@ -84,11 +74,11 @@ def test_peaks_and_grids_through_the_metadata(tmp_path):
 ])
 def test_bad_grids_are_one_error(grids, message):
     with pytest.raises(UserError, match=message):
-        lower(_graph(), current_frac=grids)
+        lower(one_lif_graph(), current_frac=grids)
 
 
 def test_input_beyond_the_calibrated_range_is_reported():
-    g = with_current_frac(_graph(exponent=0), {"a": 14})  # weight 13: |x| < 2**15 / 13 / 2**14 fits
+    g = with_current_frac(one_lif_graph(exponent=0), {"a": 14})  # weight 13: |x| < 2**15 / 13 / 2**14 fits
     ok = simulate(g, np.full((1, 2, 1), 0.15), backend="emulator", precision="fixed", progress=False)
     assert ok.extra["a_in_overflow"] == {} and ok.extra["peak_abs_a_in"]["a"] == round(13 * 0.15 * 2**14)
     x = np.array([[[0.15], [0.2], [0.0], [-0.2]]])  # 13 * 0.2 * 2**14 = 42598 > 2**15 - 1, twice
@@ -157,7 +147,7 @@ def test_grid_rule_default_headroom_is_two():
 
 
 def test_calibration_headroom_missing_peaks_and_a_stale_grid():
-    g = _graph()
+    g = one_lif_graph()
     assert calibrated_current_frac(g, {}) == {"a": 15}  # a population missing from peaks: peak 0
     assert calibrated_current_frac(g, {"a": 0.75}) == {"a": 14}  # the default headroom 2
     assert calibrated_current_frac(g, {"a": 0.75}, 1.0) == {"a": 15}
@@ -168,7 +158,7 @@ def test_calibration_headroom_missing_peaks_and_a_stale_grid():
 
 @pytest.mark.parametrize("k", [0, 15])
 def test_grid_bounds_are_accepted(k):
-    p = lower(_graph(), current_frac={"a": k}).populations["a"]
+    p = lower(one_lif_graph(), current_frac={"a": k}).populations["a"]
     assert (p.frac, p.vth) == (k, 2 ** (k + 1))  # vth_f = 2
 
 
@@ -176,7 +166,7 @@ def test_grid_bounds_are_accepted(k):
 def test_grid_out_of_range_message(k):
     message = f"a: current grid 2**-k needs an integer k in 0..15, got {k!r}"
     with pytest.raises(UserError, match=re.escape(message)):
-        lower(_graph(), current_frac={"a": k})
+        lower(one_lif_graph(), current_frac={"a": k})
 
 
 def test_peaks_cover_every_sample_and_batch():

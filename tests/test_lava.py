@@ -134,20 +134,13 @@ def test_fixed_equals_emulator_with_calibrated_current_grids(digits_model):
 def test_simulate_job_on_lava_counts_a_in_overflow_through_the_emulator(tmp_path):
     """``lmuf simulate --backend lava``: Lava exposes no a_in, so the job takes the overflow count
     of the emulator's run of the same integers, and reports that both predict alike."""
-    import nir
-
     from export.io import write_graph
     from export.metadata import with_current_frac
     from export.normalize import prepare
     from lmuformer.jobs.simulate import samples_for_graph, simulate_file
-    from tests.graphs import _lif, _linear
+    from tests.graphs import one_lif_graph
 
-    nodes = {"input": nir.Input(input_type={"input": np.array([1])}), "a.in": _linear([[13]], 0),
-             "a": _lif(1), "r.in": _linear([[1]], 0), "readout": nir.I(r=np.ones(1)),
-             "output": nir.Output(output_type={"output": np.array([1])})}
-    edges = [("input", "a.in"), ("a.in", "a"), ("a", "r.in"), ("r.in", "readout"), ("readout", "output")]
-    g = with_current_frac(nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": 1.0, "latency_frames": 0}),
-                          {"a": 14})  # 13 x on 2**-14 exceeds 16 bits from |x| > 0.154
+    g = with_current_frac(one_lif_graph(exponent=0), {"a": 14})  # 13 x on 2**-14: > 16 bits from |x| > 0.154
     write_graph(g, tmp_path / "g.nir")
     res = simulate_file(tmp_path / "g.nir", backend="lava", precision="fixed", dataset=None, random=True,
                         samples=3, frames=6, compare=False, progress=False)
