@@ -32,10 +32,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backends.base import simulate  # noqa: E402
 from export.graph import ExportOptions, model_to_nir  # noqa: E402
 from export.metadata import with_current_frac  # noqa: E402
-from lmuformer.analysis.spikes import spike_identity  # noqa: E402
+from lmuformer.analysis.spikes import fixed_vs_float  # noqa: E402
 from lmuformer.checkpoint import load_checkpoint  # noqa: E402
 from lmuformer.data import load_test_split  # noqa: E402
 from lmuformer.files import write_json  # noqa: E402
@@ -43,17 +42,11 @@ from lmuformer.jobs.export import calibrate_export  # noqa: E402
 
 
 def fidelity(graph, x: np.ndarray, y: np.ndarray) -> dict:
-    """Fixed vs float emulator runs of ``graph`` on x: accuracies, agreement, spike identity."""
-    fx = simulate(graph, x, backend="emulator", precision="fixed", progress=False, record=True)
-    fl = simulate(graph, x, backend="emulator", precision="float", progress=False, record=True)
-    agree = float((fx.predictions == fl.predictions).mean())
-    return {"deployed_accuracy": float((fx.predictions == y).mean()),
-            "float_graph_accuracy": float((fl.predictions == y).mean()),
-            "agreement": agree, "agreement_bar_met": agree >= 0.995,
-            "spike_identity": spike_identity(fx.extra["spike_trains"], fl.extra["spike_trains"],
-                                             list(fx.neurons)),
-            "current_frac": {k: v for k, v in fx.extra["network"]["frac"].items() if k in fx.neurons},
-            "a_in_overflow": fx.extra["a_in_overflow"], "peak_abs_a_in": fx.extra["peak_abs_a_in"]}
+    """Fixed vs float emulator runs of ``graph`` on x: accuracies, agreement, spike identity, the
+    grids run and the peak a_in."""
+    r, fx, _ = fixed_vs_float(graph, x, y)
+    return {**r, "current_frac": {k: v for k, v in fx.extra["network"]["frac"].items() if k in fx.neurons},
+            "peak_abs_a_in": fx.extra["peak_abs_a_in"]}
 
 
 def main() -> None:

@@ -97,7 +97,7 @@ def deployed_one(checkpoint: str, seeds: int, out_dir: str) -> dict:
     import time
 
     from backends.base import simulate
-    from lmuformer.analysis.spikes import spike_identity
+    from lmuformer.analysis.spikes import fixed_vs_float, spike_identity
     from lmuformer.checkpoint import load_checkpoint
     from lmuformer.jobs.finetune import finetune, own_forward
 
@@ -109,15 +109,12 @@ def deployed_one(checkpoint: str, seeds: int, out_dir: str) -> dict:
     exports = []
     for terms in ((1, 2), (1, 1), (2, 2)):
         graph = model_to_nir(model, ExportOptions(weight_terms=terms[0], lmu_terms=terms[1]))
-        fx = simulate(graph, x, backend="emulator", precision="fixed", progress=False, record=True)
-        fl = simulate(graph, x, backend="emulator", precision="float", progress=False, record=True)
-        ident = spike_identity(fx.extra["spike_trains"], fl.extra["spike_trains"], list(fx.neurons))
+        r, _, _ = fixed_vs_float(graph, x, y)
         exports.append({
             "weight_terms": terms[0], "lmu_terms": terms[1],
-            "deployed_accuracy": float((fx.predictions == y).mean()),
-            "float_graph_accuracy": float((fl.predictions == y).mean()),
-            "agreement": float((fx.predictions == fl.predictions).mean()),
-            "identical_spike_trains": ident["identical"], "synapses": summarize(graph)["synapses"],
+            **{k: r[k] for k in ("deployed_accuracy", "float_graph_accuracy", "agreement")},
+            "identical_spike_trains": r["spike_identity"]["identical"],
+            "synapses": summarize(graph)["synapses"],
         })
         print(f"{checkpoint}: float {acc_float:.4f}, terms {terms} deployed "
               f"{exports[-1]['deployed_accuracy']:.4f}", flush=True)

@@ -44,7 +44,7 @@ from backends.base import simulate  # noqa: E402
 from export.graph import ExportOptions, model_to_nir  # noqa: E402
 from export.metadata import with_current_frac  # noqa: E402
 from export.summary import summarize  # noqa: E402
-from lmuformer.analysis.spikes import spike_identity  # noqa: E402
+from lmuformer.analysis.spikes import fixed_vs_float, spike_identity  # noqa: E402
 from lmuformer.checkpoint import load_checkpoint  # noqa: E402
 from lmuformer.data import load_test_split  # noqa: E402
 from lmuformer.files import write_json  # noqa: E402
@@ -73,11 +73,7 @@ def export_fidelity(model, x: np.ndarray, y: np.ndarray, terms: tuple[int, int],
     if grids == "calibrated":
         frac, info = calibrate_export(graph, *calibration, headroom=headroom)
         with_current_frac(graph, frac, info)
-    (fx, fl), t = _timed(lambda: (
-        simulate(graph, x, backend="emulator", precision="fixed", progress=False, record=True,
-                 input_frac_bits=input_frac_bits),
-        simulate(graph, x, backend="emulator", precision="float", progress=False, record=True)))
-    ident = spike_identity(fx.extra["spike_trains"], fl.extra["spike_trains"], list(fx.neurons))
+    (r, fx, fl), t = _timed(lambda: fixed_vs_float(graph, x, y, input_frac_bits))
     q = fx.extra["network"]["frac"]["input"]
     top2 = np.sort(fl.readout, axis=1)[:, -2:]
     margin = top2[:, 1] - top2[:, 0]  # the float graph's lead of its prediction (accumulated readout)
@@ -86,14 +82,9 @@ def export_fidelity(model, x: np.ndarray, y: np.ndarray, terms: tuple[int, int],
     flips = [{"sample": int(i), "float_margin": float(margin[i]), "margin_rank": int(rank[i])}
              for i in differ]
     return {"weight_terms": terms[0], "lmu_terms": terms[1], "input_frac_bits": q, "current_grids": grids,
-            "headroom": headroom if frac else None, "current_frac": frac,
-            "a_in_overflow": fx.extra["a_in_overflow"],
-            "deployed_accuracy": float((fx.predictions == y).mean()),
-            "float_graph_accuracy": float((fl.predictions == y).mean()),
-            "agreement": float((fx.predictions == fl.predictions).mean()),
-            "agreement_bar_met": bool((fx.predictions == fl.predictions).mean() >= 0.995),
+            "headroom": headroom if frac else None, "current_frac": frac, **r,
             "disagreements": flips, "readout_max_abs_diff": float(np.abs(fx.readout - fl.readout).max()),
-            "spike_identity": ident, "synapses": summarize(graph)["synapses"], **t}
+            "synapses": summarize(graph)["synapses"], **t}
 
 
 def finetuned_fidelity(checkpoint: str, data_dir: str | None, x: np.ndarray, y: np.ndarray, epochs: int,

@@ -220,16 +220,19 @@ def test_one_term_export_spikes_as_its_float_graph():
     """One 8-bit term per weight: spike synapses exact, graded ones rounded half up, the memory
     on a 2**-20 grid.  Measured on 64 random samples: 62 identical (0.97), and a sample can
     only diverge first where the rounded graded input enters (patch.stage0)."""
-    from lmuformer.analysis.spikes import spike_identity
+    from lmuformer.analysis.spikes import fixed_vs_float
 
     g = model_to_nir(active_model("tiny"), ExportOptions(quantize=True, weight_terms=1, lmu_terms=1))
     x = inputs(64, seed=3)
-    fx = simulate(g, x, backend="emulator", precision="fixed", progress=False, record=True)
-    fl = simulate(g, x, backend="emulator", precision="float", progress=False, record=True)
-    r = spike_identity(fx.extra["spike_trains"], fl.extra["spike_trains"], list(fx.neurons))
+    y = np.arange(64) % 10
+    both, fx, fl = fixed_vs_float(g, x, y)
+    r = both["spike_identity"]
     assert r["identical"] >= 0.9, r
     assert set(r["first_divergence_samples"]) <= {"patch.stage0.lif"}, r
     assert np.array_equal(fx.predictions, fl.predictions)
+    assert both["agreement"] == 1.0 and both["agreement_bar_met"] and both["a_in_overflow"] == {}
+    assert both["deployed_accuracy"] == np.mean(fx.predictions == y) == both["float_graph_accuracy"]
+    assert fixed_vs_float(g, x[:4])[0]["deployed_accuracy"] is None
 
 
 def test_simulate_cli_reports_spike_identity(tiny_graphs, tmp_path):

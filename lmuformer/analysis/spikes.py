@@ -3,9 +3,10 @@ trains are identical (and where they first diverge)."""
 
 from __future__ import annotations
 
+import nir
 import numpy as np
 
-from backends.base import SimulationResult
+from backends.base import SimulationResult, simulate
 from lmuformer.errors import UserError
 
 
@@ -45,3 +46,22 @@ def spike_identity(trains: dict[str, np.ndarray], reference: dict[str, np.ndarra
         "first_divergence_samples": counts,
         "reference": "emulator float run of the same graph",
     }
+
+
+def fixed_vs_float(graph: nir.NIRGraph, x: np.ndarray, y: np.ndarray | None = None,
+                   input_frac_bits: int | None = None) -> tuple[dict, SimulationResult, SimulationResult]:
+    """The emulator's fixed-point and float runs of ``graph`` on x (samples, frames, features)
+    with labels y (None: no accuracies): ``deployed_accuracy`` (fixed), ``float_graph_accuracy``, prediction
+    ``agreement`` (the bar of issue 9: ``agreement_bar_met`` at >= 99.5 %), the fixed run's
+    ``spike_identity`` against the float run and its ``a_in_overflow``; and the two results.
+    ``input_frac_bits``: the fixed run's input grid 2**-q (None: the finest x fits)."""
+    fx = simulate(graph, x, backend="emulator", precision="fixed", progress=False, record=True,
+                  input_frac_bits=input_frac_bits)
+    fl = simulate(graph, x, backend="emulator", precision="float", progress=False, record=True)
+    agree = float(np.mean(fx.predictions == fl.predictions))
+    return {"deployed_accuracy": None if y is None else float(np.mean(fx.predictions == y)),
+            "float_graph_accuracy": None if y is None else float(np.mean(fl.predictions == y)),
+            "agreement": agree, "agreement_bar_met": agree >= 0.995,
+            "spike_identity": spike_identity(fx.extra["spike_trains"], fl.extra["spike_trains"],
+                                             list(fx.neurons)),
+            "a_in_overflow": fx.extra["a_in_overflow"]}, fx, fl
