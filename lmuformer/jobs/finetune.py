@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -86,6 +87,84 @@ def own_forward(path: str | Path, opts: ExportOptions, x: np.ndarray, input_frac
     return graph, logits.numpy(), {k: v.numpy().astype(bool) for k, v in trains.items()}
 
 
+def _spiking_checkpoint(path: str):
+    """The checkpoint at ``path``; UserError unless it is a spiking model that records its dataset."""
+    ck = load_checkpoint(path)
+    if ck.model.config.variant != "spiking":
+        raise UserError("only a spiking checkpoint can be fine-tuned for export (this one is non-spiking)")
+    if not ck.metrics.get("dataset"):
+        raise UserError("the checkpoint does not record its dataset")
+    return ck
+
+
+@contextmanager
+def _torch_threads(n: int | None):
+    """torch's thread count set to ``n`` (None: unchanged) inside, restored after."""
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _features(ds, n: int) -> torch.Tensor:
+    """The first n items' features of a dataset, stacked: (n, frames, features) float32."""
+    return torch.stack([torch.as_tensor(np.asarray(ds[i][0], np.float32)) for i in range(n)])
+
+
+def _labels(ds, n: int) -> np.ndarray:
+    """The first n items' class labels (n,)."""
+    return np.asarray([int(ds[i][1]) for i in range(n)])
+
+
+def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _evaluate(fwd: IntegerForward, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Deployed accuracy and mean cross entropy (no smoothing) of the integer forward pass on x, y."""
+    with torch.no_grad():
+        logits = torch.cat([fwd(torch.as_tensor(x[i : i + 512]))[0] for i in range(0, len(x), 512)])
+    yt = torch.as_tensor(y)
+    return float((logits.argmax(1) == yt).double().mean()), float(nn.functional.cross_entropy(logits, yt))
+
+
+def _exponents_moved(model: LMUFormer, fwd: IntegerForward, opts: ExportOptions) -> bool:
+    """Would the export of ``model`` now choose another exponent for a weight matrix than ``fwd``?"""
+    with torch.no_grad():
+        gw = graph_weights(model)
+    exps = {s.name: s.terms[0].exponent for s in fwd.net.synapses}
+    for base, names in fwd.chains.items():
+        terms = quantize_terms(gw[base][0].numpy(), opts.weight_bits, len(names))
+        if [t.exponent for t in terms] != [exps[n] for n in names]:
+            return True
+    return False
+
+
+def _better(new: tuple[float, float], old: tuple[float, float], select_on: str) -> bool:
+    """Selection of (accuracy, loss) states: the lower validation loss, or (``select_on="accuracy"``)
+    the higher accuracy with the loss as tie-break."""
+    if select_on == "accuracy" and new[0] != old[0]:
+        return new[0] > old[0]
+    return new[1] < old[1]
+
+
+def finetune_loss(logits: torch.Tensor, target: torch.Tensor, teacher_logits: torch.Tensor | None,
+                  distill: float, temperature: float) -> torch.Tensor:
+    """``(1 - distill) CE(logits, target) + distill T**2 KL(teacher || student)`` at temperature T;
+    logits (batch, classes), target (batch, classes) probabilities; no teacher: the cross entropy."""
+    loss = nn.functional.cross_entropy(logits, target)
+    if teacher_logits is None or distill == 0:
+        return loss
+    t = temperature
+    kl = nn.functional.kl_div(nn.functional.log_softmax(logits / t, 1),
+                              nn.functional.log_softmax(teacher_logits / t, 1), log_target=True,
+                              reduction="batchmean")
+    return (1 - distill) * loss + distill * t * t * kl
+
+
 def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8, lr: float = 2e-4,
              batch_size: int = 32, seed: int = 0, data_dir: str | None = None, progress: bool = True,
              train_samples: int | None = None, test_samples: int | None = None, select: bool = True,
@@ -137,28 +216,18 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
         raise UserError(f"select_on must be 'loss' or 'accuracy', got {select_on!r}")
     if not 0 <= distill <= 1:
         raise UserError(f"--distill must be in [0, 1], got {distill}")
-    ck = load_checkpoint(checkpoint)
-    model = ck.model
-    if model.config.variant != "spiking":
-        raise UserError("only a spiking checkpoint can be fine-tuned for export (this one is non-spiking)")
-    dataset = ck.metrics.get("dataset")
-    if not dataset:
-        raise UserError("the checkpoint does not record its dataset")
+    ck = _spiking_checkpoint(checkpoint)
+    model, dataset = ck.model, ck.metrics["dataset"]
     recipe = ck.metrics.get("options") or {}
-    n_threads = threads or recipe.get("threads")
-    old_threads = torch.get_num_threads()
-    if n_threads:
-        torch.set_num_threads(int(n_threads))
-    try:
-        if label_smoothing is None:
-            label_smoothing = float(recipe.get("label_smoothing", 0.0))
-        if mixup is None:
-            mixup = float(recipe.get("mixup", 0.0))
+    if label_smoothing is None:
+        label_smoothing = float(recipe.get("label_smoothing", 0.0))
+    if mixup is None:
+        mixup = float(recipe.get("mixup", 0.0))
+    with _torch_threads(threads or recipe.get("threads")):
         train = load_dataset(dataset, "train", data_dir, augment=augment, seed=seed)
         x_test, y_test = load_test_split(dataset, data_dir, test_samples)
         torch.manual_seed(seed)
         steps = model.config.frames + model.latency
-
         # the input grid the emulator and Lava choose on the test split (fixed_point's module doc);
         # training inputs beyond its range are clipped, as deployment would clip them
         q = input_frac_for(x_test)
@@ -169,62 +238,25 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
             """The integer forward pass of the model's export as it stands (lowered anew)."""
             return export_forward(model, opts, q, grids)[1]
 
-        def drifted(f: IntegerForward) -> bool:
-            """Would the export now choose another exponent for a weight matrix?"""
-            with torch.no_grad():
-                gw = graph_weights(model)
-            exps = {s.name: s.terms[0].exponent for s in f.net.synapses}
-            for base, names in f.chains.items():
-                terms = quantize_terms(gw[base][0].numpy(), opts.weight_bits, len(names))
-                if [t.exponent for t in terms] != [exps[n] for n in names]:
-                    return True
-            return False
-
         fwd = relower()
         model.eval()  # eval-mode BatchNorm statistics: deployment folds them
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.Adam(params, lr=lr)
+        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
         n_train = len(train) if train_samples is None else min(train_samples, len(train))
-
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
         classes = model.head.weight.shape[0]
-
-        def train_arrays() -> torch.Tensor:
-            return torch.stack([torch.as_tensor(np.asarray(train[i][0], np.float32)) for i in range(n_train)])
-
-        xs = train_arrays()
-        ys = torch.as_tensor([int(train[i][1]) for i in range(n_train)])
-
+        xs, ys = _features(train, n_train), torch.as_tensor(_labels(train, n_train))
         val = load_dataset(dataset, "val", data_dir)
         n_val = len(val) if test_samples is None else min(test_samples, len(val))
-        x_val = np.stack([np.asarray(val[i][0], np.float32) for i in range(n_val)])
-        y_val = np.asarray([int(val[i][1]) for i in range(n_val)])
-
-        def evaluate(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-            """Deployed accuracy and mean cross entropy (no smoothing)."""
-            with torch.no_grad():
-                logits = torch.cat([fwd(torch.as_tensor(x[i : i + 512]))[0] for i in range(0, len(x), 512)])
-            yt = torch.as_tensor(y)
-            return (float((logits.argmax(1) == yt).double().mean()),
-                    float(nn.functional.cross_entropy(logits, yt)))
-
+        x_val, y_val = _features(val, n_val).numpy(), _labels(val, n_val)
         clean_set = None
         if clean_bn:
             clean = load_dataset(dataset, "train", data_dir)
-            clean_set = torch.utils.data.TensorDataset(
-                torch.stack([torch.as_tensor(np.asarray(clean[i][0], np.float32)) for i in range(n_train)]))
-
-        def better(new: tuple[float, float], old: tuple[float, float]) -> bool:
-            """Selection: the lower validation loss, or the higher accuracy with loss as tie-break."""
-            if select_on == "accuracy" and new[0] != old[0]:
-                return new[0] > old[0]
-            return new[1] < old[1]
+            clean_set = torch.utils.data.TensorDataset(_features(clean, n_train))
 
         start = time.perf_counter()
-        test0 = evaluate(x_test, y_test)[0]
-        best = val0 = evaluate(x_val, y_val)
-        best_epoch = 0
-        best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        test0 = _evaluate(fwd, x_test, y_test)[0]
+        best = val0 = _evaluate(fwd, x_val, y_val)
+        best_epoch, best_state = 0, _copy_state(model)
         if on_epoch is not None:
             on_epoch(0, fwd)
         history, losses, test_history, relowered = [], [], [], 0
@@ -235,7 +267,7 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
         for epoch in range(epochs):
             if augment and epoch:  # the dataset's own training augmentation, drawn per epoch
                 train.set_epoch(epoch)
-                xs = train_arrays()
+                xs = _features(train, n_train)
             perm = torch.randperm(len(xs), generator=gen)
             for i in range(0, len(xs), batch_size):
                 idx = perm[i : i + batch_size]
@@ -244,40 +276,33 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
                     xb, target = mix(xb, target, mixup, gen)
                 target = target * (1 - label_smoothing) + label_smoothing / classes
                 logits, _ = fwd(xb)
-                loss = nn.functional.cross_entropy(logits, target)
-                if distill > 0:
-                    t = temperature
-                    with torch.no_grad():
-                        soft = teacher(xb).double()
-                    kl = nn.functional.kl_div(nn.functional.log_softmax(logits / t, 1),
-                                              nn.functional.log_softmax(soft / t, 1),
-                                              log_target=True, reduction="batchmean")
-                    loss = (1 - distill) * loss + distill * t * t * kl
+                with torch.no_grad():
+                    soft = teacher(xb).double() if distill > 0 else None
+                loss = finetune_loss(logits, target, soft, distill, temperature)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 sched.step()
-                if drifted(fwd):  # a weight matrix crossed a power of two: its exponent follows
+                if _exponents_moved(model, fwd, opts):  # crossed a power of two: the exponent follows
                     fwd = relower()
                     relowered += 1
             if clean_bn:  # BatchNorm statistics of the clean training split, as the recipe's clean_bn
                 recompute_batchnorm(model, clean_set)
             fwd = relower()  # thresholds, grids and biases as the export now lowers them
-            acc, vloss = evaluate(x_val, y_val)
+            acc, vloss = _evaluate(fwd, x_val, y_val)
             history.append(acc)
             losses.append(vloss)
             if record_test:  # recorded for analysis only: the test split never selects
-                test_history.append(evaluate(x_test, y_test)[0])
+                test_history.append(_evaluate(fwd, x_test, y_test)[0])
             if on_epoch is not None:
                 on_epoch(epoch + 1, fwd)
-            if not select or better((acc, vloss), best):
-                best, best_epoch = (acc, vloss), epoch + 1
-                best_state = {k: v.clone() for k, v in model.state_dict().items()}
+            if not select or _better((acc, vloss), best, select_on):
+                best, best_epoch, best_state = (acc, vloss), epoch + 1, _copy_state(model)
             if progress:
                 print(f"epoch {epoch + 1}/{epochs}: deployed validation accuracy {acc:.4f}, loss {vloss:.4f}")
         model.load_state_dict(best_state)
         fwd = relower()
-        test1 = evaluate(x_test, y_test)[0]
+        test1 = _evaluate(fwd, x_test, y_test)[0]
         wall = time.perf_counter() - start
         after = lower(pin_current_frac(model_to_nir(model, opts), grids), steps=steps, input_frac_bits=q)
         if _signature(after) != _signature(fwd.net) or not _same_integers(fwd, after):  # a bug, not bad input
@@ -301,5 +326,3 @@ def finetune(checkpoint: str, out_dir: str, opts: ExportOptions, epochs: int = 8
         out.mkdir(parents=True, exist_ok=True)
         save_checkpoint(out / "best.pt", model, metrics)
         return metrics
-    finally:
-        torch.set_num_threads(old_threads)
