@@ -90,6 +90,8 @@ MODULES: dict[str, Module] = {
                             "the processes built (Lava imported, not run) checked against the Network; "
                             "the Lava runs (tests/test_lava.py, ~40 s each) are not in the selection; "
                             "needs Lava (Python 3.10)"),
+    "finetune": Module("backends/finetune.py", ("tests/test_finetune.py",),
+                       "the deployment-aware integer forward pass and its gradients"),
     "report_counts": Module("lmuformer/analysis/counts.py", _COUNTS_TESTS),
     "report_profiles": Module("lmuformer/analysis/profiles.py",
                               ("tests/test_report.py", "tests/test_profiles_edges.py", *_REPORT_TESTS[1:])),

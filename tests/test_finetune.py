@@ -19,7 +19,7 @@ from lmuformer.checkpoint import load_checkpoint, save_checkpoint
 from lmuformer.data import load_test_split
 from lmuformer.errors import UserError
 from lmuformer.jobs.export import calibrate_export, export_model
-from lmuformer.jobs.finetune import export_forward, finetune, own_forward
+from lmuformer.jobs.finetune import export_forward, finetune, finetune_loss, own_forward
 from tests.graphs import active_model
 
 ONE_TERM = ExportOptions(weight_terms=1, lmu_terms=1)
@@ -53,6 +53,41 @@ def test_mantissa_rounding_passes_gradient_inside_the_range_only():
     assert m.tolist() == [-127, -127, -4, 0, 2, 127, 127, 127]  # rint: half to even, as numpy
     m.sum().backward()
     assert v.grad.tolist() == [0, 1, 1, 1, 1, 1, 0, 0]
+
+
+@pytest.mark.parametrize("terms", [(1, 2), (2, 2)])
+def test_integer_forward_gradient_is_the_float_models(terms):
+    """The integer forward's gradient (straight-through roundings, the model's sigmoid surrogate
+    on the NIR membrane, reset detached, the first term only) is the float model's BPTT gradient
+    up to the spikes that quantisation moves: on 32 digits samples of the tiny preset the whole
+    gradient has cosine 0.9987 (1, 2) and 0.9996 (2, 2) and norm ratio 0.996 / 1.000 to the float
+    one (measured); a wrong surrogate scale, sign or chain rule is far outside 0.99 / +-10 %."""
+    model = active_model("tiny").double().eval()
+    x, y = load_test_split("digits", samples=32)
+    _, forward = export_forward(model, ExportOptions(weight_terms=terms[0], lmu_terms=terms[1]),
+                                input_frac_for(x))
+    xt, yt = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y)
+    grads = []
+    for run in (lambda: forward(xt)[0], lambda: model(xt)):
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(run(), yt).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    got, want = grads
+    assert float(got @ want / (got.norm() * want.norm())) > 0.99
+    assert 0.9 < float(got.norm() / want.norm()) < 1.1
+
+
+def test_finetune_loss_is_cross_entropy_plus_tempered_distillation():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 1.0]], dtype=torch.float64)
+    target = torch.tensor([[1.0, 0.0, 0.0], [0.1, 0.1, 0.8]], dtype=torch.float64)
+    teacher = torch.tensor([[1.0, 1.0, -2.0], [0.0, 2.0, 0.0]], dtype=torch.float64)
+    ce = -(target * torch.log_softmax(logits, 1)).sum(1).mean()
+    p, q = torch.softmax(teacher / 3, 1), torch.log_softmax(logits / 3, 1)
+    kl = (p * (torch.log(p) - q)).sum(1).mean()  # KL(teacher || student), per sample, batch mean
+    assert torch.allclose(finetune_loss(logits, target, teacher, 0.25, 3.0), 0.75 * ce + 0.25 * 9 * kl)
+    assert torch.allclose(finetune_loss(logits, target, None, 0.25, 3.0), ce)
+    assert torch.allclose(finetune_loss(logits, target, teacher, 0.0, 3.0), ce)
+    assert float(finetune_loss(logits, target, logits, 1.0, 3.0)) == pytest.approx(0.0, abs=1e-15)
 
 
 def _forward_trains(model, opts, x):
