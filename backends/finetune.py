@@ -150,11 +150,13 @@ class IntegerForward(nn.Module):
         self.history = net.max_delay + 1
 
     def parameters_now(self) -> tuple[dict, dict]:
-        """Integer Dense weights per synapse (out, in) and integer bias per population."""
+        """Integer Dense weights per synapse (out, in) and integer bias per population (size,),
+        zeros where the export has none."""
         gw = graph_weights(self.model)
         pops = self.net.populations
         by_name = {s.name: s for s in self.net.synapses}
-        weights, bias = {}, {n: None for n in pops}
+        weights = {}
+        bias = {n: torch.zeros(p.size, dtype=torch.float64) for n, p in pops.items()}
         for base, names in self.chains.items():
             w, b = gw[base]
             rest = w
@@ -202,10 +204,9 @@ class IntegerForward(nn.Module):
                         a = a + acc * 2.0**we
                     else:
                         a = a + _ste(acc * 2.0**we, torch.floor)
-                b = bias[n] if bias[n] is not None else 0.0
                 if p.kind == "lif":
                     keep = 2**DECAY_BITS - p.dv
-                    vv = _ste(v[n] * keep / 2**DECAY_BITS, torch.trunc) + a * 2**ACT_SHIFT + b
+                    vv = _ste(v[n] * keep / 2**DECAY_BITS, torch.trunc) + a * 2**ACT_SHIFT + bias[n]
                     vv = _ste(vv, lambda z: torch.clamp(z, -STATE_MAX + 1, STATE_MAX - 1))
                     scale = p.dv_f / 2.0 ** (p.frac + ACT_SHIFT)  # V -> the NIR membrane
                     spk = _Spike.apply((vv - (p.vth * 2**ACT_SHIFT + 0.5)) * scale)
@@ -213,7 +214,7 @@ class IntegerForward(nn.Module):
                     hist[n][cur] = spk
                     trains[n].append(spk)
                 else:
-                    v[n] = v[n] + a + b
+                    v[n] = v[n] + a + bias[n]
                     hist[n][cur] = v[n]
         ro = pops[net.readout]
         logits = v[net.readout] * 2.0 ** -ro.frac / self.steps
