@@ -14,7 +14,8 @@ in torch float64, which holds every integer of the lowering exactly (|values| < 
     * LIF biases on the finest term's grid (``quantize_to_grid``) times ``2**(k + 6)``, rounded to
       ``bias_mant << bias_exp`` as lowered (integrators: rint);
     * graded synapses ``floor((sum + 2**(shift-1)) / 2**shift)`` (the rounding channel), LIF
-      ``V <- trunc(V * (4096 - dv) / 4096) + 64 a_in + bias``, spike ``V > 64 vth``, reset to 0;
+      ``V <- clip24(trunc(V * (4096 - dv) / 4096) + wrap24(64 a_in) + bias)``, spike ``V > 64 vth``,
+      reset to 0 (Lava's 24-bit wrap of the current u and clip of V);
       integrators ``M <- M + a_in + bias``; the LMU A and B as quantised (constants);
     * the readout ``M * 2**-k / steps`` gives the logits;
     * the input on the grid the emulator and Lava choose for the test split
@@ -116,6 +117,14 @@ def _ste(x: torch.Tensor, fn) -> torch.Tensor:
     return x + (fn(x.detach()) - x.detach())
 
 
+def _wrap_current(u: torch.Tensor) -> torch.Tensor:
+    """Lava's 24-bit wrap of the LIF current u (``PyLifModelBitAcc``; the emulator's
+    ``lif_step_fixed``): above 2**23 it wraps down, at or below -2**23 up (a_in beyond +-2**17,
+    four times Loihi's 16-bit a_in, which the calibrated grids keep clear of)."""
+    u = torch.where(u > STATE_MAX, u - 2 * STATE_MAX, u)
+    return torch.where(u <= -STATE_MAX, u + 2 * STATE_MAX, u)
+
+
 def _clip_ste(v: torch.Tensor) -> torch.Tensor:
     """Mantissa ``clip(rint(v), -127, 127)`` forward; identity gradient inside the range, none
     outside (a clipped weight is not pushed further out: the frozen exponent stays valid)."""
@@ -206,7 +215,8 @@ class IntegerForward(nn.Module):
                         a = a + _ste(acc * 2.0**we, torch.floor)
                 if p.kind == "lif":
                     keep = 2**DECAY_BITS - p.dv
-                    vv = _ste(v[n] * keep / 2**DECAY_BITS, torch.trunc) + a * 2**ACT_SHIFT + bias[n]
+                    u = _ste(a * 2**ACT_SHIFT, _wrap_current)  # du = 4095: u is this step's input
+                    vv = _ste(v[n] * keep / 2**DECAY_BITS, torch.trunc) + u + bias[n]
                     vv = _ste(vv, lambda z: torch.clamp(z, -STATE_MAX + 1, STATE_MAX - 1))
                     scale = p.dv_f / 2.0 ** (p.frac + ACT_SHIFT)  # V -> the NIR membrane
                     spk = _Spike.apply((vv - (p.vth * 2**ACT_SHIFT + 0.5)) * scale)

@@ -82,6 +82,22 @@ def test_integer_forward_gradient_is_the_float_models(terms):
         assert 0.9 < float(got.norm() / want.norm()) < 1.1, part
 
 
+def test_integer_forward_wraps_the_current_as_lava_beyond_its_range():
+    """Inputs 38 times digits' range, negative for 4 frames: a_in of patch.stage0 reaches 1.6e5,
+    beyond the +-2**17 at which Lava's 24-bit current u wraps (and far beyond Loihi's 16-bit
+    a_in); the forward pass still spikes as the emulator (without the wrap 186 spikes of all
+    populations differed)."""
+    model = active_model("tiny")
+    x, _ = load_test_split("digits", samples=24)
+    x = x * 38.0
+    x[:, :4] *= -1
+    graph, logits, trains = _forward_trains(model, ExportOptions(), x)
+    emu = simulate(graph, x, backend="emulator", precision="fixed", progress=False, record=True)
+    assert emu.extra["peak_abs_a_in"]["patch.stage0.lif"] > 2**17
+    for k, v in emu.extra["spike_trains"].items():
+        assert np.array_equal(trains[k], v), f"{k}: {int((trains[k] != v).sum())} spikes differ"
+
+
 def test_integer_forward_refuses_a_synapse_of_several_dense_terms():
     """A matrix wider than 8 bits lowers to several Dense terms of one synapse (not one synapse a
     term, as the export's weight terms): the forward pass cannot train through it."""
