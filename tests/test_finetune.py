@@ -82,15 +82,17 @@ def test_integer_forward_gradient_is_the_float_models(terms):
         assert 0.9 < float(got.norm() / want.norm()) < 1.1, part
 
 
-def test_integer_forward_wraps_the_current_as_lava_beyond_its_range():
-    """Inputs 38 times digits' range, negative for 4 frames: a_in of patch.stage0 reaches 1.6e5,
-    beyond the +-2**17 at which Lava's 24-bit current u wraps (and far beyond Loihi's 16-bit
-    a_in); the forward pass still spikes as the emulator (without the wrap 186 spikes of all
-    populations differed)."""
+@pytest.mark.parametrize("gain, negative_frames", [(38.0, 4), (60.0, 5)])
+def test_integer_forward_wraps_and_clips_as_lava_beyond_its_range(gain, negative_frames):
+    """Digits inputs times 38 (60), negative for the first 4 (5) frames: a_in of patch.stage0
+    reaches 1.6e5 (2.8e5), beyond the +-2**17 at which Lava's 24-bit current u wraps (and far
+    beyond Loihi's 16-bit a_in), and V hits its lower clip at -(2**23 - 1); the forward pass still
+    spikes as the emulator (measured: without the wrap 186 spikes of all populations differ at
+    38; without the lower clip 74 at 60)."""
     model = active_model("tiny")
     x, _ = load_test_split("digits", samples=24)
-    x = x * 38.0
-    x[:, :4] *= -1
+    x = x * gain
+    x[:, :negative_frames] *= -1
     graph, logits, trains = _forward_trains(model, ExportOptions(), x)
     emu = simulate(graph, x, backend="emulator", precision="fixed", progress=False, record=True)
     assert emu.extra["peak_abs_a_in"]["patch.stage0.lif"] > 2**17
