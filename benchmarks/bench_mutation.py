@@ -92,6 +92,11 @@ MODULES: dict[str, Module] = {
                             "needs Lava (Python 3.10)"),
     "finetune": Module("backends/finetune.py", ("tests/test_finetune.py",),
                        "the deployment-aware integer forward pass and its gradients"),
+    "export_job": Module("lmuformer/jobs/export.py",
+                         ("tests/test_export.py", "tests/test_calibrate.py", "tests/test_current_grid.py",
+                          "tests/test_current_grid_jobs.py"),
+                         "the export job: options a fine-tuned checkpoint pins, the frame period, the "
+                         "calibrated current grids and their headroom"),
     "report_counts": Module("lmuformer/analysis/counts.py", _COUNTS_TESTS),
     "report_profiles": Module("lmuformer/analysis/profiles.py",
                               ("tests/test_report.py", "tests/test_profiles_edges.py", *_REPORT_TESTS[1:])),

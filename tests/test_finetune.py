@@ -82,6 +82,19 @@ def test_integer_forward_gradient_is_the_float_models(terms):
         assert 0.9 < float(got.norm() / want.norm()) < 1.1, part
 
 
+def test_current_wraps_at_24_bits_as_the_emulators_lif():
+    """u = 64 a_in wrapped as Lava's LIF wraps it (above 2**23 down, at or below -2**23 up): the
+    emulator's step with du = 4095 (u is this step's input) on a_in around +-2**17 and 2**18."""
+    from backends.emulator import lif_step_fixed
+    from backends.finetune import _wrap_current
+
+    a_in = np.array([0, 5, -5, 2**17 - 1, 2**17, 2**17 + 1, -(2**17) + 1, -(2**17), -(2**17) - 1,
+                     2**18 - 1, 2**18, -(2**18) - 1, 3 * 2**17])
+    zeros = np.zeros_like(a_in)
+    u, _, _ = lif_step_fixed(zeros, zeros, a_in, 4095, 2048, zeros, 2**30)
+    assert np.array_equal(_wrap_current(torch.as_tensor(a_in * 64.0)).numpy(), u)
+
+
 @pytest.mark.parametrize("gain, negative_frames", [(38.0, 4), (60.0, 5)])
 def test_integer_forward_wraps_and_clips_as_lava_beyond_its_range(gain, negative_frames):
     """Digits inputs times 38 (60), negative for the first 4 (5) frames: a_in of patch.stage0
