@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from lmuformer.files import write_text
+from lmuformer.cli.output import emit
 
 
 @click.command("map")
@@ -47,10 +47,7 @@ def command(model, target, dataset, data_dir, use_random, seed, samples, opts, n
     report = map_file(model, hw, list(opts), Options(split=not no_split), dataset, data_dir, samples,
                       use_random, seed, dt=dt, frames=frames, on_note=lambda s: click.echo(s, err=True))
     text = render(report, "json" if as_json else fmt)
-    if output:
-        write_text(output, text)
-    else:
-        click.echo(text, nl=False)
+    emit(text, output)
     if plot:
         from lmuformer.analysis.mapping.plot import plot_placement
 

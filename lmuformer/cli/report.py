@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from lmuformer.files import check_outputs, write_text
+from lmuformer.cli.output import emit
+from lmuformer.files import check_outputs
 
 BACKEND_NAMES = ("emulator", "lava", "torch")
 
@@ -63,10 +64,7 @@ def command(model, dataset, data_dir, use_random, seed, samples, backend, precis
                          progress=sys.stderr.isatty(), dt=dt, frames=frames,
                          on_note=lambda s: click.echo(s, err=True))
     text = render(report, fmt)
-    if output:
-        write_text(output, text)
-    else:
-        click.echo(text, nl=False)
+    emit(text, output)
     if plot:
         from lmuformer.analysis.plot import plot_report
 
@@ -84,7 +82,4 @@ def _compare(model, dataset, data_dir, use_random, seed, samples, backend, preci
         raise click.UsageError("--lmu-forms renders markdown (the default) or json")
     c = compare_file(model, prof, dataset, data_dir, samples, use_random, seed, backend, precision, lmu_taps)
     text = json.dumps(c, indent=2, allow_nan=False) + "\n" if fmt == "json" else to_markdown(c)
-    if output:
-        write_text(output, text)
-    else:
-        click.echo(text, nl=False)
+    emit(text, output)
