@@ -16,7 +16,9 @@ in torch float64, which holds every integer of the lowering exactly (|values| < 
     * graded synapses ``floor((sum + 2**(shift-1)) / 2**shift)`` (the rounding channel), LIF
       ``V <- clip24(trunc(V * (4096 - dv) / 4096) + wrap24(64 a_in) + bias)``, spike ``V > 64 vth``,
       reset to 0 (Lava's 24-bit wrap of the current u and clip of V);
-      integrators ``M <- M + a_in + bias``; the LMU A and B as quantised (constants);
+      integrators ``M <- M + a_in + bias`` (the emulator's 24-bit wrap is left out: the lowering
+      chooses their grids so that a static worst-case bound on |M| fits 24 bits); the LMU A and
+      B as quantised (constants);
     * the readout ``M * 2**-k / steps`` gives the logits;
     * the input on the grid the emulator and Lava choose for the test split
       (``fixed_point.input_frac_for``, recorded as ``finetune_input_frac_bits``; training inputs

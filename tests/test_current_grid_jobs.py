@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from backends.fixed_point import calibrated_current_frac
@@ -63,3 +64,95 @@ def test_lmu_forms_report_runs_the_graphs_the_export_job_writes(tmp_path):
     rec = c["forms"]["recurrent"]
     assert rec["layers"] == own["layers"] and rec["total"] == own["total"]
     assert "current_grids" not in compare_file("tiny", profiles, random=True, samples=2)["forms"]["taps"]
+
+
+def test_tuned_option_values_given_then_tuned_then_defaults():
+    from export.graph import ExportOptions
+    from lmuformer.jobs.export import tuned_option_values
+
+    d = ExportOptions()
+    keys = ("weight_bits", "weight_terms", "lmu_bits", "lmu_terms", "dt")
+    none, defaults = dict.fromkeys(keys), {k: getattr(d, k) for k in keys}
+    assert tuned_option_values(none, None, None) == defaults
+    assert tuned_option_values({"weight_terms": 2}, None, 0.01)["dt"] == 0.01  # the data set's frame period
+    assert tuned_option_values({"weight_terms": 2, "dt": 0.5}, None, 0.01) == {**defaults, "weight_terms": 2,
+                                                                                 "dt": 0.5}
+    tuned = {"weight_bits": 8, "weight_terms": 1, "lmu_bits": 8, "lmu_terms": 1, "current_frac": {"a": 12}}
+    got = tuned_option_values({"lmu_terms": 1}, tuned, 0.02)  # a given option equal to the tuned one is fine
+    assert got == {"weight_bits": 8, "weight_terms": 1, "lmu_bits": 8, "lmu_terms": 1, "dt": 0.02}
+    assert tuned_option_values(none, {"weight_terms": 1}, None)["lmu_terms"] == d.lmu_terms  # older records
+    assert tuned_option_values(none, {**tuned, "dt": 0.25}, 0.02)["dt"] == 0.25
+    with pytest.raises(UserError) as e:
+        tuned_option_values({"weight_terms": 2, "lmu_bits": 8}, tuned, None)
+    assert str(e.value) == ("the checkpoint was fine-tuned for another export (--weight-terms 2); export it "
+                            "with --weight-bits 8 --weight-terms 1 --lmu-bits 8 --lmu-terms 1")
+    with pytest.raises(UserError, match=r"^the checkpoint was fine-tuned for another export \(--float\);"):
+        tuned_option_values(none, tuned, None, quantize=False)
+    assert tuned_option_values(none, None, None, quantize=False)["weight_terms"] == d.weight_terms
+
+
+def test_set_current_grids_pins_calibrates_or_says_why_static(tmp_path):
+    from export.graph import ExportOptions
+    from lmuformer.jobs.export import set_current_grids
+
+    def graph():
+        return model_to_nir(active_model("tiny"), ExportOptions())
+
+    g = graph()
+    pinned = {n: 11 for n in calibrated_current_frac(g, {})}
+    assert set_current_grids(g, {"current_frac": pinned}, {"dataset": "digits"}, None) == {
+        "source": "pinned by fine-tuning", "frac": pinned}
+    assert GraphMetadata.of(g).current_frac == pinned
+    g = graph()
+    assert set_current_grids(g, {"current_frac": None}, {"dataset": "digits"}, None) == {
+        "source": "static (fine-tuned on the static grid)", "frac": None}
+    assert not GraphMetadata.of(g).current_frac
+    assert set_current_grids(graph(), None, {"dataset": "nonesuch"}, None) == {
+        "source": "static (the checkpoint records no known dataset)", "frac": None}
+    g = graph()
+    r = set_current_grids(g, None, {"dataset": "digits"}, None, headroom=1.0)
+    assert r["source"] == "calibrated on 1024 samples of the digits training split, headroom x1"
+    assert r["frac"] == GraphMetadata.of(g).current_frac and set(r["frac"].values()) - {10}
+    # the folder training recorded is used when none is given (scv2: the folder's error, static)
+    for given, recorded in ((None, str(tmp_path / "recorded")), (str(tmp_path / "given"), "/elsewhere")):
+        r = set_current_grids(graph(), None, {"dataset": "scv2", "options": {"data_dir": recorded}}, given)
+        assert r["frac"] is None and r["source"].startswith("static (no calibration data: ")
+        assert (given or recorded) in r["source"], r["source"]
+
+
+def test_export_model_writes_the_graph_of_its_options(tmp_path):
+    """The file ``export_model`` writes is ``model_to_nir`` of the options given (float, LMU taps
+    form, bits and terms), of the options a fine-tuned checkpoint recorded (with its pinned grids),
+    and calibrates on the folder given before the one training recorded."""
+    from export.graph import ExportOptions
+
+    model = active_model("tiny")
+    save_checkpoint(tmp_path / "d.pt", model, {"dataset": "digits"})
+
+    def written(name, **kwargs):
+        s = export_model(str(tmp_path / "d.pt"), output=str(tmp_path / f"{name}.nir"), **kwargs)
+        return s, read_graph(tmp_path / f"{name}.nir")
+
+    def same(graph, opts):
+        want = model_to_nir(model.eval(), opts)
+        assert set(graph.nodes) == set(want.nodes)
+        for n, node in want.nodes.items():
+            for k in ("weight", "bias", "delay"):
+                if hasattr(node, k):
+                    np.testing.assert_array_equal(getattr(graph.nodes[n], k), getattr(node, k),
+                                                  err_msg=f"{n}.{k}")
+
+    dt = 0.001  # digits' frame period (lmuformer.data)
+    for kwargs in ({"quantize": False}, {"lmu_form": "taps", "lmu_taps": 5, "lmu_max_delay": 7},
+                   {"weight_bits": 6, "weight_terms": 2, "lmu_bits": 7, "lmu_terms": 1}):
+        s, g = written("opts", **kwargs)
+        same(g, ExportOptions(**kwargs, dt=s["dt"]))
+        assert s["dt"] == dt
+    tuned = {"weight_bits": 8, "weight_terms": 2, "lmu_bits": 8, "lmu_terms": 1, "current_frac": None}
+    save_checkpoint(tmp_path / "d.pt", model, {"dataset": "digits", "finetuned_for": tuned})
+    s, g = written("tuned")
+    same(g, ExportOptions(weight_terms=2, lmu_terms=1, dt=dt))
+    assert s["current_grids"] == {"source": "static (fine-tuned on the static grid)", "frac": None}
+    save_checkpoint(tmp_path / "d.pt", model, {"dataset": "scv2", "options": {"data_dir": "/recorded/dir"}})
+    s, _ = written("folder", data_dir=str(tmp_path / "given"))
+    assert s["current_grids"]["frac"] is None and str(tmp_path / "given") in s["current_grids"]["source"]

@@ -331,3 +331,56 @@ def test_export_dt_is_the_checkpoints_frame_period(tmp_path) -> None:
     assert export_model(str(tmp_path / "old.pt"), output=str(tmp_path / "o.nir"))["dt"] == 0.001
     assert export_model(str(tmp_path / "none.pt"), output=str(tmp_path / "n.nir"))["dt"] == ExportOptions().dt
     assert export_model(str(tmp_path / "d.pt"), output=str(tmp_path / "e.nir"), dt=0.02)["dt"] == 0.02
+
+
+@pytest.fixture(scope="module")
+def trained_tiny(tmp_path_factory) -> str:
+    """The tiny preset trained for one epoch on digits (2 s): predictions of several classes."""
+    from lmuformer.training import train
+
+    out = tmp_path_factory.mktemp("trained_tiny")
+    train(epochs=1, out_dir=out, dataset="digits", preset="tiny", seed=0, lr=2e-2, threads=1, progress=False)
+    return str(out / "best.pt")
+
+
+def test_export_eval_scores_the_model_and_its_exported_graph(trained_tiny, tmp_path) -> None:
+    """``lmuf export --eval``: the float model's test accuracy and the written graph's (its torch
+    re-import), on the first 300 digits test samples (two batches of 256)."""
+    from backends.base import simulate
+    from lmuformer.checkpoint import load_checkpoint
+    from lmuformer.data import load_test_split
+    from lmuformer.jobs.export import export_model
+
+    path = tmp_path / "m.nir"
+    s = export_model(checkpoint=trained_tiny, output=str(path), eval_dataset="digits", samples=300)
+    x, y = load_test_split("digits", samples=300)
+    with torch.no_grad():
+        float_pred = load_checkpoint(trained_tiny).model.eval()(torch.as_tensor(x)).argmax(1).numpy()
+    run = simulate(read_graph(path), x, backend="torch", progress=False)
+    assert len(set(float_pred.tolist())) >= 5 and len(set(run.predictions.tolist())) >= 5
+    assert (s["eval_dataset"], s["eval_samples"]) == ("digits", 300)
+    assert s["accuracy_float"] == np.mean(float_pred == y) > 0.15
+    assert s["accuracy_quantized"] == np.mean(run.predictions == y) > 0.15
+    assert "u_spikes" not in s["lmu"][0] and "sops_per_inference" not in s["lmu"][0]
+
+
+def test_export_eval_counts_the_taps_forms_u_spikes(tmp_path) -> None:
+    """``--lmu-form taps --eval``: the u spikes per inference of the written graph (torch re-import,
+    300 samples) and the SOPs they cost (u spikes x the taps' fan-out)."""
+    from backends.base import simulate
+    from lmuformer.checkpoint import save_checkpoint
+    from lmuformer.data import load_test_split
+    from lmuformer.jobs.export import export_model
+    from tests.graphs import active_model
+
+    save_checkpoint(tmp_path / "ck.pt", active_model("tiny"), {"dataset": "digits", "preset": "tiny"})
+    path = tmp_path / "m.nir"
+    s = export_model(checkpoint=str(tmp_path / "ck.pt"), output=str(path), eval_dataset="digits", samples=300,
+                     lmu_form="taps")
+    x, _ = load_test_split("digits", samples=300)
+    run = simulate(read_graph(path), x, backend="torch", progress=False)
+    lmu = s["lmu"][0]
+    spikes = float(run.spikes[lmu["u"]].sum()) / 300
+    assert lmu["u_spikes"] == pytest.approx(spikes, rel=1e-12) and spikes > 1
+    assert lmu["sops_per_inference"] == pytest.approx(spikes * lmu["sops_per_u_spike"], rel=1e-12)
+    assert lmu["sops_per_u_spike"] > 1
