@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
+import torch
 
 from backends.fixed_point import calibrated_current_frac
 from export.graph import model_to_nir
@@ -86,6 +88,9 @@ def test_tuned_option_values_given_then_tuned_then_defaults():
         tuned_option_values({"weight_terms": 2, "lmu_bits": 8}, tuned, None)
     assert str(e.value) == ("the checkpoint was fine-tuned for another export (--weight-terms 2); export it "
                             "with --weight-bits 8 --weight-terms 1 --lmu-bits 8 --lmu-terms 1")
+    with pytest.raises(UserError, match=r"^the checkpoint was fine-tuned for another export "
+                                        r"\(--weight-terms 2, --lmu-terms 2\); export it with "):
+        tuned_option_values({"weight_terms": 2, "lmu_terms": 2}, tuned, None)
     with pytest.raises(UserError, match=r"^the checkpoint was fine-tuned for another export \(--float\);"):
         tuned_option_values(none, tuned, None, quantize=False)
     assert tuned_option_values(none, None, None, quantize=False)["weight_terms"] == d.weight_terms
@@ -143,16 +148,79 @@ def test_export_model_writes_the_graph_of_its_options(tmp_path):
                                                   err_msg=f"{n}.{k}")
 
     dt = 0.001  # digits' frame period (lmuformer.data)
-    for kwargs in ({"quantize": False}, {"lmu_form": "taps", "lmu_taps": 5, "lmu_max_delay": 7},
+    for kwargs in ({"quantize": False}, {"lmu_form": "taps", "lmu_taps": 6, "lmu_max_delay": 2},
                    {"weight_bits": 6, "weight_terms": 2, "lmu_bits": 7, "lmu_terms": 1}):
         s, g = written("opts", **kwargs)
         same(g, ExportOptions(**kwargs, dt=s["dt"]))
         assert s["dt"] == dt
+        assert ("current_grids" in s) == kwargs.get("quantize", True)  # a float export has none
+        assert any(".relay" in n for n in g.nodes) == ("lmu_max_delay" in kwargs)  # 6 taps, at most 2 apart
     tuned = {"weight_bits": 8, "weight_terms": 2, "lmu_bits": 8, "lmu_terms": 1, "current_frac": None}
     save_checkpoint(tmp_path / "d.pt", model, {"dataset": "digits", "finetuned_for": tuned})
     s, g = written("tuned")
     same(g, ExportOptions(weight_terms=2, lmu_terms=1, dt=dt))
     assert s["current_grids"] == {"source": "static (fine-tuned on the static grid)", "frac": None}
+    with pytest.raises(UserError, match=r"^the checkpoint was fine-tuned for another export \(--float\)"):
+        written("float", quantize=False)
+    with pytest.raises(UserError, match=r"^the checkpoint was fine-tuned on pinned current grids: "
+                                        r"--current-headroom does not apply \(give it to lmuf finetune\)$"):
+        written("headroom", current_headroom=1.0)
+    # a preset: seeded (0 by default), no current grids in its summary
+    a = export_model(preset_name="tiny", output=str(tmp_path / "p0.nir"))
+    b = export_model(preset_name="tiny", output=str(tmp_path / "p1.nir"), seed=0)
+    assert a == b and "current_grids" not in a
+    assert (tmp_path / "p0.nir").read_bytes() == (tmp_path / "p1.nir").read_bytes()
+    assert export_model(preset_name="tiny", output=str(tmp_path / "p2.nir"), seed=1) != a
     save_checkpoint(tmp_path / "d.pt", model, {"dataset": "scv2", "options": {"data_dir": "/recorded/dir"}})
     s, _ = written("folder", data_dir=str(tmp_path / "given"))
     assert s["current_grids"]["frac"] is None and str(tmp_path / "given") in s["current_grids"]["source"]
+    with pytest.raises(UserError, match=re.escape(str(tmp_path / "given"))):  # --eval reads the folder given
+        written("eval", data_dir=str(tmp_path / "given"), eval_dataset="scv2")
+
+
+def test_calibration_data_frame_period_and_model_loading(tmp_path):
+    """The small pieces of the export job: the calibration samples (evenly spaced over the training
+    split, its first and last included, float32), the recorded calibration (samples, headroom, peaks
+    to 6 decimals), the frame period a checkpoint implies, a model from a file or a preset, and the
+    record of pinned grids."""
+    from export.graph import ExportOptions
+    from lmuformer.data import load_dataset
+    from lmuformer.jobs.export import (
+        calibrate_export,
+        calibration_inputs,
+        checkpoint_frame_period,
+        frame_period,
+        load_model,
+        pin_current_frac,
+    )
+
+    train = load_dataset("digits", "train")
+    x = calibration_inputs("digits", samples=5)
+    assert x.dtype == np.float32 and x.shape[0] == 5
+    want = np.linspace(0, len(train) - 1, 5).round().astype(int)
+    assert (want[0], want[-1]) == (0, len(train) - 1)
+    for row, i in zip(x, want, strict=True):
+        np.testing.assert_array_equal(row, np.asarray(train[int(i)][0], np.float32))
+    assert calibration_inputs("digits", samples=10**6).shape[0] == len(train)
+    frac, info = calibrate_export(model_to_nir(active_model("tiny")), "digits", samples=16, headroom=1.5)
+    assert (info["samples"], info["headroom"], info["data"]) == (16, 1.5, "digits training split")
+    assert set(info["peak_abs_x"]) == set(frac) and all(v == round(v, 6) for v in info["peak_abs_x"].values())
+    assert any(v != round(v, 5) for v in info["peak_abs_x"].values())
+    assert frame_period({"frame_period_s": 0.05, "dataset": "digits"}) == 0.05
+    assert frame_period({"dataset": "digits"}) == 0.001 and frame_period({"dataset": "x"}) is None
+    save_checkpoint(tmp_path / "a.pt", active_model("tiny"), {"frame_period_s": 0.05})
+    save_checkpoint(tmp_path / "b.pt", active_model("tiny"), {})
+    assert checkpoint_frame_period(str(tmp_path / "a.pt")) == 0.05
+    assert checkpoint_frame_period(str(tmp_path / "b.pt")) == ExportOptions().dt
+    m = load_model(str(tmp_path / "a.pt"))
+    ref = active_model("tiny")
+    assert not m.training
+    assert all(torch.equal(p, q) for p, q in zip(m.parameters(), ref.parameters(), strict=True))
+    p0, p1 = load_model(preset_name="tiny"), load_model(preset_name="tiny", seed=0)
+    assert all(torch.equal(p, q) for p, q in zip(p0.parameters(), p1.parameters(), strict=True))
+    with pytest.raises(UserError, match="nonesuch"):
+        load_model(preset_name="nonesuch")
+    g = pin_current_frac(model_to_nir(active_model("tiny")), {"head.lif": 12})
+    md = GraphMetadata.of(g)
+    assert md.current_frac == {"head.lif": 12}
+    assert md.current_calibration == {"data": "pinned by lmuf finetune"}
