@@ -343,16 +343,18 @@ def trained_tiny(tmp_path_factory) -> str:
     return str(out / "best.pt")
 
 
-def test_export_eval_scores_the_model_and_its_exported_graph(trained_tiny, tmp_path) -> None:
+def test_export_eval_scores_the_model_and_its_exported_graph(trained_tiny, tmp_path, capsys) -> None:
     """``lmuf export --eval``: the float model's test accuracy and the written graph's (its torch
-    re-import), on the first 300 digits test samples (two batches of 256)."""
+    re-import), on the first 300 digits test samples (two batches of 256), with a progress bar."""
     from backends.base import simulate
     from lmuformer.checkpoint import load_checkpoint
     from lmuformer.data import load_test_split
     from lmuformer.jobs.export import export_model
 
     path = tmp_path / "m.nir"
-    s = export_model(checkpoint=trained_tiny, output=str(path), eval_dataset="digits", samples=300)
+    s = export_model(checkpoint=trained_tiny, output=str(path), eval_dataset="digits", samples=300,
+                     progress=True)
+    assert "exported graph (torch)" in capsys.readouterr().err
     x, y = load_test_split("digits", samples=300)
     with torch.no_grad():
         float_pred = load_checkpoint(trained_tiny).model.eval()(torch.as_tensor(x)).argmax(1).numpy()

@@ -7,6 +7,7 @@ import math
 import nir
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from backends.emulator import calibrate_current_frac
 from backends.fixed_point import CURRENT_HEADROOM
@@ -165,7 +166,8 @@ def export_model(
     seed: int = 0,
     current_headroom: float | None = None,
 ) -> dict:
-    """Export to ``output`` and return the summary (with accuracies if ``eval_dataset``).
+    """Export to ``output`` and return the summary (with accuracies if ``eval_dataset``; ``progress``:
+    a progress bar on stderr while the exported graph is evaluated).
 
     Options left None take the :class:`ExportOptions` defaults, or, for a checkpoint made by
     ``lmuf finetune --for-export``, the options it was fine-tuned for (recorded in its
@@ -208,11 +210,13 @@ def export_model(
             ).numpy()
         runner = GraphRunner(graph)
         preds, spikes = [], {}
-        for i in range(0, len(x), 256):
-            r = runner.run(torch.as_tensor(x[i : i + 256]))
-            preds.append((r.readout / r.steps).argmax(1).numpy())
-            for k, v in r.spikes.items():
-                spikes[k] = spikes.get(k, 0.0) + float(v.sum())
+        with tqdm(total=len(x), desc="exported graph (torch)", unit="sample", disable=not progress) as bar:
+            for i in range(0, len(x), 256):
+                r = runner.run(torch.as_tensor(x[i : i + 256]))
+                preds.append((r.readout / r.steps).argmax(1).numpy())
+                for k, v in r.spikes.items():
+                    spikes[k] = spikes.get(k, 0.0) + float(v.sum())
+                bar.update(len(r.readout))
         graph_pred = np.concatenate(preds)
         for m in summary["lmu"]:
             if m.get("form") == "taps":  # spikes x fan-out: counts taps that would land after the sample
