@@ -386,3 +386,12 @@ def test_export_eval_counts_the_taps_forms_u_spikes(tmp_path) -> None:
     assert lmu["u_spikes"] == pytest.approx(spikes, rel=1e-12) and spikes > 1
     assert lmu["sops_per_inference"] == pytest.approx(spikes * lmu["sops_per_u_spike"], rel=1e-12)
     assert lmu["sops_per_u_spike"] > 1
+
+
+def test_export_model_writes_model_nir_by_default(tmp_path, monkeypatch) -> None:
+    from lmuformer.jobs.export import export_model
+
+    monkeypatch.chdir(tmp_path)
+    export_model(preset_name="tiny")
+    assert [p.name for p in tmp_path.iterdir()] == ["model.nir"]
+    nir.read(tmp_path / "model.nir")
