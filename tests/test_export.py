@@ -366,7 +366,7 @@ def test_export_eval_scores_the_model_and_its_exported_graph(trained_tiny, tmp_p
     assert "u_spikes" not in s["lmu"][0] and "sops_per_inference" not in s["lmu"][0]
 
 
-def test_export_eval_counts_the_taps_forms_u_spikes(tmp_path) -> None:
+def test_export_eval_counts_the_taps_forms_u_spikes(tmp_path, capsys) -> None:
     """``--lmu-form taps --eval``: the u spikes per inference of the written graph (torch re-import,
     300 samples) and the SOPs they cost (u spikes x the taps' fan-out)."""
     from backends.base import simulate
@@ -379,6 +379,7 @@ def test_export_eval_counts_the_taps_forms_u_spikes(tmp_path) -> None:
     path = tmp_path / "m.nir"
     s = export_model(checkpoint=str(tmp_path / "ck.pt"), output=str(path), eval_dataset="digits", samples=300,
                      lmu_form="taps")
+    assert capsys.readouterr().err == ""  # no progress bar unless asked
     x, _ = load_test_split("digits", samples=300)
     run = simulate(read_graph(path), x, backend="torch", progress=False)
     lmu = s["lmu"][0]
