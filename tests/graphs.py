@@ -38,7 +38,6 @@ def _linear(mantissa, exponent: int) -> nir.Linear:
                       metadata={"weight_mantissa": m, "weight_exponent": exponent, "weight_bits": 10})
 
 
-# readout weights with mantissas wider than 8 bits: each row needs two 8-bit Dense terms
 def one_lif_graph(exponent: int = -4) -> nir.NIRGraph:
     """input(1) -> 13 * 2**exponent -> LIF a(1) -> 1 -> readout I(1) -> output."""
     nodes = {"input": nir.Input(input_type={"input": np.array([1])}), "a.in": _linear([[13]], exponent),
@@ -48,6 +47,7 @@ def one_lif_graph(exponent: int = -4) -> nir.NIRGraph:
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": 1.0, "latency_frames": 0})
 
 
+# readout weights with mantissas wider than 8 bits: each row needs two 8-bit Dense terms
 WIDE = [[300, -173], [129, 0]]
 
 
