@@ -24,12 +24,12 @@ in torch float64, which holds every integer of the lowering exactly (|values| < 
       (``fixed_point.input_frac_for``, recorded as ``finetune_input_frac_bits``; training inputs
       beyond its range are clipped as deployment clips them).
 
-Gradients: straight-through for every rounding (rint, floor, trunc, clip), the model's sigmoid
-surrogate (slope 4 on the NIR membrane) for the spikes, the reset detached (no gradient
-through a clipped mantissa).  The other fixed-point parameters (current grids k, thresholds,
-dv, the memory's grid) are those of the last lowering; the job pins the current grids (calibrated
-once on the start model, in the graph's metadata) so that every lowering uses the same.
-After training, the job (:func:`lmuformer.jobs.finetune.finetune`) exports the kept state
+Gradients: straight-through for every rounding (rint, floor, trunc, clip) and the current's wrap,
+the model's sigmoid surrogate (slope 4 on the NIR membrane) for the spikes, the reset detached (no
+gradient through a clipped mantissa).  The other fixed-point parameters (current grids k,
+thresholds, dv, the memory's grid) are those of the last lowering; the job pins the current grids
+(calibrated once on the start model, in the graph's metadata) so that every lowering uses the
+same.  After training, the job (:func:`lmuformer.jobs.finetune.finetune`) exports the kept state
 again and checks that it lowers to this forward pass's exponents, grids and integers, so the
 export of the fine-tuned checkpoint spikes exactly as it.
 
